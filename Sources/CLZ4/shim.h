@@ -1,0 +1,2 @@
+// liblz4 (Debian: liblz4-dev). The block API is all PaxosLog uses.
+#include <lz4.h>

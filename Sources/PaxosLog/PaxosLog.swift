@@ -1,0 +1,1 @@
+// The facade a database links lives in this module.

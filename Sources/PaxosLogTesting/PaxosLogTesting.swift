@@ -1,0 +1,1 @@
+// Simulator, fault-injecting file system and invariant checkers live in this module.

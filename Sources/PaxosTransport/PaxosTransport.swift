@@ -1,0 +1,1 @@
+// The wire codec and SwiftNIO transport live in this module.

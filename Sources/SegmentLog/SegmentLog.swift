@@ -1,0 +1,1 @@
+// The storage engine lives in this module (see issue: storage engine).

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+/// `paxlog bench SCENARIO`: throughput and latency, read against the machine's own limits.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure throughput and latency.",
+        subcommands: []
+    )
+}

@@ -1,0 +1,81 @@
+/// Everything a ``PaxosCore`` needs to know that is not durable state: who it is, who its peers
+/// are, how long its timers run (in ticks, since the core has no clock) and how much it may have
+/// in flight.
+public struct Configuration: Sendable, Hashable {
+    /// This replica's id; must appear in `members`.
+    public var id: NodeID
+    /// Every member of the cluster, this replica included (3, 5, 7…; 1 is a local WAL).
+    public var members: [NodeID]
+
+    /// A leader sends a heartbeat to every follower this often.
+    public var heartbeatTicks: Int = 2
+    /// A follower that hears nothing from a leader for a random number of ticks in
+    /// `electionTimeoutTicks` campaigns. Randomisation keeps candidates from colliding forever.
+    public var electionTimeoutTicks: ClosedRange<Int> = 10...20
+    /// After each election lost to a competing ballot the timeout range is multiplied by up to
+    /// `2^maxBackoffExponent` (randomised), the backoff that breaks duelling-proposer livelock.
+    public var maxBackoffExponent: Int = 3
+    /// A leader that has sent Accepts to a follower and heard no Accepted for this many ticks
+    /// resends everything that follower has not acknowledged (go-back-N).
+    public var retransmitTicks: Int = 6
+    /// A catch-up request that got no answer for this many ticks is sent again.
+    public var catchUpRetryTicks: Int = 6
+
+    /// Most slots in one Accept message (and in one accepted-batch record).
+    public var maxBatchCount: Int = 256
+    /// Most payload bytes in one Accept message (a single larger value still travels alone).
+    public var maxBatchBytes: Int = 1 << 20
+    /// Most Accept messages unacknowledged per follower (pipelining depth).
+    public var maxInflightBatches: Int = 8
+    /// Most payload bytes unacknowledged per follower.
+    public var maxInflightBytes: Int = 8 << 20
+    /// Most payload bytes a leader holds proposed but not yet chosen; beyond it `propose` answers
+    /// ``ProposeResult/overloaded``.
+    public var maxUncommittedBytes: Int = 64 << 20
+    /// Most proposals a leader holds proposed but not yet chosen; beyond it `propose` answers
+    /// ``ProposeResult/overloaded``.
+    public var maxQueuedProposals: Int = 65_536
+    /// Most entries in one catch-up reply.
+    public var maxCatchUpEntries: Int = 1024
+    /// Most payload bytes in one catch-up reply.
+    public var maxCatchUpBytes: Int = 4 << 20
+
+    /// Seed of the core's only source of randomness (election timeouts). Give every replica a
+    /// different seed; the same seed and the same inputs give the same outputs.
+    public var randomSeed: UInt64 = 0
+
+    /// Deliberately broken behaviours the simulation must catch. Only tests may set this.
+    @_spi(Testing) public var plantedBug: PlantedBug? = nil
+
+    public init(id: NodeID, members: [NodeID], randomSeed: UInt64 = 0) {
+        self.id = id
+        self.members = members
+        self.randomSeed = randomSeed
+    }
+
+    /// Acceptors needed to choose a value or to win Phase 1: a strict majority.
+    public var quorum: Int {
+        if plantedBug == .quorumHalf { return Swift.max(1, members.count / 2) }
+        return members.count / 2 + 1
+    }
+}
+
+/// Deliberately broken variants of the core. Each one breaks a rule the design depends on; the
+/// simulation tests assert that the invariant checker notices every one of them.
+@_spi(Testing) public enum PlantedBug: String, Sendable, Hashable, CaseIterable {
+    /// An acceptor accepts values in a ballot below the one it promised.
+    case acceptBelowPromise
+    /// An acceptor answers Prepare before its promise record is durable.
+    case promiseBeforeDurable
+    /// A new leader ignores values reported in Phase 1 and fills every open slot with a no-op.
+    case ignorePhase1Values
+    /// A follower marks a slot chosen whenever it holds any value for it, whatever the ballot.
+    case chosenWithoutBallotMatch
+    /// Quorums of `n/2` instead of a strict majority.
+    case quorumHalf
+    /// A candidate uses its ballot before the promise naming it is durable, so a restart before
+    /// the sync picks the same ballot again for different values.
+    case ballotReusedAfterRestart
+    /// An acceptor answers Accept before its accepted record is durable.
+    case acceptedBeforeDurable
+}

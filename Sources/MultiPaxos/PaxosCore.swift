@@ -1,0 +1,714 @@
+import DequeModule
+
+/// One Multi-Paxos replica (proposer, acceptor and learner) as a deterministic state machine.
+///
+/// The core does no I/O and reads no clock. A driver feeds it inputs — ``step(_:)`` for a
+/// received message, ``tick()`` for the passage of time, ``propose(_:)`` for a client value,
+/// ``persisted(through:)`` when storage confirms records durable — and then drains the effects
+/// with ``takeReady()``. See ``Ready`` for the durability contract. The same configuration, seed
+/// and inputs always produce the same effects, so a simulator can replay any run from its seed.
+///
+/// A typical driver loop:
+/// ```swift
+/// var core = PaxosCore(configuration: config, restoring: storage.recoveredState())
+/// while running {
+///     // feed any number of inputs: core.step(envelope), core.tick(), core.propose(value)
+///     let ready = core.takeReady()
+///     storage.append(ready.records)                 // in order, after earlier ones
+///     network.send(ready.messages)                  // may overlap the write
+///     storage.whenDurable(through: ready.persistThrough) {
+///         network.send(ready.messagesAfterPersist)  // votes: only once durable
+///         core.persisted(through: ready.persistThrough)
+///     }
+///     apply(ready.chosen)
+/// }
+/// ```
+public struct PaxosCore: Sendable {
+    public let configuration: Configuration
+    public var id: NodeID { configuration.id }
+
+    enum Role: Sendable { case follower, candidate, leader }
+
+    /// Per-follower replication state kept by a leader.
+    struct Progress: Sendable {
+        /// Next slot to send to this follower.
+        var nextToSend: Slot = 1
+        /// Unacknowledged Accept batches, oldest first.
+        var inflight: Deque<(first: Slot, last: Slot, bytes: Int)> = []
+        var inflightBytes = 0
+        /// Ticks since the last acknowledgement while something was in flight.
+        var idleTicks = 0
+    }
+
+    // MARK: Acceptor state (mirrors what was asked to be persisted)
+
+    /// The highest ballot this acceptor promised.
+    public private(set) var promised: Ballot = .zero
+    var log = SlotLog()
+    /// Every slot through here is chosen and its value known to this replica.
+    public private(set) var chosenThrough: Slot = 0
+
+    // MARK: Roles
+
+    var role: Role = .follower
+    /// This replica's own ballot while it is candidate or leader.
+    var ballot: Ballot = .zero
+    /// Highest round seen anywhere, so a new ballot beats every ballot this replica knows of.
+    var maxRoundSeen: UInt64 = 0
+    /// The leader this replica follows, and its ballot.
+    var leaderID: NodeID? = nil
+    var leaderBallot: Ballot = .zero
+
+    var electionElapsed = 0
+    var electionTimeout = 0
+    var backoff = 0
+    var heartbeatElapsed = 0
+    var rng: SplitMix64
+
+    // MARK: Candidate
+
+    var promisesFrom: UInt64 = 0
+    var selfPromiseSeq: RecordSequence = 0
+    var selfPromised = false
+    var phase1From: Slot = 1
+    /// Highest-ballot vote per slot reported in Phase 1 (own vote included).
+    var phase1: [Slot: Entry] = [:]
+
+    // MARK: Leader
+
+    /// Next slot a proposal will get.
+    var nextSlot: Slot = 1
+    /// For slots `chosenThrough + 1 ..< nextSlot`: bit per member index that accepted in `ballot`.
+    var acks: Deque<UInt64> = []
+    /// Slots through here have had their own accepted record emitted (and may be sent).
+    var flushedThrough: Slot = 0
+    /// Own accepted records not yet known durable: the leader's own vote counts after the sync.
+    var ownPending: Deque<(seq: RecordSequence, first: Slot, last: Slot)> = []
+    var progress: [Progress]
+    var uncommittedBytes = 0
+    /// Members heard from since the last quorum check (bit per member index).
+    var heardFrom: UInt64 = 0
+    var quorumCheckElapsed = 0
+
+    // MARK: Learner
+
+    /// Highest chosen watermark any leader reported.
+    var knownChosen: Slot = 0
+    var catchUpOutstanding = false
+    var catchUpElapsed = 0
+
+    // MARK: Output
+
+    var lastSeq: RecordSequence = 0
+    /// Highest record sequence the driver confirmed durable.
+    public private(set) var durableSeq: RecordSequence = 0
+    var lastChosenRecorded: Slot = 0
+    var lastLeadership: Leadership
+    var ready = Ready()
+
+    let selfIndex: Int
+    let quorum: Int
+
+    /// A fresh replica, or one restarting from the durable state storage recovered.
+    ///
+    /// A restarted replica never reuses a ballot: every ballot it issued was persisted as a
+    /// promise before any message naming it left, and its next ballot is above `promised`.
+    /// - Parameters:
+    ///   - configuration: members, timeouts, caps; `id` must be a member.
+    ///   - state: what storage recovered (empty for a new replica).
+    public init(configuration: Configuration, restoring state: DurableState = DurableState()) {
+        precondition(configuration.members.contains(configuration.id), "id must be a member")
+        precondition(configuration.members.count <= 64, "at most 64 members")
+        self.configuration = configuration
+        self.selfIndex = configuration.members.firstIndex(of: configuration.id)!
+        self.quorum = configuration.quorum
+        self.rng = SplitMix64(seed: configuration.randomSeed)
+        self.progress = Array(repeating: Progress(), count: configuration.members.count)
+        self.lastLeadership = Leadership(leader: nil, ballot: .zero, isLeader: false)
+
+        promised = state.promised
+        maxRoundSeen = state.promised.round
+        log.reset(base: state.compactedThrough + 1)
+        for e in state.entries where e.slot > state.compactedThrough {
+            log.set(e.slot, ballot: e.ballot, value: e.value)
+            maxRoundSeen = Swift.max(maxRoundSeen, e.ballot.round)
+        }
+        chosenThrough = Swift.max(state.chosenThrough, state.compactedThrough)
+        lastChosenRecorded = chosenThrough
+        knownChosen = chosenThrough
+        nextSlot = chosenThrough + 1
+        resetElectionTimer()
+    }
+
+    // MARK: - Observers
+
+    /// True when this replica leads and has finished Phase 1.
+    public var isLeader: Bool { role == .leader }
+    /// The leader this replica knows of (itself when leading).
+    public var knownLeader: NodeID? { role == .leader ? id : (role == .candidate ? nil : leaderID) }
+    /// The value this replica holds for `slot` (its latest vote, or the chosen value at or
+    /// below ``chosenThrough``).
+    public func value(at slot: Slot) -> Value? { log[slot]?.value }
+    /// This replica's vote for `slot`.
+    public func entry(at slot: Slot) -> Entry? {
+        log[slot].map { Entry(slot: slot, ballot: $0.ballot, value: $0.value) }
+    }
+    /// The first slot still held in memory (slots below were compacted).
+    public var firstHeldSlot: Slot { log.base }
+    /// One-line summary for logs and transcripts.
+    public var statusDescription: String {
+        let r: String
+        switch role {
+        case .follower: r = "follower(leader=\(leaderID.map(String.init) ?? "none"))"
+        case .candidate: r = "candidate(\(ballot))"
+        case .leader: r = "leader(\(ballot))"
+        }
+        return "\(r) promised=\(promised) chosen=\(chosenThrough) lastAccepted=\(log.lastFilled)"
+    }
+
+    // MARK: - Inputs
+
+    /// Handles one message from a peer. Messages from non-members or addressed elsewhere are ignored.
+    public mutating func step(_ envelope: Envelope) {
+        guard envelope.to == id, envelope.from != id,
+              let from = configuration.members.firstIndex(of: envelope.from) else { return }
+        switch envelope.message {
+        case .prepare(let m): onPrepare(from: envelope.from, m)
+        case .promise(let m): onPromise(fromIndex: from, m)
+        case .reject(let m): onReject(m)
+        case .accept(let m): onAccept(from: envelope.from, m)
+        case .accepted(let m): onAccepted(fromIndex: from, m)
+        case .heartbeat(let m): onHeartbeat(from: envelope.from, m)
+        case .heartbeatReply(let m): onHeartbeatReply(fromIndex: from, m)
+        case .catchUpRequest(let m): onCatchUpRequest(from: envelope.from, m)
+        case .catchUpReply(let m): onCatchUpReply(from: envelope.from, m)
+        }
+    }
+
+    /// Advances logical time by one tick: heartbeats, election and retransmission timers.
+    public mutating func tick() {
+        switch role {
+        case .leader:
+            heartbeatElapsed += 1
+            if heartbeatElapsed >= configuration.heartbeatTicks {
+                heartbeatElapsed = 0
+                broadcastHeartbeat()
+            }
+            for i in progress.indices where i != selfIndex && !progress[i].inflight.isEmpty {
+                progress[i].idleTicks += 1
+                if progress[i].idleTicks >= configuration.retransmitTicks { rewind(i) }
+            }
+            // A leader cut off from a majority steps down, so clients stop waiting on it.
+            quorumCheckElapsed += 1
+            if quorumCheckElapsed >= configuration.electionTimeoutTicks.upperBound {
+                quorumCheckElapsed = 0
+                let heard = (heardFrom | (1 << UInt64(selfIndex))).nonzeroBitCount
+                heardFrom = 0
+                if heard < quorum { becomeFollower(leader: nil, ballot: leaderBallot) }
+            }
+        case .follower, .candidate:
+            electionElapsed += 1
+            if electionElapsed >= electionTimeout {
+                if role == .candidate { backoff = Swift.min(backoff + 1, configuration.maxBackoffExponent) }
+                campaign()
+            }
+        }
+        if catchUpOutstanding {
+            catchUpElapsed += 1
+            if catchUpElapsed >= configuration.catchUpRetryTicks {
+                catchUpOutstanding = false
+                requestCatchUpIfBehind()
+            }
+        }
+    }
+
+    /// Offers a client value.
+    ///
+    /// Only a leader that finished Phase 1 takes proposals; the value is assigned a slot at once
+    /// and sent with the next ``takeReady()``. It is acknowledged when that slot is reported in
+    /// ``Ready/chosen`` with this value.
+    /// - Returns: the slot, or where to go instead, or ``ProposeResult/overloaded``.
+    public mutating func propose(_ value: Value) -> ProposeResult {
+        guard role == .leader else { return .notLeader(leader: knownLeader) }
+        let pending = Int(nextSlot &- 1 &- chosenThrough)
+        if pending >= configuration.maxQueuedProposals { return .overloaded }
+        if pending > 0, uncommittedBytes + value.byteCount > configuration.maxUncommittedBytes { return .overloaded }
+        let slot = nextSlot
+        nextSlot += 1
+        log.set(slot, ballot: ballot, value: value)
+        acks.append(0)
+        uncommittedBytes += value.byteCount
+        return .proposed(slot: slot)
+    }
+
+    /// Starts an election now instead of waiting for the timeout (bootstrap, tests, transfer).
+    public mutating func campaign() {
+        role = .candidate
+        leaderID = nil
+        ballot = Ballot(round: Swift.max(promised.round, maxRoundSeen) + 1, node: id)
+        maxRoundSeen = ballot.round
+        promised = ballot
+        appendRecord(.promise(ballot))
+        selfPromiseSeq = lastSeq
+        selfPromised = false
+        promisesFrom = 0
+        phase1From = chosenThrough + 1
+        phase1 = [:]
+        for e in log.entries(from: phase1From) { phase1[e.slot] = e }
+        clearLeaderState()
+        resetElectionTimer()
+        let prepare = Message.prepare(Prepare(ballot: ballot, fromSlot: phase1From))
+        if configuration.plantedBug == .ballotReusedAfterRestart {
+            // BUG: the ballot is used before the promise naming it is durable.
+            selfPromised = true
+            broadcast(prepare, gated: false)
+            maybeWinElection()
+        } else {
+            // The Prepare names a ballot; it may leave only once that ballot is durable, or a
+            // restart could issue the same ballot again with other values.
+            broadcast(prepare, gated: true)
+            if durableSeq >= selfPromiseSeq { countSelfPromise() }
+        }
+    }
+
+    /// Storage confirms every record through `sequence` durable.
+    ///
+    /// Call after sending the `messagesAfterPersist` of the Ready values it covers.
+    public mutating func persisted(through sequence: RecordSequence) {
+        guard sequence > durableSeq else { return }
+        durableSeq = Swift.min(sequence, lastSeq)
+        if role == .candidate, !selfPromised, durableSeq >= selfPromiseSeq { countSelfPromise() }
+        if role == .leader {
+            let bit: UInt64 = 1 << UInt64(selfIndex)
+            while let p = ownPending.first, p.seq <= durableSeq {
+                ownPending.removeFirst()
+                markAcked(bit: bit, first: p.first, last: p.last)
+            }
+            advanceChosen()
+        }
+    }
+
+    /// Forgets log entries through `slot`, which a durable snapshot now covers (`slot` must be
+    /// chosen). Peers that later need them get a ``SnapshotRequest`` instead.
+    public mutating func compact(through slot: Slot) {
+        let through = Swift.min(slot, chosenThrough)
+        log.compact(through: through)
+    }
+
+    /// Drains the effects accumulated since the last call. See ``Ready`` for what the driver
+    /// must do with them, and in which order.
+    public mutating func takeReady() -> Ready {
+        if role == .leader { flush() }
+        if chosenThrough > lastChosenRecorded {
+            appendRecord(.chosen(through: chosenThrough))
+            lastChosenRecorded = chosenThrough
+        }
+        let now = Leadership(leader: knownLeader, ballot: role == .follower ? leaderBallot : ballot, isLeader: role == .leader)
+        if now != lastLeadership {
+            lastLeadership = now
+            ready.leadership = now
+        }
+        ready.persistThrough = lastSeq
+        let out = ready
+        ready = Ready()
+        return out
+    }
+
+    // MARK: - Acceptor
+
+    mutating func onPrepare(from: NodeID, _ p: Prepare) {
+        noteRound(p.ballot)
+        guard p.ballot >= promised else {
+            send(to: from, .reject(Reject(ballot: p.ballot, promised: promised)), gated: false)
+            return
+        }
+        // A candidate that lacks slots we already compacted could not learn their values from
+        // us and might fill them with no-ops: it must catch up (from a snapshot) before leading.
+        guard p.fromSlot >= log.base else { return }
+        if p.ballot > promised {
+            promised = p.ballot
+            appendRecord(.promise(p.ballot))
+            if role != .follower || leaderBallot < p.ballot { becomeFollower(leader: nil, ballot: leaderBallot) }
+        }
+        // Give the candidate time to finish before competing with it.
+        electionElapsed = 0
+        let reply = Promise(ballot: p.ballot, fromSlot: p.fromSlot, accepted: log.entries(from: p.fromSlot),
+                            chosenThrough: chosenThrough)
+        send(to: from, .promise(reply), gated: configuration.plantedBug != .promiseBeforeDurable)
+    }
+
+    mutating func onAccept(from: NodeID, _ a: Accept) {
+        noteRound(a.ballot)
+        if a.ballot < promised, configuration.plantedBug != .acceptBelowPromise {
+            send(to: from, .reject(Reject(ballot: a.ballot, promised: promised)), gated: false)
+            return
+        }
+        // Chosen slots are immutable here: a stale leader may still be proposing another value
+        // for them. Acknowledge them only if the value is the chosen one.
+        let openFirst = Swift.max(a.firstSlot, chosenThrough + 1, log.base)
+        var s = Swift.max(a.firstSlot, log.base)
+        var i = Int(s - a.firstSlot)
+        while s < openFirst, i < a.values.count {
+            if let held = log[s], held.value != a.values[i] {
+                let higher = Swift.max(promised, held.ballot)
+                send(to: from, .reject(Reject(ballot: a.ballot, promised: higher > a.ballot ? higher : Ballot(round: a.ballot.round + 1, node: 0))), gated: false)
+                return
+            }
+            s += 1
+            i += 1
+        }
+        if a.ballot > promised {
+            promised = a.ballot
+            appendRecord(.promise(a.ballot))
+        }
+        followLeader(from, ballot: a.ballot)
+        let lastSlot = a.firstSlot &+ Slot(a.values.count) &- 1
+        if !a.values.isEmpty, openFirst <= lastSlot {
+            let skip = Int(openFirst - a.firstSlot)
+            let values = skip == 0 ? a.values : Array(a.values[skip...])
+            var slot = openFirst
+            for v in values {
+                log.set(slot, ballot: a.ballot, value: v)
+                slot += 1
+            }
+            appendRecord(.accepted(AcceptedBatch(ballot: a.ballot, firstSlot: openFirst, values: values)))
+        }
+        if !a.values.isEmpty {
+            let ackFirst = Swift.max(a.firstSlot, log.base)
+            if ackFirst <= lastSlot {
+                send(to: from, .accepted(Accepted(ballot: a.ballot, firstSlot: ackFirst, lastSlot: lastSlot)),
+                     gated: configuration.plantedBug != .acceptedBeforeDurable)
+            }
+        }
+        learn(leaderChosen: a.chosenThrough, ballot: a.ballot, leader: from)
+    }
+
+    mutating func onHeartbeat(from: NodeID, _ h: Heartbeat) {
+        noteRound(h.ballot)
+        guard h.ballot >= promised else {
+            send(to: from, .reject(Reject(ballot: h.ballot, promised: promised)), gated: false)
+            return
+        }
+        followLeader(from, ballot: h.ballot)
+        learn(leaderChosen: h.chosenThrough, ballot: h.ballot, leader: from)
+        send(to: from, .heartbeatReply(HeartbeatReply(ballot: h.ballot, chosenThrough: chosenThrough,
+                                                       lastAccepted: log.lastFilled)), gated: false)
+    }
+
+    // MARK: - Learner
+
+    /// Marks slots chosen up to the leader's watermark, but only where this replica's vote is in
+    /// the leader's own ballot: an equal slot with an older ballot may hold a value that lost.
+    mutating func learn(leaderChosen: Slot, ballot b: Ballot, leader: NodeID) {
+        if leaderChosen > knownChosen { knownChosen = leaderChosen }
+        let anyBallot = configuration.plantedBug == .chosenWithoutBallotMatch
+        while chosenThrough < leaderChosen {
+            let s = chosenThrough + 1
+            guard let e = log[s], anyBallot || e.ballot == b else { break }
+            chosenThrough = s
+            ready.chosen.append(ChosenEntry(slot: s, value: e.value))
+        }
+        requestCatchUpIfBehind()
+    }
+
+    mutating func requestCatchUpIfBehind() {
+        guard role != .leader, chosenThrough < knownChosen, !catchUpOutstanding, let target = leaderID else { return }
+        catchUpOutstanding = true
+        catchUpElapsed = 0
+        send(to: target, .catchUpRequest(CatchUpRequest(fromSlot: chosenThrough + 1, throughSlot: knownChosen)), gated: false)
+    }
+
+    mutating func onCatchUpRequest(from: NodeID, _ r: CatchUpRequest) {
+        guard r.fromSlot <= chosenThrough else { return }
+        if r.fromSlot < log.base {
+            // Seam for snapshot catch-up: the driver sends a snapshot (a later issue).
+            ready.snapshotRequests.append(SnapshotRequest(peer: from, fromSlot: r.fromSlot))
+            return
+        }
+        let through = Swift.min(r.throughSlot, chosenThrough)
+        var entries: [Entry] = []
+        var bytes = 0
+        var s = r.fromSlot
+        while s <= through, entries.count < configuration.maxCatchUpEntries {
+            guard let e = log[s] else { break }
+            if !entries.isEmpty, bytes + e.value.byteCount > configuration.maxCatchUpBytes { break }
+            bytes += e.value.byteCount
+            entries.append(Entry(slot: s, ballot: e.ballot, value: e.value))
+            s += 1
+        }
+        send(to: from, .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosenThrough)), gated: false)
+    }
+
+    mutating func onCatchUpReply(from: NodeID, _ r: CatchUpReply) {
+        // A leader's acknowledgement window starts at its chosen watermark; it never fetches.
+        guard role != .leader else { return }
+        catchUpOutstanding = false
+        var learned: [Entry] = []
+        for e in r.entries where e.slot == chosenThrough + 1 && e.slot >= log.base {
+            log.set(e.slot, ballot: e.ballot, value: e.value)
+            learned.append(e)
+            chosenThrough = e.slot
+            ready.chosen.append(ChosenEntry(slot: e.slot, value: e.value))
+        }
+        // Stored as votes so a restart keeps them; the chosen record (in takeReady) follows them.
+        if !learned.isEmpty { appendRecord(.learned(learned)) }
+        if r.chosenThrough > knownChosen { knownChosen = r.chosenThrough }
+        if !learned.isEmpty { requestCatchUpIfBehind() }
+    }
+
+    // MARK: - Candidate
+
+    mutating func countSelfPromise() {
+        selfPromised = true
+        maybeWinElection()
+    }
+
+    mutating func onPromise(fromIndex: Int, _ p: Promise) {
+        guard role == .candidate, p.ballot == ballot else { return }
+        let bit: UInt64 = 1 << UInt64(fromIndex)
+        guard promisesFrom & bit == 0 else { return }
+        promisesFrom |= bit
+        if configuration.plantedBug != .ignorePhase1Values {
+            for e in p.accepted where e.slot >= phase1From {
+                if let have = phase1[e.slot], have.ballot >= e.ballot { continue }
+                phase1[e.slot] = e
+            }
+        }
+        maybeWinElection()
+    }
+
+    mutating func maybeWinElection() {
+        guard role == .candidate, selfPromised,
+              promisesFrom.nonzeroBitCount + 1 >= quorum else { return }
+        becomeLeader()
+    }
+
+    mutating func becomeLeader() {
+        role = .leader
+        leaderID = id
+        leaderBallot = ballot
+        backoff = 0
+        heartbeatElapsed = 0
+        quorumCheckElapsed = 0
+        heardFrom = 0
+        clearLeaderState()
+        // Re-propose, in our ballot, the highest-ballot value a majority reported for every open
+        // slot, and a no-op for every hole, before any new proposal.
+        let start = chosenThrough + 1
+        var top = chosenThrough
+        for s in phase1.keys where s > top { top = s }
+        if configuration.plantedBug == .ignorePhase1Values { top = Swift.max(top, log.lastFilled) }
+        if top >= start {
+            for s in start...top {
+                let v: Value
+                if configuration.plantedBug == .ignorePhase1Values {
+                    v = .noop
+                } else {
+                    v = phase1[s]?.value ?? .noop
+                }
+                log.set(s, ballot: ballot, value: v)
+                acks.append(0)
+                uncommittedBytes += v.byteCount
+            }
+        }
+        phase1 = [:]
+        nextSlot = top + 1
+        flushedThrough = chosenThrough
+        for i in progress.indices { progress[i] = Progress(nextToSend: start) }
+        broadcastHeartbeat()
+    }
+
+    mutating func onReject(_ r: Reject) {
+        noteRound(r.promised)
+        guard role != .follower, r.ballot == ballot, r.promised > ballot else { return }
+        backoff = Swift.min(backoff + 1, configuration.maxBackoffExponent)
+        becomeFollower(leader: nil, ballot: leaderBallot)
+    }
+
+    // MARK: - Leader
+
+    mutating func onAccepted(fromIndex: Int, _ a: Accepted) {
+        guard role == .leader, a.ballot == ballot, a.firstSlot <= a.lastSlot else { return }
+        let bit: UInt64 = 1 << UInt64(fromIndex)
+        heardFrom |= bit
+        if let k = progress[fromIndex].inflight.firstIndex(where: { $0.first == a.firstSlot && $0.last == a.lastSlot }) {
+            progress[fromIndex].inflightBytes -= progress[fromIndex].inflight[k].bytes
+            progress[fromIndex].inflight.remove(at: k)
+            progress[fromIndex].idleTicks = 0
+        }
+        markAcked(bit: bit, first: a.firstSlot, last: a.lastSlot)
+        advanceChosen()
+    }
+
+    mutating func onHeartbeatReply(fromIndex: Int, _ r: HeartbeatReply) {
+        guard role == .leader, r.ballot == ballot else { return }
+        heardFrom |= 1 << UInt64(fromIndex)
+    }
+
+    mutating func markAcked(bit: UInt64, first: Slot, last: Slot) {
+        let lo = Swift.max(first, chosenThrough + 1)
+        let hi = Swift.min(last, nextSlot - 1)
+        guard lo <= hi else { return }
+        let base = chosenThrough + 1
+        for s in lo...hi { acks[Int(s - base)] |= bit }
+    }
+
+    mutating func advanceChosen() {
+        while let m = acks.first, m.nonzeroBitCount >= quorum {
+            acks.removeFirst()
+            chosenThrough += 1
+            let v = log[chosenThrough]!.value
+            uncommittedBytes -= v.byteCount
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: v))
+        }
+        knownChosen = Swift.max(knownChosen, chosenThrough)
+    }
+
+    /// Emits the leader's own accepted records for new slots and sends Accepts within each
+    /// follower's window. The own record and the Accepts leave together: the leader's vote is
+    /// written in parallel with the followers' and counted once durable.
+    mutating func flush() {
+        while flushedThrough + 1 < nextSlot {
+            let first = flushedThrough + 1
+            let last = batchEnd(from: first)
+            let values = log.values(first, last)
+            appendRecord(.accepted(AcceptedBatch(ballot: ballot, firstSlot: first, values: values)))
+            ownPending.append((lastSeq, first, last))
+            flushedThrough = last
+            // Steady state: every follower is at `first`, so they all share this one array.
+            for i in progress.indices where i != selfIndex && progress[i].nextToSend == first && canSend(i) {
+                sendBatch(i, first: first, last: last, values: values)
+            }
+        }
+        for i in progress.indices where i != selfIndex { sendWindow(i) }
+    }
+
+    func batchEnd(from first: Slot) -> Slot {
+        var last = first
+        var bytes = log[first]?.value.byteCount ?? 0
+        let limit = Swift.min(nextSlot - 1, first + Slot(configuration.maxBatchCount) - 1)
+        while last < limit {
+            let b = log[last + 1]?.value.byteCount ?? 0
+            if bytes + b > configuration.maxBatchBytes { break }
+            bytes += b
+            last += 1
+        }
+        return last
+    }
+
+    func canSend(_ i: Int) -> Bool {
+        progress[i].inflight.count < configuration.maxInflightBatches
+            && progress[i].inflightBytes < configuration.maxInflightBytes
+    }
+
+    mutating func sendWindow(_ i: Int) {
+        while progress[i].nextToSend <= flushedThrough, canSend(i) {
+            var first = progress[i].nextToSend
+            if first < log.base {
+                // The follower needs compacted slots: only a snapshot helps it (later issue).
+                ready.snapshotRequests.append(SnapshotRequest(peer: configuration.members[i], fromSlot: first))
+                first = log.base
+                progress[i].nextToSend = first
+                if first > flushedThrough { break }
+            }
+            var last = first
+            var bytes = log[first]?.value.byteCount ?? 0
+            let limit = Swift.min(flushedThrough, first + Slot(configuration.maxBatchCount) - 1)
+            while last < limit {
+                let b = log[last + 1]?.value.byteCount ?? 0
+                if bytes + b > configuration.maxBatchBytes { break }
+                bytes += b
+                last += 1
+            }
+            sendBatch(i, first: first, last: last, values: log.values(first, last))
+        }
+    }
+
+    mutating func sendBatch(_ i: Int, first: Slot, last: Slot, values: [Value]) {
+        var bytes = 0
+        for v in values { bytes += v.byteCount }
+        progress[i].inflight.append((first, last, bytes))
+        progress[i].inflightBytes += bytes
+        progress[i].nextToSend = last + 1
+        send(to: configuration.members[i],
+             .accept(Accept(ballot: ballot, firstSlot: first, values: values, chosenThrough: chosenThrough)), gated: false)
+    }
+
+    /// Go-back-N: resend from the first slot this follower has not acknowledged.
+    mutating func rewind(_ i: Int) {
+        let bit: UInt64 = 1 << UInt64(i)
+        var start = nextSlot
+        for (k, m) in acks.enumerated() where m & bit == 0 {
+            start = chosenThrough + 1 + Slot(k)
+            break
+        }
+        progress[i].inflight.removeAll()
+        progress[i].inflightBytes = 0
+        progress[i].idleTicks = 0
+        progress[i].nextToSend = start
+    }
+
+    mutating func broadcastHeartbeat() {
+        broadcast(.heartbeat(Heartbeat(ballot: ballot, chosenThrough: chosenThrough)), gated: false)
+    }
+
+    // MARK: - Role changes
+
+    /// Follows the leader of `ballot` (already checked to be at or above our promise).
+    mutating func followLeader(_ leader: NodeID, ballot b: Ballot) {
+        if role != .follower || leaderID != leader || leaderBallot != b {
+            if role != .follower { becomeFollower(leader: leader, ballot: b) }
+            leaderID = leader
+            leaderBallot = b
+        }
+        // An established leader: competition is over.
+        backoff = 0
+        electionElapsed = 0
+    }
+
+    mutating func becomeFollower(leader: NodeID?, ballot b: Ballot) {
+        role = .follower
+        leaderID = leader
+        leaderBallot = b
+        clearLeaderState()
+        phase1 = [:]
+        resetElectionTimer()
+    }
+
+    mutating func clearLeaderState() {
+        acks.removeAll()
+        ownPending.removeAll()
+        uncommittedBytes = 0
+        nextSlot = chosenThrough + 1
+        flushedThrough = chosenThrough
+        catchUpOutstanding = false
+    }
+
+    mutating func resetElectionTimer() {
+        electionElapsed = 0
+        let r = configuration.electionTimeoutTicks
+        var t = r.lowerBound + rng.below(r.upperBound - r.lowerBound + 1)
+        if backoff > 0 { t += rng.below(r.upperBound * ((1 << backoff) - 1) + 1) }
+        electionTimeout = t
+    }
+
+    mutating func noteRound(_ b: Ballot) {
+        if b.round > maxRoundSeen { maxRoundSeen = b.round }
+    }
+
+    // MARK: - Output helpers
+
+    mutating func appendRecord(_ r: DurableRecord) {
+        lastSeq += 1
+        ready.records.append(r)
+    }
+
+    mutating func send(to: NodeID, _ m: Message, gated: Bool) {
+        let env = Envelope(from: id, to: to, message: m)
+        if gated { ready.messagesAfterPersist.append(env) } else { ready.messages.append(env) }
+    }
+
+    mutating func broadcast(_ m: Message, gated: Bool) {
+        for peer in configuration.members where peer != id { send(to: peer, m, gated: gated) }
+    }
+}

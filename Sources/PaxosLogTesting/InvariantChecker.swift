@@ -1,0 +1,152 @@
+import MultiPaxos
+
+/// Safety oracle for a simulated cluster, fed with everything every replica ever wrote or
+/// learned, over all incarnations. Every check is incremental so it can run after every step.
+///
+/// Invariants:
+/// - one value per `(slot, ballot)` across every accepted record ever written (a ballot proposes
+///   one value per slot; two means a ballot was reused);
+/// - at most one value is ever chosen per slot, over all replicas and all time;
+/// - only proposed values or no-ops are chosen;
+/// - every replica learns a contiguous prefix of the one chosen sequence (prefix compatibility);
+/// - a proposal acknowledged at a slot stays there forever, across restarts (the durable chosen
+///   log a restarted replica recovers must agree too).
+public struct InvariantChecker: Sendable {
+    /// Every vote ever written: slot → ballot → value.
+    var votes: [Slot: [Ballot: Value]] = [:]
+    /// The chosen value of each slot, indexed by `slot - 1`.
+    public private(set) var chosen: [Value] = []
+    /// Acknowledged proposals: slot → value.
+    public private(set) var acknowledged: [Slot: Value] = [:]
+    /// Proposal ids issued so far (values are `SimulationValue.encode(id)`).
+    public var issued: UInt64 = 0
+    /// Number of accepted votes checked.
+    public private(set) var votesChecked = 0
+    /// The first violation found, if any.
+    public private(set) var violation: String? = nil
+
+    public init() {}
+
+    mutating func fail(_ s: String) {
+        if violation == nil { violation = s }
+    }
+
+    /// Checks the votes in records `node` asked to persist.
+    public mutating func observe(records: [DurableRecord], node: NodeID) {
+        for r in records {
+            switch r {
+            case .accepted(let b):
+                var s = b.firstSlot
+                for v in b.values {
+                    vote(node: node, Entry(slot: s, ballot: b.ballot, value: v))
+                    s += 1
+                }
+            case .learned(let es):
+                for e in es { vote(node: node, e) }
+            case .promise, .chosen:
+                break
+            }
+        }
+    }
+
+    mutating func vote(node: NodeID, _ e: Entry) {
+        votesChecked += 1
+        if let prior = votes[e.slot]?[e.ballot] {
+            if prior != e.value {
+                fail("two values for slot \(e.slot) in ballot \(e.ballot): \(describe(prior)) and \(describe(e.value)) (node \(node))")
+            }
+        } else {
+            votes[e.slot, default: [:]][e.ballot] = e.value
+        }
+        checkProposed(e.value, context: "node \(node) voted for slot \(e.slot)")
+    }
+
+    func checkProposed(_ v: Value) -> Bool {
+        switch v {
+        case .noop: return true
+        case .data(let bytes):
+            guard let id = SimulationValue.decode(bytes) else { return false }
+            return id >= 1 && id <= issued
+        }
+    }
+
+    mutating func checkProposed(_ v: Value, context: String) {
+        if !checkProposed(v) { fail("\(context): value \(describe(v)) was never proposed") }
+    }
+
+    /// Checks that `node` learned `entry` next: `learnedCount` is how many slots it had learned.
+    public mutating func observeChosen(node: NodeID, entry: ChosenEntry, learnedCount: Int) {
+        if entry.slot != Slot(learnedCount) + 1 {
+            fail("node \(node) learned slot \(entry.slot) after \(learnedCount) slots (not contiguous)")
+            return
+        }
+        checkProposed(entry.value, context: "node \(node) learned slot \(entry.slot)")
+        let i = Int(entry.slot - 1)
+        if i < chosen.count {
+            if chosen[i] != entry.value {
+                fail("slot \(entry.slot): node \(node) learned \(describe(entry.value)) but \(describe(chosen[i])) was chosen before")
+            }
+        } else if i == chosen.count {
+            chosen.append(entry.value)
+        } else {
+            // Cannot happen for contiguous learners; kept for clarity.
+            fail("slot \(entry.slot) learned before slot \(chosen.count + 1) is known")
+        }
+    }
+
+    /// A client was told its proposal `value` is chosen at `slot`.
+    public mutating func acknowledge(slot: Slot, value: Value) {
+        let i = Int(slot - 1)
+        guard i < chosen.count, chosen[i] == value else {
+            fail("acknowledged \(describe(value)) at slot \(slot) but it is not the chosen value")
+            return
+        }
+        acknowledged[slot] = value
+    }
+
+    /// Checks the durable state a replica restarts from: its chosen prefix must be the chosen log.
+    public mutating func observeRestart(node: NodeID, state: DurableState) {
+        var latest: [Slot: Value] = [:]
+        for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
+        if state.chosenThrough > 0 {
+            for s in (state.compactedThrough + 1)...state.chosenThrough {
+                guard let v = latest[s] else {
+                    fail("node \(node) restarted with chosen watermark \(state.chosenThrough) but no entry for slot \(s)")
+                    return
+                }
+                let i = Int(s - 1)
+                if i < chosen.count, chosen[i] != v {
+                    fail("node \(node) restarted holding \(describe(v)) as chosen at slot \(s), but \(describe(chosen[i])) was chosen")
+                    return
+                }
+                if i >= chosen.count {
+                    fail("node \(node) restarted with slot \(s) chosen, beyond anything learned")
+                    return
+                }
+            }
+        }
+    }
+
+    public func describe(_ v: Value) -> String {
+        switch v {
+        case .noop: return "noop"
+        case .data(let b): return SimulationValue.decode(b).map { "v\($0)" } ?? "\(b.count)B"
+        }
+    }
+}
+
+/// How the simulation encodes unique client values: `"v"` then the id as 8 little-endian bytes.
+public enum SimulationValue {
+    public static func encode(_ id: UInt64) -> [UInt8] {
+        var out: [UInt8] = [0x76]
+        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: id >> (8 * UInt64(k)))) }
+        return out
+    }
+
+    public static func decode(_ b: [UInt8]) -> UInt64? {
+        guard b.count == 9, b[0] == 0x76 else { return nil }
+        var id: UInt64 = 0
+        for k in 0..<8 { id |= UInt64(b[1 + k]) << (8 * UInt64(k)) }
+        return id
+    }
+}

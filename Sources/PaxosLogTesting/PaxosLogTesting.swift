@@ -1,1 +1,0 @@
-// Simulator, fault-injecting file system and invariant checkers live in this module.

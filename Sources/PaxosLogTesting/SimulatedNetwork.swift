@@ -1,0 +1,88 @@
+import MultiPaxos
+
+/// A lossy, duplicating, reordering, delaying network with partitions, driven by the
+/// simulation's RNG so a seed replays it exactly.
+public struct SimulatedNetwork: Sendable {
+    struct InFlight: Sendable {
+        var deliverAt: Int
+        var envelope: Envelope
+    }
+
+    /// Probability a message is dropped.
+    public var lossRate: Double = 0
+    /// Probability a message is delivered twice (each copy with its own delay).
+    public var duplicateRate: Double = 0
+    /// Each message is delayed 1 ... maxDelay ticks; different delays reorder messages.
+    public var maxDelay: Int = 3
+
+    var queue: [InFlight] = []
+    /// Directed links that are cut: `from << 32 | to`.
+    public private(set) var cut: Set<UInt64> = []
+
+    public private(set) var sent = 0
+    public private(set) var delivered = 0
+    public private(set) var dropped = 0
+    public private(set) var duplicated = 0
+
+    public init() {}
+
+    static func link(_ from: NodeID, _ to: NodeID) -> UInt64 { UInt64(from) << 32 | UInt64(to) }
+
+    public var inFlightCount: Int { queue.count }
+
+    /// Cuts both directions between `a` and `b`.
+    public mutating func cut(_ a: NodeID, _ b: NodeID) {
+        cut.insert(Self.link(a, b))
+        cut.insert(Self.link(b, a))
+    }
+
+    /// Heals one cut link (both directions).
+    public mutating func heal(_ a: NodeID, _ b: NodeID) {
+        cut.remove(Self.link(a, b))
+        cut.remove(Self.link(b, a))
+    }
+
+    public mutating func healAll() { cut.removeAll() }
+
+    public func isCut(_ from: NodeID, _ to: NodeID) -> Bool { cut.contains(Self.link(from, to)) }
+
+    public mutating func send(_ e: Envelope, now: Int, rng: inout SplitMix64) {
+        sent += 1
+        if isCut(e.from, e.to) || rng.chance(lossRate) {
+            dropped += 1
+            return
+        }
+        queue.append(InFlight(deliverAt: now + 1 + rng.below(maxDelay), envelope: e))
+        if rng.chance(duplicateRate) {
+            duplicated += 1
+            queue.append(InFlight(deliverAt: now + 1 + rng.below(maxDelay * 2), envelope: e))
+        }
+    }
+
+    /// Removes and returns every message due at `now`, in random order. Messages on links cut
+    /// while they were in flight are lost.
+    public mutating func due(now: Int, rng: inout SplitMix64) -> [Envelope] {
+        var out: [Envelope] = []
+        var keep: [InFlight] = []
+        keep.reserveCapacity(queue.count)
+        for m in queue {
+            if m.deliverAt <= now {
+                if isCut(m.envelope.from, m.envelope.to) { dropped += 1 } else { out.append(m.envelope) }
+            } else {
+                keep.append(m)
+            }
+        }
+        queue = keep
+        // Fisher-Yates with the simulation's RNG: reordering among messages due together.
+        if out.count > 1 {
+            for i in stride(from: out.count - 1, to: 0, by: -1) { out.swapAt(i, rng.below(i + 1)) }
+        }
+        delivered += out.count
+        return out
+    }
+
+    /// Drops every message addressed to or from `node` (it crashed).
+    public mutating func dropAll(involving node: NodeID) {
+        queue.removeAll { $0.envelope.to == node }
+    }
+}

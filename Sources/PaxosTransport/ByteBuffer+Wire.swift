@@ -1,0 +1,150 @@
+import MultiPaxos
+import NIOCore
+
+// Primitive field encodings shared by every frame body. All integers are big-endian.
+// Reads throw `WireError` instead of returning optionals so that each body decoder is a straight
+// sequence of `try` lines, and so that no input can reach a force-unwrap.
+
+extension ByteBuffer {
+    mutating func readWire<T: FixedWidthInteger>(_: T.Type, _ field: StaticString) throws(WireError) -> T {
+        guard let value = readInteger(endianness: .big, as: T.self) else {
+            throw WireError(.truncated, "\(field)")
+        }
+        return value
+    }
+
+    mutating func readBool(_ field: StaticString) throws(WireError) -> Bool {
+        switch try readWire(UInt8.self, field) {
+        case 0: return false
+        case 1: return true
+        case let other: throw WireError(.invalidValue, "\(field): boolean \(other)")
+        }
+    }
+
+    /// Reads a `u32` byte count then that many bytes; one copy, into a fresh array.
+    mutating func readWireBytes(_ field: StaticString) throws(WireError) -> [UInt8] {
+        let count = Int(try readWire(UInt32.self, field))
+        guard let bytes = readBytes(length: count) else {
+            throw WireError(.truncated, "\(field): \(count) bytes, \(readableBytes) left")
+        }
+        return bytes
+    }
+
+    /// Reads a `u16` byte count then that many UTF-8 bytes.
+    mutating func readWireString(_ field: StaticString) throws(WireError) -> String {
+        let count = Int(try readWire(UInt16.self, field))
+        guard let slice = readSlice(length: count) else {
+            throw WireError(.truncated, "\(field): \(count) bytes, \(readableBytes) left")
+        }
+        // Validate rather than repair: a peer that sends broken UTF-8 is broken.
+        guard let string = slice.withUnsafeReadableBytes({ String(validating: $0, as: UTF8.self) }) else {
+            throw WireError(.invalidValue, "\(field): not UTF-8")
+        }
+        return string
+    }
+
+    /// Reads a `u32` element count and checks it against the bytes left, so that a forged count
+    /// cannot make the decoder reserve gigabytes before failing.
+    mutating func readWireCount(_ field: StaticString, minimumElementSize: Int) throws(WireError) -> Int {
+        let count = Int(try readWire(UInt32.self, field))
+        guard count <= readableBytes / Swift.max(minimumElementSize, 1) else {
+            throw WireError(.truncated, "\(field): \(count) elements cannot fit in \(readableBytes) bytes")
+        }
+        return count
+    }
+
+    func checkFullyRead(_ what: StaticString) throws(WireError) {
+        guard readableBytes == 0 else {
+            throw WireError(.trailingBytes, "\(what): \(readableBytes) bytes after the last field")
+        }
+    }
+
+    mutating func writeWire<T: FixedWidthInteger>(_ value: T) {
+        writeInteger(value, endianness: .big, as: T.self)
+    }
+
+    mutating func writeBool(_ value: Bool) {
+        writeInteger(value ? 1 : 0, as: UInt8.self)
+    }
+
+    mutating func writeWireBytes(_ bytes: [UInt8]) {
+        writeInteger(UInt32(truncatingIfNeeded: bytes.count), endianness: .big, as: UInt32.self)
+        writeBytes(bytes)
+    }
+
+    /// Writes a string as `u16` length + UTF-8, cut at 65 535 bytes (strings here are names and
+    /// human-readable reasons; cutting is better than refusing to send a refusal).
+    mutating func writeWireString(_ string: String) {
+        var utf8 = Array(string.utf8)
+        if utf8.count > Int(UInt16.max) {
+            utf8.removeLast(utf8.count - Int(UInt16.max))
+            // Do not leave half a scalar behind: drop continuation bytes at the cut.
+            while let last = utf8.last, last & 0xC0 == 0x80 { utf8.removeLast() }
+            if let last = utf8.last, last >= 0xC0 { utf8.removeLast() }
+        }
+        writeInteger(UInt16(utf8.count), endianness: .big, as: UInt16.self)
+        writeBytes(utf8)
+    }
+
+    // MARK: Consensus value types
+
+    mutating func writeBallot(_ ballot: Ballot) {
+        writeWire(ballot.round)
+        writeWire(ballot.node)
+    }
+
+    mutating func readBallot() throws(WireError) -> Ballot {
+        let round = try readWire(UInt64.self, "ballot.round")
+        let node = try readWire(NodeID.self, "ballot.node")
+        return Ballot(round: round, node: node)
+    }
+
+    mutating func writeValue(_ value: Value) {
+        switch value {
+        case .noop:
+            writeWire(UInt8(0))
+        case .data(let bytes):
+            writeWire(UInt8(1))
+            writeWireBytes(bytes)
+        }
+    }
+
+    mutating func readValue() throws(WireError) -> Value {
+        switch try readWire(UInt8.self, "value.tag") {
+        case 0: return .noop
+        case 1: return .data(try readWireBytes("value.data"))
+        case let tag: throw WireError(.unknownType, "value tag \(tag)")
+        }
+    }
+
+    mutating func writeEntry(_ entry: Entry) {
+        writeWire(entry.slot)
+        writeBallot(entry.ballot)
+        writeValue(entry.value)
+    }
+
+    mutating func readEntry() throws(WireError) -> Entry {
+        let slot = try readWire(Slot.self, "entry.slot")
+        let ballot = try readBallot()
+        let value = try readValue()
+        return Entry(slot: slot, ballot: ballot, value: value)
+    }
+}
+
+/// Encoded sizes, used to reserve an output buffer once instead of growing it while encoding.
+enum WireSize {
+    static let ballot = 12
+    /// Smallest encoding of a `Value` (a no-op tag).
+    static let minValue = 1
+    /// Smallest encoding of an `Entry`: slot + ballot + no-op tag.
+    static let minEntry = 8 + ballot + minValue
+
+    static func value(_ value: Value) -> Int {
+        switch value {
+        case .noop: return 1
+        case .data(let bytes): return 1 + 4 + bytes.count
+        }
+    }
+
+    static func entry(_ entry: Entry) -> Int { 8 + ballot + value(entry.value) }
+}

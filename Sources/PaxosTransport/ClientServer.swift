@@ -1,0 +1,242 @@
+import Logging
+import MultiPaxos
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// How a ``ClientServer`` listens.
+public struct ClientServerConfiguration: Sendable {
+    /// This replica's id, told to clients in the handshake.
+    public var nodeID: NodeID
+    public var clusterName: String
+    /// When set, clients must prove knowledge of it (see ``PeerTransportConfiguration/secret``).
+    public var secret: [UInt8]?
+    public var listenAddress: PeerAddress
+    public var maxFrameSize: Int = FrameFormat.defaultMaxFrameSize
+    /// Requests per connection being handled at once. Beyond it the server stops reading from that
+    /// connection (TCP back-pressure to the client) until a response goes out.
+    public var maxInFlightPerConnection: Int = 1024
+    public var handshakeTimeout: TimeAmount = .seconds(5)
+
+    public init(nodeID: NodeID, clusterName: String, listenAddress: PeerAddress, secret: [UInt8]? = nil) {
+        self.nodeID = nodeID
+        self.clusterName = clusterName
+        self.listenAddress = listenAddress
+        self.secret = secret
+    }
+}
+
+/// Serves the client protocol: decodes requests, runs the owner's handler for each one
+/// concurrently, and writes each response as soon as it is ready (in any order; the request id
+/// pairs them up).
+///
+/// ```swift
+/// let server = ClientServer(configuration: config, group: group, logger: logger) { request in
+///     switch request {
+///     case .append(let records): return await replica.append(records)   // -> .appended / .redirect / .error
+///     case .read(let from, let max): return await replica.read(from, max)
+///     case .status: return .status(replica.status)
+///     }
+/// }
+/// let address = try await server.start()
+/// ...
+/// await server.shutdown()   // closes connections, cancels and awaits handlers still running
+/// ```
+public final class ClientServer: Sendable {
+    /// The owner's request handler. Runs in a child task per request; it is cancelled at shutdown.
+    public typealias Handler = @Sendable (ClientRequest) async -> ClientResponse
+
+    public let configuration: ClientServerConfiguration
+    public let counters = TransportCounters()
+
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let handler: Handler
+    private let key: [UInt8]?
+    private let jobs: AsyncStream<Job>.Continuation
+    private let jobStream: AsyncStream<Job>
+    private let state = NIOLockedValueBox(ServerState())
+
+    private struct ServerState {
+        var started = false
+        var shutDown = false
+        var server: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var runner: Task<Void, Never>?
+    }
+
+    /// One request to run: the handler's answer goes to `respond`, on the connection's loop.
+    struct Job: Sendable {
+        var request: ClientRequest
+        var respond: @Sendable (ClientResponse) -> Void
+    }
+
+    /// - Parameters:
+    ///   - handler: answers one request; called concurrently, from tasks the server owns.
+    public init(configuration: ClientServerConfiguration, group: any EventLoopGroup, logger: Logger, handler: @escaping Handler) {
+        self.configuration = configuration
+        self.group = group
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.nodeID)"
+        self.logger = logger
+        self.handler = handler
+        self.key = configuration.secret
+        (jobStream, jobs) = AsyncStream.makeStream(of: Job.self)
+    }
+
+    /// Starts listening.
+    /// - Returns: the bound address (useful with port 0).
+    /// - Throws: ``TransportError`` `.bindFailed`, or `.shutDown` if already started or stopped.
+    @discardableResult
+    public func start() async throws(TransportError) -> SocketAddress {
+        let canStart = state.withLockedValue { state -> Bool in
+            guard !state.started, !state.shutDown else { return false }
+            state.started = true
+            return true
+        }
+        guard canStart else { throw TransportError(.shutDown, "start() called twice or after shutdown()") }
+        // Handlers run as children of one task, so shutdown can cancel and await them all.
+        let (stream, handler) = (jobStream, self.handler)
+        let runner = Task {
+            await withDiscardingTaskGroup { group in
+                for await job in stream {
+                    group.addTask { job.respond(await handler(job.request)) }
+                }
+            }
+        }
+        state.withLockedValue { $0.runner = runner }
+        let listen = configuration.listenAddress
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                // Reads are issued by ClientServerHandler, which holds them back when too many
+                // requests are in flight.
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
+                }
+                .bind(host: listen.host, port: listen.port)
+                .get()
+        } catch {
+            throw TransportError(.bindFailed, "cannot listen on \(listen): \(error)")
+        }
+        let keep = state.withLockedValue { state -> Bool in
+            if state.shutDown { return false }
+            state.server = server
+            return true
+        }
+        guard keep, let address = server.localAddress else {
+            try? await server.close()
+            throw TransportError(.shutDown, "shut down while starting")
+        }
+        logger.debug("listening for clients", metadata: ["address": "\(address)"])
+        return address
+    }
+
+    /// Stops listening, closes every client connection, cancels the handlers still running and
+    /// waits for them. Responses they return afterwards are dropped.
+    public func shutdown() async {
+        let (server, connections, runner) = state.withLockedValue { state in
+            state.shutDown = true
+            return (state.server, Array(state.connections.values), state.runner)
+        }
+        try? await server?.close()
+        for channel in connections { try? await channel.close() }
+        jobs.finish()
+        runner?.cancel()
+        await runner?.value
+    }
+
+    private func configure(_ channel: any Channel) throws {
+        let accepted = state.withLockedValue { state -> Bool in
+            guard !state.shutDown else { return false }
+            state.connections[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        guard accepted else {
+            channel.close(promise: nil)
+            return
+        }
+        channel.closeFuture.whenComplete { [state] _ in
+            state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+        }
+        let session = SessionConfiguration(
+            side: .acceptor(nodeID: configuration.nodeID, peers: nil, clients: true),
+            cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+        try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+        try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: nil))
+        try sync.addHandler(ClientServerHandler(maxInFlight: configuration.maxInFlightPerConnection, jobs: jobs))
+    }
+}
+
+/// Turns decoded requests into jobs and writes their responses back; holds reads back while
+/// `maxInFlight` requests are being handled.
+final class ClientServerHandler: ChannelDuplexHandler {
+    typealias InboundIn = SessionMessage
+    typealias OutboundIn = OutboundFrame
+    typealias OutboundOut = OutboundFrame
+
+    private let maxInFlight: Int
+    private let jobs: AsyncStream<ClientServer.Job>.Continuation
+    private var inFlight = 0
+    private var readPending = false
+    private var flushScheduled = false
+    private var context: ChannelHandlerContext?
+
+    init(maxInFlight: Int, jobs: AsyncStream<ClientServer.Job>.Continuation) {
+        self.maxInFlight = max(1, maxInFlight)
+        self.jobs = jobs
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .request(let frame) = unwrapInboundIn(data) else { return }
+        inFlight += 1
+        let loop = context.eventLoop
+        let this = NIOLoopBound(self, eventLoop: loop)
+        let id = frame.id
+        let job = ClientServer.Job(request: frame.request) { response in
+            loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response)) }
+        }
+        if case .terminated = jobs.yield(job) {
+            respond(ClientResponseFrame(id: id, response: .error(ClientError(code: .shuttingDown, message: "the server is shutting down"))))
+        }
+    }
+
+    private func respond(_ frame: ClientResponseFrame) {
+        inFlight -= 1
+        guard let context else { return }
+        context.write(wrapOutboundOut(.response(frame)), promise: nil)
+        // Responses finishing in the same loop tick share one flush (one writev).
+        if !flushScheduled {
+            flushScheduled = true
+            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                this.value.flushScheduled = false
+                this.value.context?.flush()
+            }
+        }
+        if readPending, inFlight < maxInFlight {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= maxInFlight {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import MultiPaxos
+import NIOCore
+
+/// The binary codec for consensus messages: the body of an `envelope` frame.
+///
+///     envelope := from:u32 to:u32 type:u8 body
+///
+/// One `MessageType` byte and one encode/decode pair per `Message` case. To add a case: give it a
+/// new, never-reused type byte, add its two functions below, and bump ``WireVersion/current`` if
+/// peers running the previous version would receive it. Decoders are strict (no trailing bytes)
+/// so that any disagreement between versions surfaces as a counted, closed connection rather than
+/// a misread message.
+public enum MessageCodec {
+    /// The type byte of each `Message` case. Never reuse a retired value.
+    public enum MessageType: UInt8, Sendable, CaseIterable {
+        case prepare = 1
+        case promise = 2
+        case reject = 3
+        case accept = 4
+        case accepted = 5
+        case heartbeat = 6
+        case heartbeatReply = 7
+        case catchUpRequest = 8
+        case catchUpReply = 9
+    }
+
+    /// The type byte `message` is encoded with.
+    public static func messageType(of message: Message) -> MessageType {
+        switch message {
+        case .prepare: return .prepare
+        case .promise: return .promise
+        case .reject: return .reject
+        case .accept: return .accept
+        case .accepted: return .accepted
+        case .heartbeat: return .heartbeat
+        case .heartbeatReply: return .heartbeatReply
+        case .catchUpRequest: return .catchUpRequest
+        case .catchUpReply: return .catchUpReply
+        }
+    }
+
+    /// Appends the encoding of `envelope` (an envelope frame's body) to `buffer`.
+    public static func encode(_ envelope: Envelope, into buffer: inout ByteBuffer) {
+        buffer.writeWire(envelope.from)
+        buffer.writeWire(envelope.to)
+        buffer.writeWire(messageType(of: envelope.message).rawValue)
+        switch envelope.message {
+        case .prepare(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.fromSlot)
+        case .promise(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.fromSlot)
+            buffer.writeWire(m.chosenThrough)
+            buffer.writeWire(UInt32(truncatingIfNeeded: m.accepted.count))
+            for entry in m.accepted { buffer.writeEntry(entry) }
+        case .reject(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeBallot(m.promised)
+        case .accept(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.firstSlot)
+            buffer.writeWire(m.chosenThrough)
+            buffer.writeWire(UInt32(truncatingIfNeeded: m.values.count))
+            for value in m.values { buffer.writeValue(value) }
+        case .accepted(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.firstSlot)
+            buffer.writeWire(m.lastSlot)
+        case .heartbeat(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.chosenThrough)
+        case .heartbeatReply(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.chosenThrough)
+            buffer.writeWire(m.lastAccepted)
+        case .catchUpRequest(let m):
+            buffer.writeWire(m.fromSlot)
+            buffer.writeWire(m.throughSlot)
+        case .catchUpReply(let m):
+            buffer.writeWire(m.chosenThrough)
+            buffer.writeWire(UInt32(truncatingIfNeeded: m.entries.count))
+            for entry in m.entries { buffer.writeEntry(entry) }
+        }
+    }
+
+    /// Decodes an envelope frame's body. The whole buffer must be one envelope.
+    ///
+    /// - Throws: ``WireError`` on an unknown message type, a truncated field, or trailing bytes.
+    public static func decode(_ buffer: inout ByteBuffer) throws(WireError) -> Envelope {
+        let from = try buffer.readWire(NodeID.self, "envelope.from")
+        let to = try buffer.readWire(NodeID.self, "envelope.to")
+        let rawType = try buffer.readWire(UInt8.self, "envelope.type")
+        guard let type = MessageType(rawValue: rawType) else {
+            throw WireError(.unknownType, "message type \(rawType)")
+        }
+        let message: Message
+        switch type {
+        case .prepare:
+            message = .prepare(Prepare(ballot: try buffer.readBallot(), fromSlot: try buffer.readWire(Slot.self, "prepare.fromSlot")))
+        case .promise:
+            let ballot = try buffer.readBallot()
+            let fromSlot = try buffer.readWire(Slot.self, "promise.fromSlot")
+            let chosenThrough = try buffer.readWire(Slot.self, "promise.chosenThrough")
+            let count = try buffer.readWireCount("promise.accepted", minimumElementSize: WireSize.minEntry)
+            var accepted: [Entry] = []
+            accepted.reserveCapacity(count)
+            for _ in 0..<count { accepted.append(try buffer.readEntry()) }
+            message = .promise(Promise(ballot: ballot, fromSlot: fromSlot, accepted: accepted, chosenThrough: chosenThrough))
+        case .reject:
+            message = .reject(Reject(ballot: try buffer.readBallot(), promised: try buffer.readBallot()))
+        case .accept:
+            let ballot = try buffer.readBallot()
+            let firstSlot = try buffer.readWire(Slot.self, "accept.firstSlot")
+            let chosenThrough = try buffer.readWire(Slot.self, "accept.chosenThrough")
+            let count = try buffer.readWireCount("accept.values", minimumElementSize: WireSize.minValue)
+            var values: [Value] = []
+            values.reserveCapacity(count)
+            for _ in 0..<count { values.append(try buffer.readValue()) }
+            message = .accept(Accept(ballot: ballot, firstSlot: firstSlot, values: values, chosenThrough: chosenThrough))
+        case .accepted:
+            message = .accepted(Accepted(
+                ballot: try buffer.readBallot(),
+                firstSlot: try buffer.readWire(Slot.self, "accepted.firstSlot"),
+                lastSlot: try buffer.readWire(Slot.self, "accepted.lastSlot")))
+        case .heartbeat:
+            message = .heartbeat(Heartbeat(ballot: try buffer.readBallot(), chosenThrough: try buffer.readWire(Slot.self, "heartbeat.chosenThrough")))
+        case .heartbeatReply:
+            message = .heartbeatReply(HeartbeatReply(
+                ballot: try buffer.readBallot(),
+                chosenThrough: try buffer.readWire(Slot.self, "heartbeatReply.chosenThrough"),
+                lastAccepted: try buffer.readWire(Slot.self, "heartbeatReply.lastAccepted")))
+        case .catchUpRequest:
+            message = .catchUpRequest(CatchUpRequest(
+                fromSlot: try buffer.readWire(Slot.self, "catchUpRequest.fromSlot"),
+                throughSlot: try buffer.readWire(Slot.self, "catchUpRequest.throughSlot")))
+        case .catchUpReply:
+            let chosenThrough = try buffer.readWire(Slot.self, "catchUpReply.chosenThrough")
+            let count = try buffer.readWireCount("catchUpReply.entries", minimumElementSize: WireSize.minEntry)
+            var entries: [Entry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count { entries.append(try buffer.readEntry()) }
+            message = .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosenThrough))
+        }
+        try buffer.checkFullyRead("envelope")
+        return Envelope(from: from, to: to, message: message)
+    }
+
+    /// The exact encoded size of `envelope`'s body, so the encoder can reserve it in one step.
+    public static func encodedSize(_ envelope: Envelope) -> Int {
+        let header = 4 + 4 + 1
+        switch envelope.message {
+        case .prepare: return header + WireSize.ballot + 8
+        case .promise(let m): return header + WireSize.ballot + 8 + 8 + 4 + m.accepted.reduce(0) { $0 + WireSize.entry($1) }
+        case .reject: return header + 2 * WireSize.ballot
+        case .accept(let m): return header + WireSize.ballot + 8 + 8 + 4 + m.values.reduce(0) { $0 + WireSize.value($1) }
+        case .accepted: return header + WireSize.ballot + 16
+        case .heartbeat: return header + WireSize.ballot + 8
+        case .heartbeatReply: return header + WireSize.ballot + 16
+        case .catchUpRequest: return header + 16
+        case .catchUpReply(let m): return header + 8 + 4 + m.entries.reduce(0) { $0 + WireSize.entry($1) }
+        }
+    }
+}

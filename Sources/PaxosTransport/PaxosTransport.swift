@@ -1,1 +1,0 @@
-// The wire codec and SwiftNIO transport live in this module.

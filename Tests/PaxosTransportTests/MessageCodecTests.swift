@@ -1,0 +1,166 @@
+import MultiPaxos
+import NIOCore
+import Testing
+@testable import PaxosTransport
+
+@Suite struct MessageCodecTests {
+    /// Encode as a whole frame, decode the frame, decode the body: the full path a message takes.
+    func roundTrip(_ envelope: Envelope) throws -> Envelope {
+        var bytes = frameBytes(.envelope(envelope))
+        let frame = try #require(try FrameDecoder.decodeFrame(from: &bytes, maxFrameSize: FrameFormat.defaultMaxFrameSize))
+        #expect(bytes.readableBytes == 0)
+        #expect(frame.type == .envelope)
+        var payload = frame.payload
+        #expect(payload.readableBytes == MessageCodec.encodedSize(envelope))
+        return try MessageCodec.decode(&payload)
+    }
+
+    @Test func everyMessageFixed() throws {
+        let b = Ballot(round: 7, node: 2)
+        let entries = [Entry(slot: 5, ballot: b, value: .noop), Entry(slot: 6, ballot: .zero, value: .data([1, 2, 3])), Entry(slot: 7, ballot: b, value: .data([]))]
+        let messages: [Message] = [
+            .prepare(Prepare(ballot: b, fromSlot: 1)),
+            .promise(Promise(ballot: b, fromSlot: 5, accepted: entries, chosenThrough: 4)),
+            .promise(Promise(ballot: b, fromSlot: 5, accepted: [], chosenThrough: 0)),
+            .reject(Reject(ballot: b, promised: Ballot(round: 9, node: 1))),
+            .accept(Accept(ballot: b, firstSlot: 10, values: [.noop, .data([0xFF]), .data(Array(repeating: 0xAB, count: 1000))], chosenThrough: 9)),
+            .accept(Accept(ballot: b, firstSlot: 10, values: [], chosenThrough: 9)),
+            .accepted(Accepted(ballot: b, firstSlot: 10, lastSlot: 12)),
+            .heartbeat(Heartbeat(ballot: b, chosenThrough: .max)),
+            .heartbeatReply(HeartbeatReply(ballot: b, chosenThrough: 3, lastAccepted: 4)),
+            .catchUpRequest(CatchUpRequest(fromSlot: 1, throughSlot: 100)),
+            .catchUpReply(CatchUpReply(entries: entries, chosenThrough: 7)),
+        ]
+        // Every case is covered (a new case must be added here and in the codec).
+        #expect(Set(messages.map { MessageCodec.messageType(of: $0) }) == Set(MessageCodec.MessageType.allCases))
+        for message in messages {
+            let envelope = Envelope(from: 1, to: 2, message: message)
+            #expect(try roundTrip(envelope) == envelope)
+        }
+    }
+
+    @Test(arguments: MessageCodec.MessageType.allCases)
+    func randomizedRoundTrip(type: MessageCodec.MessageType) throws {
+        var rng = SeededRandom(seed: 0xC0DEC + UInt64(type.rawValue))
+        for _ in 0..<200 {
+            let envelope = Gen.envelope(type, &rng)
+            #expect(try roundTrip(envelope) == envelope)
+        }
+    }
+
+    /// Every strict prefix of a body is truncated, and a body with an extra byte has trailing
+    /// bytes: both must throw, never trap.
+    @Test(arguments: MessageCodec.MessageType.allCases)
+    func truncationAndTrailingBytesThrow(type: MessageCodec.MessageType) throws {
+        var rng = SeededRandom(seed: 0x7A11 + UInt64(type.rawValue))
+        for _ in 0..<10 {
+            var body = ByteBuffer()
+            MessageCodec.encode(Gen.envelope(type, &rng), into: &body)
+            for cut in 0..<body.readableBytes {
+                var prefix = body.getSlice(at: 0, length: cut)!
+                #expect(throws: WireError.self) { try MessageCodec.decode(&prefix) }
+            }
+            var longer = body
+            longer.writeInteger(UInt8(0))
+            #expect(throws: WireError.self) { try MessageCodec.decode(&longer) }
+        }
+    }
+
+    @Test func unknownTypesThrow() throws {
+        var body = ByteBuffer()
+        body.writeInteger(UInt32(1))
+        body.writeInteger(UInt32(2))
+        body.writeInteger(UInt8(200))  // no such message type
+        let error = try #require(throws: WireError.self) { try MessageCodec.decode(&body) }
+        #expect(error.kind == .unknownType)
+
+        var badValue = ByteBuffer()
+        MessageCodec.encode(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: .zero, firstSlot: 1, values: [.noop], chosenThrough: 0))), into: &badValue)
+        badValue.setInteger(UInt8(9), at: badValue.writerIndex - 1)  // the value tag
+        #expect(throws: WireError.self) { try MessageCodec.decode(&badValue) }
+    }
+
+    /// A forged element count must fail before reserving memory for it.
+    @Test func forgedCountIsRejected() throws {
+        var body = ByteBuffer()
+        MessageCodec.encode(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: .zero, firstSlot: 1, values: [], chosenThrough: 0))), into: &body)
+        body.setInteger(UInt32.max, at: body.writerIndex - 4, endianness: .big)
+        let error = try #require(throws: WireError.self) { try MessageCodec.decode(&body) }
+        #expect(error.kind == .truncated)
+    }
+
+    @Test func randomBodiesNeverTrap() {
+        var rng = SeededRandom(seed: 42)
+        for _ in 0..<5000 {
+            var body = ByteBuffer(bytes: Gen.bytes(Int.random(in: 0...64, using: &rng), &rng))
+            // Make the type byte plausible half of the time so the bodies get exercised.
+            if body.readableBytes > 8, Bool.random(using: &rng) {
+                body.setInteger(UInt8.random(in: 1...9, using: &rng), at: 8)
+            }
+            var copy = body
+            _ = try? MessageCodec.decode(&body)
+            _ = try? ClientRequestFrame.decode(&copy)
+            var copy2 = copy
+            _ = try? ClientResponseFrame.decode(&copy2)
+        }
+    }
+}
+
+@Suite struct ClientProtocolCodecTests {
+    @Test func requestsRoundTrip() throws {
+        let requests: [ClientRequest] = [
+            .append([]), .append([[1, 2, 3], [], Array(repeating: 7, count: 500)]),
+            .read(fromSlot: 1, maxCount: 100), .read(fromSlot: .max, maxCount: 0), .status,
+        ]
+        for (index, request) in requests.enumerated() {
+            let frame = ClientRequestFrame(id: UInt64(index) &* 0x1_0000_0001, request: request)
+            var bytes = frameBytes(.request(frame))
+            let decoded = try #require(try FrameDecoder.decodeFrame(from: &bytes, maxFrameSize: 1 << 20))
+            #expect(decoded.type == .request)
+            var payload = decoded.payload
+            #expect(try ClientRequestFrame.decode(&payload) == frame)
+        }
+    }
+
+    @Test func responsesRoundTrip() throws {
+        let responses: [ClientResponse] = [
+            .appended([1, 2, .max]), .appended([]),
+            .redirect(leaderID: 3, leaderAddress: "127.0.0.1:7103"), .redirect(leaderID: nil, leaderAddress: nil),
+            .redirect(leaderID: 2, leaderAddress: nil),
+            .error(ClientError(code: .overloaded, message: "too much")), .error(ClientError(code: ClientErrorCode(rawValue: 999), message: "ünïcode ✓")),
+            .entries(ReadResult(entries: [ClientEntry(slot: 1, bytes: [9]), ClientEntry(slot: 3, bytes: [])], nextSlot: 4)),
+            .entries(ReadResult(entries: [], nextSlot: 1)),
+            .status(ClientStatus(nodeID: 1, leaderID: 2, ballot: Ballot(round: 3, node: 2), chosenThrough: 10, lastAccepted: 12, details: [.init("role", "follower"), .init("", "")])),
+            .status(ClientStatus(nodeID: 1, leaderID: nil, ballot: .zero, chosenThrough: 0, lastAccepted: 0)),
+        ]
+        for (index, response) in responses.enumerated() {
+            let frame = ClientResponseFrame(id: UInt64(index), response: response)
+            var bytes = frameBytes(.response(frame))
+            let decoded = try #require(try FrameDecoder.decodeFrame(from: &bytes, maxFrameSize: 1 << 20))
+            var payload = decoded.payload
+            #expect(try ClientResponseFrame.decode(&payload) == frame)
+            // Truncations throw.
+            var body = ByteBuffer()
+            frame.encode(into: &body)
+            for cut in 0..<body.readableBytes {
+                var prefix = body.getSlice(at: 0, length: cut)!
+                #expect(throws: WireError.self) { try ClientResponseFrame.decode(&prefix) }
+            }
+        }
+    }
+
+    @Test func handshakeMessagesRoundTrip() throws {
+        let messages: [HandshakeMessage] = [
+            .hello(.init(version: WireVersion.current, cluster: "c", role: .peer(3), nonce: [1, 2])),
+            .hello(.init(version: WireVersion.current, cluster: "", role: .client, nonce: [])),
+            .welcome(.init(version: 1, cluster: "c", nodeID: 2, nonce: [3], authRequired: true, proof: Array(repeating: 1, count: 32))),
+            .auth(proof: [1, 2, 3]), .ready, .refuse(.wrongCluster, "no"),
+        ]
+        for message in messages {
+            var bytes = frameBytes(.handshake(message))
+            let frame = try #require(try FrameDecoder.decodeFrame(from: &bytes, maxFrameSize: 1 << 20))
+            var payload = frame.payload
+            #expect(try HandshakeMessage.decode(type: frame.type, body: &payload) == message)
+        }
+    }
+}

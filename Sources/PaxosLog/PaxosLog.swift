@@ -1,1 +1,145 @@
-// The facade a database links lives in this module.
+import Logging
+import MultiPaxos
+import NIOCore
+import NIOPosix
+import PaxosTransport
+import SegmentLog
+
+/// A replicated write-ahead log: append records, read them back in one agreed order on every
+/// replica, durable on a majority of disks.
+///
+/// ```swift
+/// let log = try await PaxosLog.open(.local(dataDirectory: "/var/lib/app/wal"))
+/// let position = try await log.append(Array("hello".utf8))     // chosen: durable on a majority
+/// for try await entry in log.entries(from: 1) { apply(entry) }    // every replica, slot order
+/// try await log.close()
+/// ```
+///
+/// A one-member configuration is a local WAL with the same API and no network.
+public final class PaxosLog: Sendable {
+    /// A position in the log (a Paxos slot). Positions increase but are not dense: a new leader
+    /// may fill holes with no-ops, which ``entries(from:)`` skips.
+    public typealias Position = Slot
+
+    public let configuration: Configuration
+    let driver: ReplicaDriver
+    private let transport: PeerTransport?
+    private let forwarder: Forwarder?
+
+    private init(configuration: Configuration, driver: ReplicaDriver, transport: PeerTransport?) {
+        self.configuration = configuration
+        self.driver = driver
+        self.transport = transport
+        self.forwarder = configuration.nonLeaderAppends == .forward ? Forwarder(configuration: configuration) : nil
+    }
+
+    /// Opens (recovering if needed) this replica's data directory and joins the cluster.
+    ///
+    /// Recovery scans and verifies the log; a torn tail is cut, other damage fails the open.
+    /// - Throws: ``PaxosLogError`` for an invalid configuration, a locked or corrupt directory,
+    ///   or a peer port that cannot be bound.
+    public static func open(_ configuration: Configuration) async throws -> PaxosLog {
+        try configuration.validate()
+        let store = try await NIOThreadPool.singleton.runIfActive {
+            try SegmentStore.open(directory: configuration.dataDirectory, options: configuration.storage, logger: configuration.logger)
+        }
+        let state: DurableState
+        do {
+            state = try store.recoveredConsensusState()
+        } catch {
+            try? store.close()
+            throw error
+        }
+        let group = MultiThreadedEventLoopGroup.singleton
+        let driver = ReplicaDriver(configuration: configuration, store: store, restoring: state, loop: group.next())
+        var transport: PeerTransport? = nil
+        if configuration.members.count > 1 {
+            var peers: [NodeID: PeerAddress] = [:]
+            for m in configuration.members { peers[m.id] = m.peerAddress }
+            var tc = PeerTransportConfiguration(nodeID: configuration.nodeID, members: peers, clusterName: configuration.clusterName, secret: configuration.secret)
+            tc.listenAddress = peers[configuration.nodeID]
+            let t = PeerTransport(configuration: tc, group: group, logger: configuration.logger) { driver.receive($0) }
+            do {
+                try await t.start()
+            } catch {
+                await t.shutdown()
+                try? store.close()
+                throw PaxosLogError(.transport, "cannot listen on \(tc.listenAddress.map(\.description) ?? "?"): \(error)")
+            }
+            transport = t
+        }
+        try await driver.start(transport: transport).get()
+        configuration.logger.info("replica open", metadata: [
+            "node": "\(configuration.nodeID)", "members": "\(configuration.members.count)",
+            "chosen_through": "\(state.chosenThrough)", "directory": "\(configuration.dataDirectory)",
+        ])
+        return PaxosLog(configuration: configuration, driver: driver, transport: transport)
+    }
+
+    /// Appends one record and returns its position once it is chosen (durable on a majority).
+    ///
+    /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader) on a follower configured to
+    ///   redirect, `overloaded`, `timeout` (outcome unknown), `superseded` (not appended),
+    ///   `closed`, `storage`.
+    public func append(_ record: [UInt8]) async throws -> Position {
+        try await append(contentsOf: [record])[0]
+    }
+
+    /// Appends records in order, as one batch; returns their positions once all are chosen.
+    public func append(contentsOf records: [[UInt8]]) async throws -> [Position] {
+        guard !records.isEmpty else { return [] }
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                driver.propose(records, batch: AppendBatch(count: records.count, continuation: continuation))
+            }
+        } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {
+            return try await forwarder!.append(records, to: error.leader!)
+        }
+    }
+
+    /// The chosen records from `position` on, in order, skipping no-ops; waits for new ones.
+    /// Ends when the log is closed.
+    public func entries(from position: Position = 1) -> Entries {
+        Entries(driver: driver, from: Swift.max(position, 1))
+    }
+
+    /// Chosen records from `position` on that are available now (at most `maxCount`), without waiting.
+    /// - Returns: the records and the position to continue from.
+    public func read(from position: Position, maxCount: Int) async throws -> (entries: [Entry], next: Position) {
+        let readable = try await driver.status().get().chosenThrough
+        return try Entries.read(store: driver.store, from: Swift.max(position, 1), through: readable, maxCount: maxCount)
+    }
+
+    /// This replica's view of the cluster.
+    public func status() async throws -> Status {
+        try await driver.status().get()
+    }
+
+    /// Stops the replica: fails waiting appends with `closed`, ends readers, closes sockets,
+    /// then finishes in-flight syncs and releases the directory lock.
+    public func close() async throws {
+        try await driver.shutdown().get()
+        await forwarder?.close()
+        await transport?.shutdown()
+        try await NIOThreadPool.singleton.runIfActive { try self.driver.store.close() }
+    }
+
+    /// One chosen record.
+    public struct Entry: Hashable, Sendable {
+        public var position: Position
+        public var bytes: [UInt8]
+    }
+
+    /// What a replica knows about itself and its leader.
+    public struct Status: Hashable, Sendable {
+        public var nodeID: NodeID
+        public var leader: NodeID?
+        public var isLeader: Bool
+        public var ballot: Ballot
+        /// Chosen and durable here: readable through this position.
+        public var chosenThrough: Position
+        public var lastAccepted: Position
+        /// Set when storage failed and the replica stopped.
+        public var failure: String?
+    }
+}

@@ -1,0 +1,160 @@
+import Logging
+import MultiPaxos
+import NIOCore
+import PaxosTransport
+import SegmentLog
+
+extension PaxosLog {
+    /// One member of a cluster: where it listens for its peers and for clients.
+    public struct Member: Hashable, Sendable, CustomStringConvertible {
+        public var id: NodeID
+        /// Address for replica-to-replica traffic.
+        public var peerAddress: PeerAddress
+        /// Address for clients (`paxlog append`, `read`); redirects name it.
+        public var clientAddress: PeerAddress
+
+        public init(id: NodeID, peerAddress: PeerAddress, clientAddress: PeerAddress) {
+            self.id = id
+            self.peerAddress = peerAddress
+            self.clientAddress = clientAddress
+        }
+
+        /// Parses `ID=HOST:PORT[:CLIENTPORT]`; the client port defaults to `PORT + 1000`.
+        public init?(parsing text: Substring) {
+            let parts = text.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let id = NodeID(parts[0].trimmingSpaces), id > 0 else { return nil }
+            let address = parts[1].trimmingSpaces
+            let fields = address.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count == 2 || fields.count == 3, !fields[0].isEmpty,
+                  let port = Int(fields[1]), (1...65535).contains(port) else { return nil }
+            var clientPort = port + 1000
+            if fields.count == 3 {
+                guard let p = Int(fields[2]), (1...65535).contains(p) else { return nil }
+                clientPort = p
+            }
+            guard clientPort <= 65535 else { return nil }
+            self.init(
+                id: id,
+                peerAddress: PeerAddress(host: String(fields[0]), port: port),
+                clientAddress: PeerAddress(host: String(fields[0]), port: clientPort)
+            )
+        }
+
+        /// Parses a comma-separated list of members (`1=127.0.0.1:7101,2=…`).
+        public static func parseList(_ text: String) throws(PaxosLogError) -> [Member] {
+            var members: [Member] = []
+            for item in text.split(separator: ",") {
+                guard let m = Member(parsing: item) else {
+                    throw PaxosLogError(.invalidConfiguration, "member '\(item)' is not ID=HOST:PORT[:CLIENTPORT]")
+                }
+                members.append(m)
+            }
+            return members
+        }
+
+        public var description: String { "\(id)=\(peerAddress.host):\(peerAddress.port):\(clientAddress.port)" }
+    }
+
+    /// What a non-leader does with an `append`.
+    public enum NonLeaderAppends: String, Sendable, CaseIterable {
+        /// Throw ``PaxosLogError/Code/notLeader`` naming the leader it knows.
+        case redirect
+        /// Hand the record to the leader and answer when it is chosen.
+        case forward
+    }
+
+    /// Everything ``PaxosLog/open(_:)`` needs.
+    public struct Configuration: Sendable {
+        /// This replica's id; must be one of ``members``.
+        public var nodeID: NodeID
+        /// Every replica of the cluster. A single member makes a plain local WAL (no network).
+        public var members: [Member]
+        /// Directory holding this replica's segments, snapshots and `LOCK`.
+        public var dataDirectory: String
+        /// Peers and clients of another cluster are refused.
+        public var clusterName: String = "paxoslog"
+        /// When set, every peer and client must prove it knows this secret (HMAC challenge).
+        public var secret: [UInt8]? = nil
+        /// Where the library logs (at `info` and below); the caller owns it.
+        public var logger: Logger = Logger(label: "paxoslog", factory: { _ in SwiftLogNoOpLogHandler() })
+        /// Storage engine options (segment size, sync policy, compression threshold).
+        public var storage: SegmentStore.Options = .init()
+        /// One consensus tick; election timeouts and heartbeats are counted in ticks.
+        public var tickInterval: TimeAmount = .milliseconds(10)
+        /// Heartbeat every this many ticks.
+        public var heartbeatTicks = 2
+        /// Randomized election timeout, in ticks.
+        public var electionTimeoutTicks: ClosedRange<Int> = 15...30
+        /// Values per Accept message, and in-flight Accepts per follower.
+        public var maxBatchCount = 512
+        public var maxInflightBatches = 8
+        /// Caps on in-flight and uncommitted bytes and queued proposals (beyond: `overloaded`).
+        public var maxInflightBytes = 16 << 20
+        public var maxUncommittedBytes = 64 << 20
+        public var maxQueuedProposals = 65_536
+        /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
+        /// (its outcome is then unknown: it may still be chosen later).
+        public var appendTimeout: TimeAmount = .seconds(10)
+        /// What a non-leader does with an `append`.
+        public var nonLeaderAppends: NonLeaderAppends = .redirect
+
+        public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
+            self.nodeID = nodeID
+            self.members = members
+            self.dataDirectory = dataDirectory
+        }
+
+        /// A one-member configuration: a local WAL with the same API.
+        public static func local(dataDirectory: String) -> Configuration {
+            let loopback = PeerAddress(host: "127.0.0.1", port: 0)
+            return Configuration(
+                nodeID: 1,
+                members: [Member(id: 1, peerAddress: loopback, clientAddress: loopback)],
+                dataDirectory: dataDirectory
+            )
+        }
+
+        func validate() throws(PaxosLogError) {
+            guard !members.isEmpty else { throw PaxosLogError(.invalidConfiguration, "no members") }
+            guard members.count <= 64 else { throw PaxosLogError(.invalidConfiguration, "at most 64 members, got \(members.count)") }
+            guard Set(members.map(\.id)).count == members.count else {
+                throw PaxosLogError(.invalidConfiguration, "duplicate member id in \(members)")
+            }
+            guard members.contains(where: { $0.id == nodeID }) else {
+                throw PaxosLogError(.invalidConfiguration, "node id \(nodeID) is not a member (\(members.map(\.id)))")
+            }
+            guard !dataDirectory.isEmpty else { throw PaxosLogError(.invalidConfiguration, "empty data directory") }
+            guard tickInterval > .zero, heartbeatTicks > 0, electionTimeoutTicks.lowerBound > heartbeatTicks else {
+                throw PaxosLogError(.invalidConfiguration, "election timeout must exceed the heartbeat interval")
+            }
+            guard maxBatchCount > 0, maxInflightBatches > 0, maxQueuedProposals > 0 else {
+                throw PaxosLogError(.invalidConfiguration, "batch, window and queue sizes must be positive")
+            }
+        }
+
+        var coreConfiguration: MultiPaxos.Configuration {
+            var c = MultiPaxos.Configuration(
+                id: nodeID,
+                members: members.map(\.id).sorted(),
+                randomSeed: UInt64(nodeID) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
+            )
+            c.heartbeatTicks = heartbeatTicks
+            c.electionTimeoutTicks = electionTimeoutTicks
+            c.maxBatchCount = maxBatchCount
+            c.maxInflightBatches = maxInflightBatches
+            c.maxInflightBytes = maxInflightBytes
+            c.maxUncommittedBytes = maxUncommittedBytes
+            c.maxQueuedProposals = maxQueuedProposals
+            return c
+        }
+    }
+}
+
+extension Substring {
+    var trimmingSpaces: Substring {
+        var s = self
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,56 @@
+import MultiPaxos
+import SegmentLog
+
+extension PaxosLog {
+    /// The chosen records of a log from a position on, in order, no-ops skipped. Waits for new
+    /// records at the end; finishes when the log is closed. Memory is bounded: it reads a batch
+    /// at a time from storage.
+    public struct Entries: AsyncSequence, Sendable {
+        public typealias Element = Entry
+        let driver: ReplicaDriver
+        let from: Position
+
+        public func makeAsyncIterator() -> Iterator {
+            Iterator(driver: driver, next: from)
+        }
+
+        public struct Iterator: AsyncIteratorProtocol {
+            let driver: ReplicaDriver
+            var next: Position
+            var buffer: [Entry] = []
+            var index = 0
+
+            public mutating func next() async throws -> Entry? {
+                while index == buffer.count {
+                    guard let readable = await driver.waitReadable(after: next - 1) else { return nil }
+                    (buffer, next) = try Entries.read(store: driver.store, from: next, through: readable, maxCount: 512)
+                    index = 0
+                }
+                defer { index += 1 }
+                return buffer[index]
+            }
+        }
+
+        /// Reads chosen records in `from ... through` (at most `maxCount` slots) from storage.
+        /// Every slot must be present: a gap in the chosen prefix is corruption, never skipped.
+        static func read(store: SegmentStore, from: Position, through: Position, maxCount: Int) throws -> (entries: [Entry], next: Position) {
+            guard from <= through, maxCount > 0 else { return ([], from) }
+            let last = Swift.min(through, from + Position(maxCount) - 1)
+            let stored = try store.entries(from: from, through: last)
+            var out: [Entry] = []
+            out.reserveCapacity(stored.count)
+            var expected = from
+            for e in stored {
+                guard e.slot == expected else {
+                    throw PaxosLogError(.storage, "chosen slot \(expected) is missing from storage (next stored: \(e.slot))")
+                }
+                expected += 1
+                if !e.isNoop { out.append(Entry(position: e.slot, bytes: e.payload)) }
+            }
+            guard expected == last + 1 else {
+                throw PaxosLogError(.storage, "chosen slots \(expected)...\(last) are missing from storage")
+            }
+            return (out, last + 1)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Logging
+import MultiPaxos
+import NIOConcurrencyHelpers
+import NIOPosix
+import PaxosTransport
+
+/// Forwards appends from a non-leader to the leader's client port (``PaxosLog/NonLeaderAppends/forward``).
+final class Forwarder: Sendable {
+    private let configuration: PaxosLog.Configuration
+    private let clients = NIOLockedValueBox<[NodeID: PaxosClient]>([:])
+
+    init(configuration: PaxosLog.Configuration) {
+        self.configuration = configuration
+    }
+
+    func append(_ records: [[UInt8]], to leader: NodeID) async throws -> [Slot] {
+        guard let member = configuration.members.first(where: { $0.id == leader }) else {
+            throw PaxosLogError(.notLeader, "leader \(leader) is not a member", leader: leader)
+        }
+        let client: PaxosClient
+        if let existing = clients.withLockedValue({ $0[leader] }) {
+            client = existing
+        } else {
+            var c = PaxosClientConfiguration(addresses: [member.clientAddress], clusterName: configuration.clusterName, secret: configuration.secret)
+            c.maxRedirects = 0
+            do {
+                client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger)
+            } catch {
+                throw PaxosLogError(.transport, "cannot forward to leader \(leader) at \(member.clientAddress): \(error)", leader: leader)
+            }
+            clients.withLockedValue { $0[leader] = client }
+        }
+        do {
+            return try await client.append(records)
+        } catch {
+            clients.withLockedValue { _ = $0.removeValue(forKey: leader) }
+            await client.close()
+            throw PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)
+        }
+    }
+
+    func close() async {
+        let all = clients.withLockedValue { c -> [PaxosClient] in
+            defer { c = [:] }
+            return Array(c.values)
+        }
+        for c in all { await c.close() }
+    }
+}

@@ -1,0 +1,43 @@
+import MultiPaxos
+
+/// Why a ``PaxosLog`` operation failed. A struct with an open set of codes, so new codes do not
+/// break callers; `description` says what and where.
+public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+
+        /// This replica is not the leader; ``PaxosLogError/leader`` names the one it knows, if any.
+        public static let notLeader = Code(name: "not leader")
+        /// Too much is in flight; retry later.
+        public static let overloaded = Code(name: "overloaded")
+        /// The append was not chosen in time; its outcome is unknown (it may still be chosen).
+        public static let timeout = Code(name: "timeout")
+        /// Leadership changed and another value was chosen at the slot this append was given;
+        /// the record was not appended (retrying is safe).
+        public static let superseded = Code(name: "superseded")
+        /// The log is closed (or closing).
+        public static let closed = Code(name: "closed")
+        /// Storage failed; the replica refuses further writes (see the message).
+        public static let storage = Code(name: "storage")
+        /// The configuration is invalid.
+        public static let invalidConfiguration = Code(name: "invalid configuration")
+        /// The requested slots were compacted into a snapshot.
+        public static let compacted = Code(name: "compacted")
+        /// The network transport failed to start or to reach the leader.
+        public static let transport = Code(name: "transport")
+    }
+
+    public var code: Code
+    public var message: String
+    /// For ``Code/notLeader``: the leader this replica knows of.
+    public var leader: NodeID?
+
+    public init(_ code: Code, _ message: String, leader: NodeID? = nil) {
+        self.code = code
+        self.message = message
+        self.leader = leader
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

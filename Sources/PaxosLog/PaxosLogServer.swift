@@ -1,0 +1,98 @@
+import Logging
+import MultiPaxos
+import NIOCore
+import NIOPosix
+import PaxosTransport
+
+/// A replica that also serves clients (`paxlog append`, `read`, `status`) on its client port:
+/// what `paxlog serve` runs.
+public final class PaxosLogServer: Sendable {
+    public let log: PaxosLog
+    private let server: ClientServer
+    /// Where clients connect (the bound address, useful with port 0).
+    public let clientAddress: SocketAddress
+
+    private init(log: PaxosLog, server: ClientServer, clientAddress: SocketAddress) {
+        self.log = log
+        self.server = server
+        self.clientAddress = clientAddress
+    }
+
+    /// Opens the log and starts listening for clients on this member's client address.
+    public static func start(_ configuration: PaxosLog.Configuration) async throws -> PaxosLogServer {
+        let log = try await PaxosLog.open(configuration)
+        guard let me = configuration.members.first(where: { $0.id == configuration.nodeID }) else {
+            throw PaxosLogError(.invalidConfiguration, "node id \(configuration.nodeID) is not a member")
+        }
+        var sc = ClientServerConfiguration(nodeID: configuration.nodeID, clusterName: configuration.clusterName, listenAddress: me.clientAddress, secret: configuration.secret)
+        sc.maxInFlightPerConnection = 4096
+        let service = ClientService(log: log)
+        let server = ClientServer(configuration: sc, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger) { request in
+            await service.handle(request)
+        }
+        do {
+            let address = try await server.start()
+            return PaxosLogServer(log: log, server: server, clientAddress: address)
+        } catch {
+            try? await log.close()
+            throw PaxosLogError(.transport, "cannot listen for clients on \(me.clientAddress): \(error)")
+        }
+    }
+
+    /// Stops taking clients, then closes the log (finishing in-flight syncs).
+    public func shutdown() async throws {
+        await server.shutdown()
+        try await log.close()
+    }
+}
+
+/// Answers client requests with a ``PaxosLog``.
+struct ClientService: Sendable {
+    let log: PaxosLog
+
+    func handle(_ request: ClientRequest) async -> ClientResponse {
+        switch request {
+        case .append(let records):
+            guard !records.isEmpty else { return .error(ClientError(code: .invalidRequest, message: "empty append")) }
+            do {
+                return .appended(try await log.append(contentsOf: records))
+            } catch let error as PaxosLogError {
+                return response(for: error)
+            } catch {
+                return .error(ClientError(code: .internal, message: "\(error)"))
+            }
+        case .read(let from, let maxCount):
+            guard maxCount > 0 else { return .error(ClientError(code: .invalidRequest, message: "read of zero entries")) }
+            do {
+                let (entries, next) = try await log.read(from: from, maxCount: Int(Swift.min(maxCount, 65_536)))
+                return .entries(ReadResult(entries: entries.map { ClientEntry(slot: $0.position, bytes: $0.bytes) }, nextSlot: next))
+            } catch let error as PaxosLogError {
+                return response(for: error)
+            } catch {
+                return .error(ClientError(code: .internal, message: "\(error)"))
+            }
+        case .status:
+            do {
+                let s = try await log.status()
+                var details = [ClientStatus.Detail("is_leader", "\(s.isLeader)")]
+                if let failure = s.failure { details.append(.init("failure", failure)) }
+                return .status(ClientStatus(nodeID: s.nodeID, leaderID: s.leader, ballot: s.ballot, chosenThrough: s.chosenThrough, lastAccepted: s.lastAccepted, details: details))
+            } catch {
+                return .error(ClientError(code: .shuttingDown, message: "\(error)"))
+            }
+        }
+    }
+
+    private func response(for error: PaxosLogError) -> ClientResponse {
+        switch error.code {
+        case .notLeader:
+            let address = error.leader.flatMap { id in log.configuration.members.first { $0.id == id } }.map { "\($0.clientAddress)" }
+            return .redirect(leaderID: error.leader, leaderAddress: address)
+        case .overloaded: return .error(ClientError(code: .overloaded, message: error.message))
+        case .timeout: return .error(ClientError(code: .timeout, message: error.message))
+        case .closed: return .error(ClientError(code: .shuttingDown, message: error.message))
+        case .compacted: return .error(ClientError(code: .compacted, message: error.message))
+        default: return .error(ClientError(code: .internal, message: error.description))
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import MultiPaxos
+import SegmentLog
+
+// The consensus core and the storage engine know nothing of each other; these maps are the seam.
+
+extension LogBallot {
+    init(_ b: Ballot) { self.init(round: b.round, node: b.node) }
+}
+
+extension Ballot {
+    init(_ b: LogBallot) { self.init(round: b.round, node: b.node) }
+}
+
+extension LogEntry {
+    init(slot: Slot, ballot: Ballot, value: Value) {
+        switch value {
+        case .noop: self.init(slot: slot, ballot: LogBallot(ballot), isNoop: true, payload: [])
+        case .data(let bytes): self.init(slot: slot, ballot: LogBallot(ballot), isNoop: false, payload: bytes)
+        }
+    }
+}
+
+extension Entry {
+    init(_ e: LogEntry) {
+        self.init(slot: e.slot, ballot: Ballot(e.ballot), value: e.isNoop ? .noop : .data(e.payload))
+    }
+}
+
+extension LogRecord {
+    /// The storage record for one of the core's durable records.
+    init(_ record: DurableRecord) {
+        switch record {
+        case .promise(let b):
+            self = .promise(LogBallot(b))
+        case .accepted(let batch):
+            var entries: [LogEntry] = []
+            entries.reserveCapacity(batch.values.count)
+            for (i, v) in batch.values.enumerated() {
+                entries.append(LogEntry(slot: batch.firstSlot + Slot(i), ballot: batch.ballot, value: v))
+            }
+            self = .accepted(entries)
+        case .learned(let es):
+            self = .accepted(es.map { LogEntry(slot: $0.slot, ballot: $0.ballot, value: $0.value) })
+        case .chosen(let through):
+            self = .chosen(through: through)
+        }
+    }
+}
+
+extension SegmentStore {
+    /// The acceptor state a restarting ``PaxosCore`` needs, read back from the log.
+    func recoveredConsensusState() throws -> DurableState {
+        let s = state
+        var entries: [Entry] = []
+        if s.lastSlot >= s.firstSlot, s.lastSlot > 0 {
+            entries = try self.entries(from: s.firstSlot, through: s.lastSlot).map(Entry.init)
+        }
+        return DurableState(
+            promised: Ballot(s.promised),
+            entries: entries,
+            chosenThrough: s.chosenThrough,
+            compactedThrough: s.snapshotSlot
+        )
+    }
+}

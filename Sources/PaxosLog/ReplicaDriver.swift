@@ -1,0 +1,330 @@
+import DequeModule
+import Logging
+import Metrics
+import MultiPaxos
+import NIOCore
+import PaxosTransport
+import SegmentLog
+
+/// Runs one ``PaxosCore`` on one event loop: feeds it messages, ticks and proposals, and carries
+/// out its ``Ready`` effects in the order the durability contract demands.
+///
+/// Every mutable property is confined to `loop` (hence `@unchecked Sendable`): inputs from other
+/// threads hop onto it, and storage completions come back to it. Effects of many inputs are
+/// drained together, so a burst of messages costs one `takeReady()` and one storage append.
+final class ReplicaDriver: @unchecked Sendable {
+    let loop: any EventLoop
+    let store: SegmentStore
+    let configuration: PaxosLog.Configuration
+    private let logger: Logger
+    private var core: PaxosCore
+    private var transport: PeerTransport?
+
+    /// Client appends waiting for their slot to be chosen, and their deadlines in slot order.
+    private var waiters: [Slot: Waiter] = [:]
+    private var deadlines: Deque<(slot: Slot, deadline: NIODeadline)> = []
+    /// Votes (Promises, Accepteds) held until the records they vouch for are durable.
+    private var held: Deque<(seq: RecordSequence, messages: [Envelope])> = []
+    /// Chosen slots whose records are not yet durable locally: readers must not see them yet.
+    private var pendingReadable: Deque<(seq: RecordSequence, through: Slot)> = []
+    private var readWaiters: [(after: Slot, continuation: CheckedContinuation<Slot?, Never>)] = []
+    private var durable: RecordSequence = 0
+    private var drainScheduled = false
+    private var ticker: RepeatedTask?
+    private var failure: PaxosLogError?
+    private var isClosed = false
+
+    /// Chosen and durable on this replica: what readers may see.
+    private(set) var readableThrough: Slot
+    private(set) var leadership = Leadership(leader: nil, ballot: .zero, isLeader: false)
+
+    private let appendsCounter = Counter(label: "paxoslog_appends_total")
+    private let chosenCounter = Counter(label: "paxoslog_chosen_total")
+    private let leaderChanges = Counter(label: "paxoslog_leader_changes_total")
+    private let batchRecords = Recorder(label: "paxoslog_storage_batch_records")
+    private let appendLatency = Metrics.Timer(label: "paxoslog_append_latency")
+
+    struct Waiter {
+        let bytes: [UInt8]
+        let batch: AppendBatch
+        let index: Int
+        let start: NIODeadline
+    }
+
+    init(configuration: PaxosLog.Configuration, store: SegmentStore, restoring state: DurableState, loop: any EventLoop) {
+        self.configuration = configuration
+        self.store = store
+        self.loop = loop
+        self.logger = configuration.logger
+        self.core = PaxosCore(configuration: configuration.coreConfiguration, restoring: state)
+        self.readableThrough = core.chosenThrough
+    }
+
+    // MARK: - Lifecycle (call on any thread)
+
+    func start(transport: PeerTransport?) -> EventLoopFuture<Void> {
+        loop.submit {
+            self.transport = transport
+            let tick = self.configuration.tickInterval
+            self.ticker = self.loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in self.onTick() }
+            // A lone replica need not wait out an election timeout to lead itself.
+            if self.configuration.members.count == 1 { self.core.campaign() }
+            self.drain()
+        }
+    }
+
+    /// Stops ticking, fails everything waiting with `closed`, and refuses new work.
+    func shutdown() -> EventLoopFuture<Void> {
+        loop.submit {
+            guard !self.isClosed else { return }
+            self.isClosed = true
+            self.ticker?.cancel()
+            self.failAll(PaxosLogError(.closed, "the log was closed"))
+            for w in self.readWaiters { w.continuation.resume(returning: nil) }
+            self.readWaiters = []
+        }
+    }
+
+    /// A message from a peer (any thread).
+    func receive(_ envelope: Envelope) {
+        if loop.inEventLoop {
+            onReceive(envelope)
+        } else {
+            loop.execute { self.onReceive(envelope) }
+        }
+    }
+
+    private func onReceive(_ envelope: Envelope) {
+        guard !isClosed, failure == nil else { return }
+        core.step(envelope)
+        scheduleDrain()
+    }
+
+    // MARK: - Appends
+
+    /// Proposes `records` in order; completes `batch` when all are chosen (or one fails).
+    func propose(_ records: [[UInt8]], batch: AppendBatch) {
+        loop.execute {
+            if let failure = self.failure { return batch.fail(failure) }
+            if self.isClosed { return batch.fail(PaxosLogError(.closed, "the log is closed")) }
+            let now = NIODeadline.now()
+            let deadline = now + self.configuration.appendTimeout
+            for (i, bytes) in records.enumerated() {
+                switch self.core.propose(.data(bytes)) {
+                case .proposed(let slot):
+                    if let old = self.waiters.updateValue(Waiter(bytes: bytes, batch: batch, index: i, start: now), forKey: slot) {
+                        old.batch.fail(PaxosLogError(.superseded, "slot \(slot) was reassigned by a new leadership"))
+                    }
+                    self.deadlines.append((slot, deadline))
+                case .notLeader(let leader):
+                    let known = leader.map { "node \($0)" } ?? "unknown"
+                    batch.fail(PaxosLogError(.notLeader, "node \(self.configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
+                    return self.scheduleDrain()
+                case .overloaded:
+                    batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))"))
+                    return self.scheduleDrain()
+                }
+            }
+            self.appendsCounter.increment(by: Int64(records.count))
+            self.scheduleDrain()
+        }
+    }
+
+    private static func partial(_ proposed: Int) -> String {
+        proposed == 0 ? "" : "; the first \(proposed) records of this request were proposed and may still be appended"
+    }
+
+    // MARK: - Reads
+
+    /// Waits until a slot above `after` is readable; returns the readable watermark, or nil once closed.
+    func waitReadable(after slot: Slot) async -> Slot? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Slot?, Never>) in
+            loop.execute {
+                if self.isClosed { return continuation.resume(returning: nil) }
+                if self.readableThrough > slot { return continuation.resume(returning: self.readableThrough) }
+                self.readWaiters.append((slot, continuation))
+            }
+        }
+    }
+
+    /// A consistent view of this replica for status requests.
+    func status() -> EventLoopFuture<PaxosLog.Status> {
+        loop.submit {
+            PaxosLog.Status(
+                nodeID: self.configuration.nodeID,
+                leader: self.leadership.leader,
+                isLeader: self.leadership.isLeader,
+                ballot: self.leadership.ballot,
+                chosenThrough: self.readableThrough,
+                lastAccepted: self.core.lastAcceptedSlot,
+                failure: self.failure?.description
+            )
+        }
+    }
+
+    // MARK: - The Ready loop
+
+    private func onTick() {
+        guard !isClosed, failure == nil else { return }
+        core.tick()
+        expireAppends()
+        drain()
+    }
+
+    private func scheduleDrain() {
+        guard !drainScheduled else { return }
+        drainScheduled = true
+        loop.execute { self.drain() }
+    }
+
+    private func drain() {
+        drainScheduled = false
+        guard !isClosed, failure == nil else { return }
+        let ready = core.takeReady()
+        let seq = ready.persistThrough
+        // 1. Records, in order after earlier ones.
+        if !ready.records.isEmpty {
+            var records: [LogRecord] = []
+            records.reserveCapacity(ready.records.count)
+            var entries = 0
+            for r in ready.records {
+                let mapped = LogRecord(r)
+                if case .accepted(let es) = mapped { entries += es.count }
+                records.append(mapped)
+            }
+            if entries > 0 { batchRecords.record(entries) }
+            store.append(records) { result in
+                self.loop.execute { self.persistCompleted(seq, result) }
+            }
+        }
+        // 2. Messages that vouch for nothing unsynced: at once, overlapping the write.
+        for envelope in ready.messages { transport?.send(envelope) }
+        // 3. Votes: only once their records are durable.
+        if !ready.messagesAfterPersist.isEmpty {
+            if durable >= seq {
+                for envelope in ready.messagesAfterPersist { transport?.send(envelope) }
+            } else {
+                held.append((seq, ready.messagesAfterPersist))
+            }
+        }
+        // 5. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
+        if let last = ready.chosen.last {
+            chosenCounter.increment(by: Int64(ready.chosen.count))
+            if !waiters.isEmpty { answer(ready.chosen) }
+            if durable >= seq { advanceReadable(to: last.slot) } else { pendingReadable.append((seq, last.slot)) }
+        }
+        if let change = ready.leadership { leadershipChanged(change) }
+        for request in ready.snapshotRequests {
+            logger.warning("peer needs a snapshot, which this version cannot send yet", metadata: [
+                "peer": "\(request.peer)", "from_slot": "\(request.fromSlot)",
+            ])
+        }
+    }
+
+    private func persistCompleted(_ seq: RecordSequence, _ result: Result<Void, SegmentLogError>) {
+        switch result {
+        case .failure(let error):
+            // fsync failure is fatal: the kernel may have dropped the pages. Stop voting entirely.
+            let failure = PaxosLogError(.storage, "storage failed, replica stopped: \(error)")
+            logger.error("\(failure)")
+            self.failure = failure
+            ticker?.cancel()
+            failAll(failure)
+        case .success:
+            guard seq > durable, failure == nil else { return }
+            durable = seq
+            while let h = held.first, h.seq <= durable {
+                held.removeFirst()
+                for envelope in h.messages { transport?.send(envelope) }
+            }
+            while let p = pendingReadable.first, p.seq <= durable {
+                pendingReadable.removeFirst()
+                advanceReadable(to: p.through)
+            }
+            core.persisted(through: seq)
+            scheduleDrain()
+        }
+    }
+
+    private func answer(_ chosen: [ChosenEntry]) {
+        let now = NIODeadline.now()
+        for c in chosen {
+            guard let w = waiters.removeValue(forKey: c.slot) else { continue }
+            if case .data(let bytes) = c.value, bytes == w.bytes {
+                appendLatency.recordNanoseconds(Int64((now - w.start).nanoseconds))
+                w.batch.complete(index: w.index, slot: c.slot)
+            } else {
+                w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended"))
+            }
+        }
+    }
+
+    private func advanceReadable(to slot: Slot) {
+        guard slot > readableThrough else { return }
+        readableThrough = slot
+        guard !readWaiters.isEmpty else { return }
+        var still: [(after: Slot, continuation: CheckedContinuation<Slot?, Never>)] = []
+        for w in readWaiters {
+            if slot > w.after { w.continuation.resume(returning: slot) } else { still.append(w) }
+        }
+        readWaiters = still
+    }
+
+    private func leadershipChanged(_ change: Leadership) {
+        let before = leadership
+        leadership = change
+        if before.leader != change.leader || before.isLeader != change.isLeader {
+            leaderChanges.increment()
+            logger.info("leadership changed", metadata: [
+                "node": "\(configuration.nodeID)", "leader": "\(change.leader.map(String.init) ?? "none")",
+                "ballot": "\(change.ballot)", "self": "\(change.isLeader)",
+            ])
+        }
+    }
+
+    private func expireAppends() {
+        guard let first = deadlines.first, first.deadline <= .now() else { return }
+        let now = NIODeadline.now()
+        while let d = deadlines.first, d.deadline <= now {
+            deadlines.removeFirst()
+            if let w = waiters.removeValue(forKey: d.slot) {
+                w.batch.fail(PaxosLogError(.timeout, "slot \(d.slot) not chosen within \(configuration.appendTimeout); the record may still be appended"))
+            }
+        }
+    }
+
+    private func failAll(_ error: PaxosLogError) {
+        for (_, w) in waiters { w.batch.fail(error) }
+        waiters = [:]
+        deadlines = []
+    }
+}
+
+/// The appends of one request: completes once every record is chosen, or fails on the first error.
+/// Touched only on the driver's loop.
+final class AppendBatch: @unchecked Sendable {
+    private var slots: [Slot]
+    private var remaining: Int
+    private var continuation: CheckedContinuation<[Slot], any Error>?
+
+    init(count: Int, continuation: CheckedContinuation<[Slot], any Error>) {
+        self.slots = Array(repeating: 0, count: count)
+        self.remaining = count
+        self.continuation = continuation
+    }
+
+    func complete(index: Int, slot: Slot) {
+        guard continuation != nil else { return }
+        slots[index] = slot
+        remaining -= 1
+        if remaining == 0 {
+            continuation?.resume(returning: slots)
+            continuation = nil
+        }
+    }
+
+    func fail(_ error: PaxosLogError) {
+        continuation?.resume(throwing: error)
+        continuation = nil
+    }
+}

@@ -1,0 +1,120 @@
+// The on-disk byte layout of a SegmentLog directory, as constants.
+// The grammar, the trade-offs and a worked example are in FORMAT.md beside this file; change both
+// together, bump `version`, and regenerate the golden files in Tests/SegmentLogTests/Golden.
+
+import CZlib
+
+enum Format {
+    /// Format version written in every segment and snapshot header; readers refuse other versions.
+    static let version: UInt16 = 1
+
+    // MARK: Segment files: `<20-digit decimal sequence>.seg`
+
+    /// "PXLOGSEG": the first eight bytes of every segment file.
+    static let segmentMagic: UInt64 = 0x4745_5347_4F4C_5850  // little-endian bytes "PXLOGSEG"
+    static let segmentHeaderSize = 64
+    static let segmentSuffix = ".seg"
+
+    // Segment header flag bits: which optional acceptor-state fields are present.
+    static let flagPromised: UInt32 = 1 << 0
+    static let flagChosen: UInt32 = 1 << 1
+    static let flagSnapshot: UInt32 = 1 << 2
+    static let knownSegmentFlags: UInt32 = 0b111
+
+    // MARK: Records
+
+    /// crc32 (4) + stored length (4) + raw length (4) + type (1) + codec (1) + reserved (2).
+    static let recordHeaderSize = 16
+    /// No record is larger than this, stored or raw: lengths are 32-bit and a corrupt length must
+    /// never make a reader allocate gigabytes.
+    static let maxRecordBytes = 1 << 30
+    /// slot (8) + ballot round (8) + ballot node (4) + flags (1) + value length (4).
+    static let entryHeaderSize = 25
+    static let entryFlagNoop: UInt8 = 1 << 0
+
+    enum RecordType: UInt8 {
+        case promise = 1  // payload: round u64, node u32
+        case accepted = 2  // payload: count u32, then `count` entries
+        case chosen = 3  // payload: through u64
+        case snapshot = 4  // payload: slot u64
+        case truncateSuffix = 5  // payload: first removed slot u64
+    }
+
+    enum Codec: UInt8 {
+        case raw = 0
+        case lz4 = 1
+    }
+
+    // MARK: Snapshot files: `snapshot-<20-digit decimal slot>.snap`
+
+    /// "PXLOGSNP".
+    static let snapshotMagic: UInt64 = 0x504E_5347_4F4C_5850
+    static let snapshotHeaderSize = 40
+    static let snapshotPrefix = "snapshot-"
+    static let snapshotSuffix = ".snap"
+
+    // MARK: Other files
+
+    static let lockFileName = "LOCK"
+    /// Files being written before an atomic rename; leftovers are deleted on open.
+    static let temporarySuffix = ".tmp"
+    /// Bytes cut from a torn tail are kept in `<segment>.torn-<offset>` for post-mortems.
+    static let tornSuffix = ".torn-"
+
+    static func segmentFileName(_ sequence: UInt64) -> String {
+        zeroPadded(sequence) + segmentSuffix
+    }
+
+    static func snapshotFileName(_ slot: UInt64) -> String {
+        snapshotPrefix + zeroPadded(slot) + snapshotSuffix
+    }
+
+    /// The sequence number of a segment file name, or nil if the name is not one.
+    static func segmentSequence(fileName: String) -> UInt64? {
+        guard fileName.hasSuffix(segmentSuffix) else { return nil }
+        let digits = fileName.dropLast(segmentSuffix.count)
+        guard digits.count == 20, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return UInt64(digits)
+    }
+
+    static func snapshotSlot(fileName: String) -> UInt64? {
+        guard fileName.hasPrefix(snapshotPrefix), fileName.hasSuffix(snapshotSuffix) else { return nil }
+        let digits = fileName.dropFirst(snapshotPrefix.count).dropLast(snapshotSuffix.count)
+        guard digits.count == 20, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return UInt64(digits)
+    }
+
+    private static func zeroPadded(_ value: UInt64) -> String {
+        let s = String(value)
+        return String(repeating: "0", count: max(0, 20 - s.count)) + s
+    }
+
+    /// XORed into every record CRC of segment `sequence`, so a record copied into another segment
+    /// (a recycled or misplaced file) fails verification. crc32 of the sequence as 8 little-endian
+    /// bytes: distinct for every sequence below 2^32 (CRC-32 detects every burst of ≤ 32 bits).
+    static func segmentMask(_ sequence: UInt64) -> UInt32 {
+        withUnsafeBytes(of: sequence.littleEndian) { crc(0, $0) }
+    }
+
+    /// zlib's crc32, continuing from `seed`.
+    @inline(__always)
+    static func crc(_ seed: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return seed }
+        return UInt32(truncatingIfNeeded: crc32(UInt(seed), base.assumingMemoryBound(to: UInt8.self), UInt32(bytes.count)))
+    }
+}
+
+// Little-endian access to raw bytes, unaligned (the format has no alignment).
+extension UnsafeRawBufferPointer {
+    @inline(__always)
+    func le<T: FixedWidthInteger>(_ offset: Int, as type: T.Type = T.self) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    @inline(__always)
+    func putLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}

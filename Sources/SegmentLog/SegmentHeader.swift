@@ -1,0 +1,202 @@
+/// The fixed 64-byte header at the start of every segment file (see FORMAT.md).
+///
+/// It carries the acceptor state as of the segment's creation, so every segment before it can be
+/// deleted without losing the promise, the chosen watermark or the snapshot slot.
+struct SegmentHeader: Hashable, Sendable {
+    var sequence: UInt64
+    var promised: LogBallot?
+    var chosenThrough: UInt64?
+    var snapshotSlot: UInt64?
+
+    func encoded() -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: Format.segmentHeaderSize) { buffer, count in
+            let out = UnsafeMutableRawBufferPointer(buffer)
+            out.initializeMemory(as: UInt8.self, repeating: 0)
+            var flags: UInt32 = 0
+            if promised != nil { flags |= Format.flagPromised }
+            if chosenThrough != nil { flags |= Format.flagChosen }
+            if snapshotSlot != nil { flags |= Format.flagSnapshot }
+            out.putLE(Format.segmentMagic, at: 0)
+            out.putLE(Format.version, at: 8)
+            out.putLE(UInt16(Format.segmentHeaderSize), at: 10)
+            out.putLE(flags, at: 12)
+            out.putLE(sequence, at: 16)
+            out.putLE(promised?.round ?? 0, at: 24)
+            out.putLE(promised?.node ?? 0, at: 32)
+            out.putLE(chosenThrough ?? 0, at: 40)
+            out.putLE(snapshotSlot ?? 0, at: 48)
+            out.putLE(Format.crc(0, UnsafeRawBufferPointer(rebasing: out[0..<60])), at: 60)
+            count = Format.segmentHeaderSize
+        }
+    }
+
+    /// Parses and verifies a header.
+    /// - Returns: the header, or what is wrong with it.
+    static func decode(_ raw: UnsafeRawBufferPointer) -> Result<SegmentHeader, DecodeFailure> {
+        guard raw.count >= Format.segmentHeaderSize else {
+            return .failure(DecodeFailure(reason: "file is \(raw.count) bytes, shorter than the \(Format.segmentHeaderSize)-byte segment header"))
+        }
+        guard raw.le(0, as: UInt64.self) == Format.segmentMagic else {
+            return .failure(DecodeFailure(reason: "bad segment magic"))
+        }
+        let expected = raw.le(60, as: UInt32.self)
+        let actual = Format.crc(0, UnsafeRawBufferPointer(rebasing: raw[0..<60]))
+        guard expected == actual else {
+            return .failure(DecodeFailure(reason: "segment header CRC mismatch: stored \(hex(expected)), computed \(hex(actual))"))
+        }
+        let version = raw.le(8, as: UInt16.self)
+        guard version == Format.version else {
+            return .failure(DecodeFailure(reason: "unsupported format version \(version) (this build reads \(Format.version))"))
+        }
+        guard raw.le(10, as: UInt16.self) == UInt16(Format.segmentHeaderSize) else {
+            return .failure(DecodeFailure(reason: "unexpected segment header size \(raw.le(10, as: UInt16.self))"))
+        }
+        let flags = raw.le(12, as: UInt32.self)
+        guard flags & ~Format.knownSegmentFlags == 0 else {
+            return .failure(DecodeFailure(reason: "unknown segment header flags \(hex(flags))"))
+        }
+        return .success(SegmentHeader(
+            sequence: raw.le(16),
+            promised: flags & Format.flagPromised != 0 ? LogBallot(round: raw.le(24), node: raw.le(32)) : nil,
+            chosenThrough: flags & Format.flagChosen != 0 ? raw.le(40) : nil,
+            snapshotSlot: flags & Format.flagSnapshot != 0 ? raw.le(48) : nil))
+    }
+}
+
+func hex(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+}
+
+/// One frame as found in a segment buffer; `stored` points into that buffer.
+struct FrameView {
+    var offset: Int
+    var type: Format.RecordType
+    var codec: Format.Codec
+    var storedLength: Int
+    var rawLength: Int
+    var crcStored: UInt32
+    var crcComputed: UInt32
+    var stored: UnsafeRawBufferPointer
+
+    var length: Int { Format.recordHeaderSize + storedLength }
+}
+
+/// What is at one offset of a segment.
+enum ParseStep {
+    case frame(FrameView)
+    /// No more records: the file ends here, or only zero bytes follow (preallocated space).
+    case end
+    /// Not a valid record. `frame` is set when only the CRC failed.
+    case damage(offset: Int, reason: String, frame: FrameView?)
+}
+
+/// Reads frames out of a whole segment held in memory. Never writes; shared by recovery and
+/// `SegmentScanner`.
+struct SegmentParser {
+    let bytes: UnsafeRawBufferPointer
+    let mask: UInt32
+
+    init(bytes: UnsafeRawBufferPointer, sequence: UInt64) {
+        self.bytes = bytes
+        self.mask = Format.segmentMask(sequence)
+    }
+
+    func step(at offset: Int) -> ParseStep {
+        let remaining = bytes.count - offset
+        if remaining == 0 { return .end }
+        if remaining < Format.recordHeaderSize {
+            return isZero(from: offset) ? .end
+                : .damage(offset: offset, reason: "\(remaining) bytes at end of file, too short for a record header", frame: nil)
+        }
+        if bytes.le(offset, as: UInt64.self) == 0 && bytes.le(offset + 8, as: UInt64.self) == 0 {
+            if isZero(from: offset) { return .end }
+            return .damage(offset: offset, reason: "zero-filled record header followed by non-zero bytes", frame: nil)
+        }
+        switch header(at: offset) {
+        case .failure(let failure):
+            return .damage(offset: offset, reason: failure.reason, frame: nil)
+        case .success(var frame):
+            frame.crcComputed = computeCRC(frame)
+            if frame.crcComputed != frame.crcStored {
+                return .damage(offset: offset,
+                               reason: "record CRC mismatch: stored \(hex(frame.crcStored)), computed \(hex(frame.crcComputed))",
+                               frame: frame)
+            }
+            return .frame(frame)
+        }
+    }
+
+    /// Decodes a record header and checks it is self-consistent and fits in the file (no CRC).
+    func header(at offset: Int) -> Result<FrameView, DecodeFailure> {
+        let typeByte = bytes[offset + 12]
+        guard let type = Format.RecordType(rawValue: typeByte) else {
+            return .failure(DecodeFailure(reason: "unknown record type \(typeByte)"))
+        }
+        let codecByte = bytes[offset + 13]
+        guard let codec = Format.Codec(rawValue: codecByte) else {
+            return .failure(DecodeFailure(reason: "unknown codec \(codecByte)"))
+        }
+        guard bytes.le(offset + 14, as: UInt16.self) == 0 else {
+            return .failure(DecodeFailure(reason: "non-zero reserved record header bytes"))
+        }
+        let stored = Int(bytes.le(offset + 4, as: UInt32.self))
+        let raw = Int(bytes.le(offset + 8, as: UInt32.self))
+        guard stored <= bytes.count - offset - Format.recordHeaderSize else {
+            return .failure(DecodeFailure(reason: "record of \(stored) bytes runs past the end of the file (\(bytes.count - offset - Format.recordHeaderSize) bytes left)"))
+        }
+        guard stored <= Format.maxRecordBytes, raw <= Format.maxRecordBytes else {
+            return .failure(DecodeFailure(reason: "record length above the \(Format.maxRecordBytes)-byte limit"))
+        }
+        if codec == .raw && raw != stored {
+            return .failure(DecodeFailure(reason: "raw record with raw length \(raw) != stored length \(stored)"))
+        }
+        let payloadStart = offset + Format.recordHeaderSize
+        return .success(FrameView(
+            offset: offset, type: type, codec: codec, storedLength: stored, rawLength: raw,
+            crcStored: bytes.le(offset, as: UInt32.self), crcComputed: 0,
+            stored: UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<(payloadStart + stored)])))
+    }
+
+    @inline(__always)
+    func computeCRC(_ frame: FrameView) -> UInt32 {
+        let covered = UnsafeRawBufferPointer(rebasing: bytes[(frame.offset + 4)..<(frame.offset + frame.length)])
+        return Format.crc(0, covered) ^ mask
+    }
+
+    /// The offset of the first frame after `offset` that has a valid header and CRC, if any.
+    /// Damage followed by a valid record cannot be a torn append, so it is corruption.
+    func nextValidFrame(after offset: Int) -> Int? {
+        var o = offset + 1
+        let last = bytes.count - Format.recordHeaderSize
+        while o <= last {
+            // Cheap filters first: most candidate offsets fail on the type or reserved bytes.
+            let type = bytes[o + 12]
+            if type != 0, type <= 5, bytes[o + 13] <= 1, bytes[o + 14] == 0, bytes[o + 15] == 0,
+               case .success(let frame) = header(at: o), computeCRC(frame) == frame.crcStored {
+                return o
+            }
+            o += 1
+        }
+        return nil
+    }
+
+    /// Whether every byte from `offset` to the end of the buffer is zero.
+    func isZero(from offset: Int) -> Bool {
+        lastNonZero(from: offset) == nil
+    }
+
+    /// The offset of the last non-zero byte at or after `offset`.
+    func lastNonZero(from offset: Int) -> Int? {
+        var end = bytes.count
+        while end - offset >= 8 {
+            if bytes.le(end - 8, as: UInt64.self) != 0 { break }
+            end -= 8
+        }
+        while end > offset {
+            if bytes[end - 1] != 0 { return end - 1 }
+            end -= 1
+        }
+        return nil
+    }
+}

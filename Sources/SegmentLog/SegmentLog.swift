@@ -1,1 +1,0 @@
-// The storage engine lives in this module (see issue: storage engine).

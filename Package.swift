@@ -65,6 +65,8 @@ let package = Package(
             dependencies: [
                 "SegmentLog", "MultiPaxos", "PaxosTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -73,7 +75,11 @@ let package = Package(
         // Simulator, fault-injecting file system, invariant checkers: shared by tests, benchmarks, fuzzers.
         .target(
             name: "PaxosLogTesting",
-            dependencies: ["MultiPaxos", "SegmentLog", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "MultiPaxos", "SegmentLog", "PaxosTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         // The CLI: the only target that imports ArgumentParser.
         .executableTarget(

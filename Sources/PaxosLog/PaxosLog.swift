@@ -58,7 +58,13 @@ public final class PaxosLog: Sendable {
             for m in configuration.members { peers[m.id] = m.peerAddress }
             var tc = PeerTransportConfiguration(nodeID: configuration.nodeID, members: peers, clusterName: configuration.clusterName, secret: configuration.secret)
             tc.listenAddress = peers[configuration.nodeID]
-            let t = PeerTransport(configuration: tc, group: group, logger: configuration.logger) { driver.receive($0) }
+            let t: PeerTransport
+            do {
+                t = try PeerTransport(configuration: tc, group: group, logger: configuration.logger) { driver.receive($0) }
+            } catch {
+                try? store.close()
+                throw PaxosLogError(.invalidConfiguration, "peer transport: \(error)")
+            }
             do {
                 try await t.start()
             } catch {

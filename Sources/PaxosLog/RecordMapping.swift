@@ -52,14 +52,14 @@ extension SegmentStore {
     func recoveredConsensusState() throws -> DurableState {
         let s = state
         var entries: [Entry] = []
-        if s.lastSlot >= s.firstSlot, s.lastSlot > 0 {
-            entries = try self.entries(from: s.firstSlot, through: s.lastSlot).map(Entry.init)
+        if let first = s.firstSlot, let last = s.lastSlot, first <= last {
+            entries = try self.entries(from: first, through: last).map(Entry.init)
         }
         return DurableState(
-            promised: Ballot(s.promised),
+            promised: s.promised.map(Ballot.init) ?? .zero,
             entries: entries,
-            chosenThrough: s.chosenThrough,
-            compactedThrough: s.snapshotSlot
+            chosenThrough: s.chosenThrough ?? 0,
+            compactedThrough: s.snapshotSlot ?? 0
         )
     }
 }

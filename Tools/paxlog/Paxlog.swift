@@ -10,6 +10,10 @@ struct Paxlog: AsyncParsableCommand {
         commandName: "paxlog",
         abstract: "Inspect, verify, repair, compact and benchmark PaxosLog replicated write-ahead logs.",
         subcommands: [
+            Serve.self,
+            Append.self,
+            Read.self,
+            Demo.self,
             Bench.self,
         ]
     )

@@ -1,0 +1,166 @@
+import Foundation
+import Logging
+import MultiPaxos
+import NIOPosix
+import PaxosTransport
+
+/// A cluster of real `paxlog serve` processes on 127.0.0.1, for the demo and end-to-end tests.
+///
+/// Each replica gets its own data directory and log file under `baseDirectory`, and free ports.
+/// Processes are killed when the cluster is deinitialised, so a failed test leaves none behind.
+public final class LocalCluster: @unchecked Sendable {
+    public struct Node: Sendable {
+        public var id: NodeID
+        public var peerPort: Int
+        public var clientPort: Int
+        public var dataDirectory: String
+        public var logFile: String
+    }
+
+    public let executable: String
+    public let baseDirectory: String
+    public let clusterName: String
+    public let nodes: [Node]
+    /// Extra `paxlog serve` arguments (e.g. `--secret-file`).
+    public var extraArguments: [String]
+    private var processes: [NodeID: Process] = [:]
+    private let lock = NSLock()
+
+    /// - Parameters:
+    ///   - executable: path of the `paxlog` binary.
+    ///   - size: number of replicas.
+    ///   - baseDirectory: where data directories and logs go (created if missing).
+    public init(executable: String, size: Int = 3, baseDirectory: String, clusterName: String = "paxoslog-local", extraArguments: [String] = []) throws {
+        self.executable = executable
+        self.baseDirectory = baseDirectory
+        self.clusterName = clusterName
+        self.extraArguments = extraArguments
+        try FileManager.default.createDirectory(atPath: baseDirectory, withIntermediateDirectories: true)
+        let ports = try Self.freePorts(2 * size)
+        nodes = (0..<size).map { i in
+            Node(
+                id: NodeID(i + 1), peerPort: ports[2 * i], clientPort: ports[2 * i + 1],
+                dataDirectory: "\(baseDirectory)/node-\(i + 1)", logFile: "\(baseDirectory)/node-\(i + 1).log"
+            )
+        }
+    }
+
+    deinit {
+        for (_, p) in processes where p.isRunning { Foundation.kill(p.processIdentifier, SIGKILL) }
+    }
+
+    /// `1=127.0.0.1:PEER:CLIENT,…`, as `paxlog serve --members` takes it.
+    public var membersArgument: String {
+        nodes.map { "\($0.id)=127.0.0.1:\($0.peerPort):\($0.clientPort)" }.joined(separator: ",")
+    }
+
+    public var clientAddresses: [PeerAddress] {
+        nodes.map { PeerAddress(host: "127.0.0.1", port: $0.clientPort) }
+    }
+
+    public func node(_ id: NodeID) -> Node { nodes[Int(id) - 1] }
+
+    /// Starts replica `id` (appending to its log file).
+    public func start(_ id: NodeID) throws {
+        let n = node(id)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = ["serve", "--id", "\(id)", "--members", membersArgument, "--data", n.dataDirectory, "--cluster", clusterName] + extraArguments
+        if !FileManager.default.fileExists(atPath: n.logFile) { FileManager.default.createFile(atPath: n.logFile, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: n.logFile))
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        lock.withLock { processes[id] = p }
+    }
+
+    public func startAll() throws {
+        for n in nodes { try start(n.id) }
+    }
+
+    public func isRunning(_ id: NodeID) -> Bool {
+        lock.withLock { processes[id]?.isRunning ?? false }
+    }
+
+    /// SIGKILL: no chance to flush or sync anything.
+    public func kill(_ id: NodeID) {
+        guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
+        Foundation.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    /// SIGTERM and wait: a clean shutdown. - Returns: the exit status.
+    @discardableResult
+    public func terminate(_ id: NodeID) -> Int32 {
+        guard let p = lock.withLock({ processes[id] }) else { return 0 }
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    public func terminateAll() {
+        for n in nodes { terminate(n.id) }
+    }
+
+    /// Asks each running replica for its status; returns the leader a replica reports as itself.
+    public func leader(logger: Logger = Logger(label: "cluster")) async -> NodeID? {
+        for n in nodes where isRunning(n.id) {
+            if let s = try? await status(n.id, logger: logger), s.leaderID == n.id,
+               s.details.contains(where: { $0.key == "is_leader" && $0.value == "true" }) {
+                return n.id
+            }
+        }
+        return nil
+    }
+
+    /// Waits (polling every 50 ms, up to `timeout` seconds) for a replica to lead.
+    public func waitForLeader(timeout: Double = 20) async throws -> NodeID {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if let l = await leader() { return l }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        throw ClusterError("no leader elected within \(timeout) s; logs in \(baseDirectory)")
+    }
+
+    /// One replica's status over its client port.
+    public func status(_ id: NodeID, logger: Logger = Logger(label: "cluster")) async throws -> ClientStatus {
+        var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName)
+        c.connectTimeout = .milliseconds(500)
+        let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        defer { Task { await client.close() } }
+        return try await client.status()
+    }
+
+    /// Ports the kernel says are free now (bound to port 0, then released).
+    public static func freePorts(_ count: Int) throws -> [Int] {
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw ClusterError("socket: errno \(errno)") }
+            fds.append(fd)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = 0
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = withUnsafeMutablePointer(to: &addr) { ptr in
+                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
+                }
+            }
+            guard ok else { throw ClusterError("bind: errno \(errno)") }
+            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+        }
+        return ports
+    }
+}
+
+public struct ClusterError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

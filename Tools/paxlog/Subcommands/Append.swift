@@ -1,0 +1,192 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PaxosTransport
+
+/// `paxlog append`: appends records to a cluster and reports each acknowledged position.
+struct Append: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Append each line of stdin (or generated records) to a cluster; print each acknowledged position.",
+        discussion: "Exit 0 when every record was acknowledged, 1 when some failed, 2 on usage or connection errors."
+    )
+
+    @OptionGroup var cluster: ClusterOptions
+    @Option(help: "Generate this many records instead of reading stdin.") var count: Int?
+    @Option(help: "Size of generated records, in bytes.") var size = 256
+    @Option(help: "Concurrent append streams.") var concurrency = 1
+    @Option(help: "Records per request (one round trip carries this many).") var batch = 1
+    @Flag(help: "One JSON object per line, then a summary object.") var json = false
+    @Flag(help: "Print only the summary.") var quiet = false
+
+    func validate() throws {
+        if let count, count < 0 { throw ValidationError("--count must be ≥ 0") }
+        guard size >= 0, size <= 16 << 20 else { throw ValidationError("--size must be 0…16 MiB") }
+        guard concurrency >= 1, concurrency <= 4096 else { throw ValidationError("--concurrency must be 1…4096") }
+        guard batch >= 1, batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
+    }
+
+    func run() async throws {
+        let records: RecordSource = count.map { .generated(count: $0, size: size) } ?? .lines(Self.readStdinLines())
+        let result = try await AppendLoad(configuration: try cluster.clientConfiguration(), concurrency: concurrency, batch: batch)
+            .run(records) { position, size in
+                guard !quiet else { return }
+                if json { output.write("{\"position\":\(position),\"size\":\(size)}") } else { output.write("\(position)") }
+            }
+        output.flush()
+        if json {
+            print(jsonLine(["summary": result.summary]))
+        } else {
+            let s = result.summary
+            FileHandle.standardError.write(Data("acknowledged \(s.acknowledged), failed \(s.failed), \(Int(s.records_per_second)) records/s, \(s.latency_us.text)\n".utf8))
+            for (e, n) in result.errors.sorted(by: { $0.value > $1.value }).prefix(5) {
+                FileHandle.standardError.write(Data("  \(n)× \(e)\n".utf8))
+            }
+        }
+        if result.summary.failed > 0 { throw ExitCode(1) }
+    }
+
+    static func readStdinLines() -> [[UInt8]] {
+        var lines: [[UInt8]] = []
+        while let line = readLine(strippingNewline: true) { lines.append(Array(line.utf8)) }
+        return lines
+    }
+}
+
+private let output = LineWriter()
+
+enum RecordSource: Sendable {
+    case lines([[UInt8]])
+    case generated(count: Int, size: Int)
+
+    var count: Int {
+        switch self {
+        case .lines(let l): return l.count
+        case .generated(let n, _): return n
+        }
+    }
+
+    /// Record `i`. Generated records are unique (they start with their index) and otherwise filler.
+    func record(_ i: Int) -> [UInt8] {
+        switch self {
+        case .lines(let l): return l[i]
+        case .generated(_, let size):
+            var r = Array("r\(i) ".utf8)
+            if r.count > size { r.removeLast(r.count - size) }
+            while r.count < size { r.append(UInt8(ascii: "a") + UInt8(r.count % 26)) }
+            return r
+        }
+    }
+}
+
+/// A closed-loop load: `concurrency` streams, each with one request of `batch` records in flight.
+/// Retries only what is certainly not appended (overloaded, no leader yet); anything whose
+/// outcome is unknown counts as failed, never as acknowledged.
+struct AppendLoad: Sendable {
+    var configuration: PaxosClientConfiguration
+    var concurrency: Int
+    var batch: Int
+    var deadline: NIODeadline? = nil
+
+    struct Summary: Encodable {
+        var acknowledged: Int
+        var failed: Int
+        var records_per_second: Double
+        var latency_us: LatencySummary
+    }
+
+    struct Result {
+        var summary: Summary
+        var acknowledged: [(index: Int, position: UInt64)]
+        var errors: [String: Int]
+    }
+
+    private struct Shared {
+        var next = 0
+        var acked: [(index: Int, position: UInt64)] = []
+        var failed = 0
+        var errors: [String: Int] = [:]
+        var histogram = newLatencyHistogram()
+    }
+
+    func run(_ source: RecordSource, onAck: @escaping @Sendable (UInt64, Int) -> Void) async throws -> Result {
+        let logger = Logger(label: "paxlog.append")
+        let group = MultiThreadedEventLoopGroup.singleton
+        let connections = Swift.min(concurrency, 4)
+        var clients: [PaxosClient] = []
+        for _ in 0..<connections {
+            do {
+                clients.append(try await PaxosClient.connect(configuration: configuration, group: group, logger: logger))
+            } catch {
+                throw CLIError("cannot connect to \(configuration.addresses.map(\.description).joined(separator: ",")): \(error)")
+            }
+        }
+        let shared = NIOLockedValueBox(Shared())
+        let total = source.count
+        let start = NIODeadline.now()
+        let deadline = self.deadline
+        let batch = self.batch
+        await withTaskGroup(of: Void.self) { tasks in
+            for stream in 0..<concurrency {
+                let client = clients[stream % connections]
+                tasks.addTask {
+                    while true {
+                        if let deadline, NIODeadline.now() >= deadline { return }
+                        let range: Range<Int> = shared.withLockedValue { s in
+                            let lo = s.next
+                            s.next = Swift.min(total, lo + batch)
+                            return lo..<s.next
+                        }
+                        if range.isEmpty { return }
+                        let records = range.map(source.record)
+                        var attempt = 0
+                        while true {
+                            let t0 = NIODeadline.now()
+                            do {
+                                let slots = try await client.append(records)
+                                let micros = UInt64((NIODeadline.now() - t0).nanoseconds / 1000)
+                                shared.withLockedValue { s in
+                                    for (i, slot) in slots.enumerated() {
+                                        s.acked.append((range.lowerBound + i, slot))
+                                        s.histogram.record(micros)
+                                    }
+                                }
+                                for (i, slot) in slots.enumerated() { onAck(slot, records[i].count) }
+                                break
+                            } catch {
+                                attempt += 1
+                                if Self.certainlyNotAppended(error), attempt < 200, deadline.map({ NIODeadline.now() < $0 }) ?? true {
+                                    try? await Task.sleep(nanoseconds: UInt64(Swift.min(attempt, 20)) * 5_000_000)
+                                    continue
+                                }
+                                shared.withLockedValue { s in
+                                    s.failed += records.count
+                                    s.errors["\(error)", default: 0] += 1
+                                }
+                                break
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+        for c in clients { await c.close() }
+        let s = shared.withLockedValue { $0 }
+        return Result(
+            summary: Summary(acknowledged: s.acked.count, failed: s.failed, records_per_second: Double(s.acked.count) / Swift.max(seconds, 1e-9), latency_us: LatencySummary(s.histogram)),
+            acknowledged: s.acked, errors: s.errors
+        )
+    }
+
+    /// Errors after which the record was certainly not proposed, so a retry cannot duplicate it.
+    static func certainlyNotAppended(_ error: any Error) -> Bool {
+        guard let e = error as? TransportError else { return false }
+        if e.code == .redirect || e.code == .connectFailed || e.code == .refused { return true }
+        if let server = e.serverError { return server.code == .overloaded || server.code == .notLeader }
+        return false
+    }
+}

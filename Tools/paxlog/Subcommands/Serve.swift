@@ -1,0 +1,114 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import MultiPaxos
+import NIOConcurrencyHelpers
+import PaxosLog
+import SegmentLog
+
+/// `paxlog serve`: runs one replica until SIGTERM or SIGINT.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one replica: peers on its peer port, clients on its client port.",
+        discussion: """
+        Members are ID=HOST:PORT[:CLIENTPORT] (client port defaults to PORT+1000). \
+        --config FILE takes the same keys, one `key = value` per line (id, members, data, \
+        client-port, cluster, secret-file, sync); flags override it. Without a secret, anyone \
+        who can reach the ports can join or append: do not expose them beyond a trusted network.
+        """
+    )
+
+    @Option(help: "Configuration file with the same keys as the flags.") var config: String?
+    @Option(help: "This replica's id.") var id: UInt32?
+    @Option(help: "All members: ID=HOST:PORT[:CLIENTPORT],…") var members: String?
+    @Option(help: "Data directory.") var data: String?
+    @Option(help: "Client port (overrides the one in --members).") var clientPort: Int?
+    @Option(help: "Cluster name; peers and clients of another cluster are refused.") var cluster: String?
+    @Option(help: "File holding the shared secret.") var secretFile: String?
+    @Option(help: "Sync policy: always, interval, never.") var sync: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        var keys = try config.map(Self.readConfig) ?? [:]
+        func set(_ k: String, _ v: String?) { if let v { keys[k] = v } }
+        set("id", id.map(String.init)); set("members", members); set("data", data)
+        set("client-port", clientPort.map(String.init)); set("cluster", cluster)
+        set("secret-file", secretFile); set("sync", sync)
+
+        guard let idText = keys["id"], let nodeID = UInt32(idText) else { throw ValidationError("--id is required (a member id)") }
+        guard let membersText = keys["members"] else { throw ValidationError("--members is required") }
+        guard let dataDirectory = keys["data"] else { throw ValidationError("--data is required") }
+        var list = try PaxosLog.Member.parseList(membersText)
+        if let p = keys["client-port"] {
+            guard let port = Int(p), (1...65535).contains(port), let i = list.firstIndex(where: { $0.id == nodeID }) else {
+                throw ValidationError("--client-port: '\(p)' is not a port, or --id is not a member")
+            }
+            list[i].clientAddress.port = port
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        var configuration = PaxosLog.Configuration(nodeID: nodeID, members: list, dataDirectory: dataDirectory)
+        configuration.clusterName = keys["cluster"] ?? "paxoslog"
+        configuration.secret = try readSecret(keys["secret-file"])
+        configuration.logger = Logger(label: "paxlog.serve.\(nodeID)")
+        if let s = keys["sync"] { configuration.storage.syncPolicy = try parseSyncPolicy(s) }
+
+        let server = try await PaxosLogServer.start(configuration)
+        FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
+        await Self.waitForTermination()
+        configuration.logger.info("shutting down")
+        try await server.shutdown()
+    }
+
+    /// Signal sources live as long as the process: a released source stops delivering.
+    nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
+
+    /// Returns once SIGTERM or SIGINT arrives (the default actions are disabled first).
+    static func waitForTermination() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let queue = DispatchQueue(label: "paxlog.signals")
+            let once = NIOLockedValueBox(Optional(continuation))
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+                source.setEventHandler {
+                    once.withLockedValue { c in
+                        c?.resume()
+                        c = nil
+                    }
+                }
+                source.resume()
+                signalSources.append(source)
+            }
+        }
+    }
+
+    /// `key = value` lines; `#` starts a comment.
+    static func readConfig(_ path: String) throws -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read config file \(path)") }
+        var keys: [String: String] = [:]
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
+            if line.isEmpty { continue }
+            let kv = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let known = ["id", "members", "data", "client-port", "cluster", "secret-file", "sync"]
+            guard kv.count == 2, known.contains(kv[0]) else { throw CLIError("\(path):\(n + 1): expected one of \(known.joined(separator: ", ")) = value") }
+            keys[kv[0]] = kv[1]
+        }
+        return keys
+    }
+}
+
+func parseSyncPolicy(_ text: String) throws -> SyncPolicy {
+    switch text {
+    case "always": return .always
+    case "never": return .never
+    case "interval": return .interval(milliseconds: 5)
+    default: throw ValidationError("sync policy must be always, interval or never, not '\(text)'")
+    }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import PaxosTransport
+
+/// Options every client command shares: where the cluster is and how to prove membership.
+struct ClusterOptions: ParsableArguments {
+    @Option(name: .customLong("cluster"), help: "Client addresses of the replicas: HOST:PORT[,HOST:PORT…].")
+    var addresses: String
+
+    @Option(name: .customLong("cluster-name"), help: "The cluster's name (must match the replicas').")
+    var clusterName = "paxoslog"
+
+    @Option(help: "File holding the shared secret, if the cluster uses one.")
+    var secretFile: String?
+
+    func clientConfiguration() throws -> PaxosClientConfiguration {
+        var list: [PeerAddress] = []
+        for item in addresses.split(separator: ",") {
+            guard let a = PeerAddress(parsing: String(item)) else {
+                throw ValidationError("--cluster: '\(item)' is not HOST:PORT")
+            }
+            list.append(a)
+        }
+        guard !list.isEmpty else { throw ValidationError("--cluster: no address given") }
+        return PaxosClientConfiguration(addresses: list, clusterName: clusterName, secret: try readSecret(secretFile))
+    }
+}
+
+/// Reads a secret file (trailing newline ignored); nil when no file is named.
+func readSecret(_ path: String?) throws -> [UInt8]? {
+    guard let path else { return nil }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CLIError("cannot read secret file \(path)")
+    }
+    var bytes = [UInt8](data)
+    while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
+    guard !bytes.isEmpty else { throw CLIError("secret file \(path) is empty") }
+    return bytes
+}
+
+/// A one-line failure: `paxlog: <message>` on stderr, exit 2.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -93,7 +93,7 @@ struct EmbeddedSession {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-        try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: Logger(label: "test"), established: established))
+        try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: quietLogger, established: established))
         try sync.addHandler(collector)
     }
 
@@ -125,9 +125,11 @@ struct EmbeddedSession {
     }
 
     var handshakeResult: Result<SessionInfo, any Error>? {
-        var result: Result<SessionInfo, any Error>?
-        established.futureResult.whenComplete { result = $0 }
-        return result
+        // EmbeddedEventLoop runs callbacks inline, on this thread: the box is never shared.
+        final class Box: @unchecked Sendable { var result: Result<SessionInfo, any Error>? }
+        let box = Box()
+        established.futureResult.whenComplete { box.result = $0 }
+        return box.result
     }
 }
 
@@ -173,3 +175,6 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// One event loop group for all loopback tests in the process.
 let testGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+/// Tests check counters and results, not log lines; keep the test output readable.
+let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })

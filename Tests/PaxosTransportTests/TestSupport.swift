@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MultiPaxos
 import NIOCore
@@ -177,4 +180,19 @@ struct TestFailure: Error, CustomStringConvertible {
 let testGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
 /// Tests check counters and results, not log lines; keep the test output readable.
-let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+/// Set PAXOS_TEST_LOG=debug to see the transport's logs while debugging a test.
+let quietLogger: Logger = {
+    guard let level = ProcessInfoLite.environment("PAXOS_TEST_LOG").flatMap(Logger.Level.init(rawValue:)) else {
+        return Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    }
+    var logger = Logger(label: "test", factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = level
+    return logger
+}()
+
+enum ProcessInfoLite {
+    static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}

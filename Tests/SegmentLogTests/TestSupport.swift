@@ -49,6 +49,10 @@ enum TestSupport {
         try SegmentStore.open(directory: directory, options: options, fileSystem: fileSystem, logger: logger)
     }
 
+    /// The real disk without syncs: for tests that reopen logs many times and test detection,
+    /// not durability.
+    static let fastFileSystem = FaultInjectingFileSystem(skipSyncs: true)
+
     static func files(_ directory: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
     }
@@ -57,8 +61,12 @@ enum TestSupport {
         (FileManager.default.contents(atPath: path)).map { [UInt8]($0) } ?? []
     }
 
+    /// Plain open/write/close: no fsync, no atomic rename (tests rewrite logs thousands of times).
     static func write(_ path: String, _ bytes: [UInt8]) {
-        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
+        bytes.withUnsafeBytes { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
+        Glibc.close(fd)
     }
 }
 

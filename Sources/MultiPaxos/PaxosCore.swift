@@ -343,42 +343,35 @@ public struct PaxosCore: Sendable {
             send(to: from, .reject(Reject(ballot: a.ballot, promised: promised)), gated: false)
             return
         }
-        // Chosen slots are immutable here: a stale leader may still be proposing another value
-        // for them. Acknowledge them only if the value is the chosen one.
-        let openFirst = Swift.max(a.firstSlot, chosenThrough + 1, log.base)
-        var s = Swift.max(a.firstSlot, log.base)
-        var i = Int(s - a.firstSlot)
-        while s < openFirst, i < a.values.count {
-            if let held = log[s], held.value != a.values[i] {
+        // Chosen slots keep their value: a stale leader may still be proposing another one for
+        // them. Such an Accept is refused; one that carries the chosen value is an ordinary vote
+        // (re-recorded in the new ballot, so the Accepted we send is backed by a durable record).
+        let first = Swift.max(a.firstSlot, log.base)
+        let lastSlot = a.firstSlot &+ Slot(a.values.count) &- 1
+        var s = first
+        while s <= chosenThrough, s <= lastSlot {
+            if let held = log[s], held.value != a.values[Int(s - a.firstSlot)] {
                 let higher = Swift.max(promised, held.ballot)
                 send(to: from, .reject(Reject(ballot: a.ballot, promised: higher > a.ballot ? higher : Ballot(round: a.ballot.round + 1, node: 0))), gated: false)
                 return
             }
             s += 1
-            i += 1
         }
         if a.ballot > promised {
             promised = a.ballot
             appendRecord(.promise(a.ballot))
         }
         followLeader(from, ballot: a.ballot)
-        let lastSlot = a.firstSlot &+ Slot(a.values.count) &- 1
-        if !a.values.isEmpty, openFirst <= lastSlot {
-            let skip = Int(openFirst - a.firstSlot)
-            let values = skip == 0 ? a.values : Array(a.values[skip...])
-            var slot = openFirst
+        if !a.values.isEmpty, first <= lastSlot {
+            let values = first == a.firstSlot ? a.values : Array(a.values[Int(first - a.firstSlot)...])
+            var slot = first
             for v in values {
                 log.set(slot, ballot: a.ballot, value: v)
                 slot += 1
             }
-            appendRecord(.accepted(AcceptedBatch(ballot: a.ballot, firstSlot: openFirst, values: values)))
-        }
-        if !a.values.isEmpty {
-            let ackFirst = Swift.max(a.firstSlot, log.base)
-            if ackFirst <= lastSlot {
-                send(to: from, .accepted(Accepted(ballot: a.ballot, firstSlot: ackFirst, lastSlot: lastSlot)),
-                     gated: configuration.plantedBug != .acceptedBeforeDurable)
-            }
+            appendRecord(.accepted(AcceptedBatch(ballot: a.ballot, firstSlot: first, values: values)))
+            send(to: from, .accepted(Accepted(ballot: a.ballot, firstSlot: first, lastSlot: lastSlot)),
+                 gated: configuration.plantedBug != .acceptedBeforeDurable)
         }
         learn(leaderChosen: a.chosenThrough, ballot: a.ballot, leader: from)
     }

@@ -6,14 +6,27 @@ import MultiPaxos
 /// Invariants:
 /// - one value per `(slot, ballot)` across every accepted record ever written (a ballot proposes
 ///   one value per slot; two means a ballot was reused);
-/// - at most one value is ever chosen per slot, over all replicas and all time;
+/// - at most one value is ever chosen per slot, over all replicas and all time. The oracle
+///   decides "chosen" itself from every vote that counts — a vote counts once its record is
+///   durable or once an Accepted vouching for it left the replica — and a majority of votes for
+///   one `(slot, ballot)` chooses its value;
+/// - a replica only learns values the oracle saw chosen by a majority;
+/// - (durability contract, when enabled) a Prepare, Promise or Accepted leaves a replica only if
+///   the promise or vote it stands for is durable there;
 /// - only proposed values or no-ops are chosen;
 /// - every replica learns a contiguous prefix of the one chosen sequence (prefix compatibility);
 /// - a proposal acknowledged at a slot stays there forever, across restarts (the durable chosen
 ///   log a restarted replica recovers must agree too).
 public struct InvariantChecker: Sendable {
-    /// Every vote ever written: slot → ballot → value.
-    var votes: [Slot: [Ballot: Value]] = [:]
+    /// Every vote ever written, indexed by `slot - 1`: the value of each ballot and a bit per
+    /// node id whose vote for it counts. Arrays, not dictionaries: this runs after every step.
+    var votes: [[Vote]] = []
+
+    struct Vote: Sendable {
+        var ballot: Ballot
+        var value: Value
+        var counted: UInt64
+    }
     /// The chosen value of each slot, indexed by `slot - 1`.
     public private(set) var chosen: [Value] = []
     /// Acknowledged proposals: slot → value.
@@ -25,7 +38,17 @@ public struct InvariantChecker: Sendable {
     /// The first violation found, if any.
     public private(set) var violation: String? = nil
 
-    public init() {}
+    /// What the oracle saw chosen by a majority, per slot.
+    public private(set) var trulyChosen: [Slot: Value] = [:]
+    let majority: Int
+    /// Per node: durable promise and highest durable vote per slot (for the contract check).
+    var durablePromised: [NodeID: Ballot] = [:]
+    var durableVote: [NodeID: [Ballot]] = [:]
+    public var checkDurabilityContract = true
+
+    public init(replicas: Int) {
+        majority = replicas / 2 + 1
+    }
 
     mutating func fail(_ s: String) {
         if violation == nil { violation = s }
@@ -49,14 +72,91 @@ public struct InvariantChecker: Sendable {
         }
     }
 
-    mutating func vote(node: NodeID, _ e: Entry) {
-        votesChecked += 1
-        if let prior = votes[e.slot]?[e.ballot] {
-            if prior != e.value {
-                fail("two values for slot \(e.slot) in ballot \(e.ballot): \(describe(prior)) and \(describe(e.value)) (node \(node))")
+    /// Records `node` made durable: their votes count from now on.
+    public mutating func observeDurable(records: some Sequence<DurableRecord>, node: NodeID) {
+        for r in records {
+            switch r {
+            case .promise(let b):
+                durablePromised[node] = Swift.max(durablePromised[node] ?? .zero, b)
+            case .accepted(let b):
+                var s = b.firstSlot
+                for _ in b.values {
+                    count(node: node, slot: s, ballot: b.ballot)
+                    s += 1
+                }
+            case .learned(let es):
+                for e in es { count(node: node, slot: e.slot, ballot: e.ballot) }
+            case .chosen:
+                break
+            }
+        }
+    }
+
+    /// A message left `node`: an Accepted makes its votes count; votes and promises it vouches
+    /// for must already be durable.
+    public mutating func observeSent(_ e: Envelope) {
+        switch e.message {
+        case .accepted(let a):
+            if checkDurabilityContract {
+                for s in a.firstSlot...a.lastSlot where durableBallot(e.from, s) < a.ballot {
+                    fail("node \(e.from) sent Accepted(\(a.ballot), slot \(s)) before that vote was durable")
+                    break
+                }
+            }
+            for s in a.firstSlot...a.lastSlot { count(node: e.from, slot: s, ballot: a.ballot) }
+        case .promise(let p) where checkDurabilityContract:
+            if (durablePromised[e.from] ?? .zero) < p.ballot {
+                fail("node \(e.from) sent Promise(\(p.ballot)) before the promise was durable")
+            }
+        case .prepare(let p) where checkDurabilityContract:
+            if (durablePromised[e.from] ?? .zero) < p.ballot {
+                fail("node \(e.from) sent Prepare(\(p.ballot)) before its ballot was durable")
+            }
+        default:
+            break
+        }
+    }
+
+    func durableBallot(_ node: NodeID, _ slot: Slot) -> Ballot {
+        guard let a = durableVote[node], Int(slot) <= a.count else { return .zero }
+        return a[Int(slot - 1)]
+    }
+
+    mutating func count(node: NodeID, slot: Slot, ballot: Ballot) {
+        if checkDurabilityContract {
+            var a = durableVote.removeValue(forKey: node) ?? []
+            while a.count < Int(slot) { a.append(.zero) }
+            if a[Int(slot - 1)] < ballot { a[Int(slot - 1)] = ballot }
+            durableVote[node] = a
+        }
+        let i = Int(slot - 1)
+        guard i < votes.count, let k = votes[i].firstIndex(where: { $0.ballot == ballot }) else { return }
+        let bit: UInt64 = 1 << UInt64(node)
+        let before = votes[i][k].counted
+        guard before & bit == 0 else { return }
+        let after = before | bit
+        votes[i][k].counted = after
+        guard after.nonzeroBitCount >= majority, before.nonzeroBitCount < majority else { return }
+        let value = votes[i][k].value
+        if let prior = trulyChosen[slot] {
+            if prior != value {
+                fail("slot \(slot): a majority accepted \(describe(value)) in ballot \(ballot) after \(describe(prior)) was chosen")
             }
         } else {
-            votes[e.slot, default: [:]][e.ballot] = e.value
+            trulyChosen[slot] = value
+        }
+    }
+
+    mutating func vote(node: NodeID, _ e: Entry) {
+        votesChecked += 1
+        let i = Int(e.slot - 1)
+        while votes.count <= i { votes.append([]) }
+        if let prior = votes[i].first(where: { $0.ballot == e.ballot }) {
+            if prior.value != e.value {
+                fail("two values for slot \(e.slot) in ballot \(e.ballot): \(describe(prior.value)) and \(describe(e.value)) (node \(node))")
+            }
+        } else {
+            votes[i].append(Vote(ballot: e.ballot, value: e.value, counted: 0))
         }
         checkProposed(e.value, context: "node \(node) voted for slot \(e.slot)")
     }
@@ -81,6 +181,9 @@ public struct InvariantChecker: Sendable {
             return
         }
         checkProposed(entry.value, context: "node \(node) learned slot \(entry.slot)")
+        if trulyChosen[entry.slot] != entry.value {
+            fail("node \(node) learned \(describe(entry.value)) at slot \(entry.slot), which no majority accepted")
+        }
         let i = Int(entry.slot - 1)
         if i < chosen.count {
             if chosen[i] != entry.value {

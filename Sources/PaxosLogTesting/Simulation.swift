@@ -17,8 +17,16 @@ public struct SimulationOptions: Sendable {
     public var partitions: Bool = true
     /// Probability per tick that clients propose (1–3 values).
     public var proposeRate: Double = 0.5
-    /// Probability per tick per replica that its storage syncs what is pending.
-    public var syncRate: Double = 0.6
+    /// Upper bound of the probability per tick per replica that its storage syncs what is
+    /// pending (each run draws its own in `syncRate/10 ... syncRate`; slow syncs widen the
+    /// window in which a crash loses records).
+    public var syncRate: Double = 0.8
+    /// Also check the durability contract directly (votes and ballots durable before any message
+    /// vouching for them leaves), not only its consequences.
+    public var checkDurabilityContract = true
+    /// Probability that a replica crashes right after it voted or changed role, before its
+    /// storage synced: the moments where durability bugs bite.
+    public var crashAfterVoteRate: Double = 0.05
     /// A deliberately broken core to run instead of the real one.
     @_spi(Testing) public var plantedBug: PlantedBug? = nil
     /// Called with every trace line when set (replaying one seed).
@@ -89,7 +97,7 @@ public struct Simulation: Sendable {
     }
 
     public private(set) var options: SimulationOptions
-    public private(set) var checker = InvariantChecker()
+    public private(set) var checker: InvariantChecker
     public private(set) var report: SimulationReport
     var rng: SplitMix64
     var network = SimulatedNetwork()
@@ -98,16 +106,24 @@ public struct Simulation: Sendable {
     var pending: [PendingProposal] = []
     var clientTarget = 0
     var members: [NodeID]
+    var faultsOn = true
+    /// Drawn per run: how often storage syncs, how often replicas crash.
+    var syncRate: Double
+    var crashRate: Double
 
     public init(_ options: SimulationOptions) {
         self.options = options
         self.rng = SplitMix64(seed: options.seed &* 0x2545_F491_4F6C_DD1D &+ 0x1234_5678)
         self.report = SimulationReport(seed: options.seed, replicas: options.replicas)
+        self.checker = InvariantChecker(replicas: options.replicas)
+        checker.checkDurabilityContract = options.checkDurabilityContract
         self.members = (1...options.replicas).map { NodeID($0) }
         network.lossRate = Double(rng.below(Int(options.maxLossRate * 100) + 1)) / 100
         network.duplicateRate = options.duplicateRate
         network.maxDelay = options.maxDelay
         report.lossRate = network.lossRate
+        syncRate = options.syncRate * Double(1 + rng.below(10)) / 10
+        crashRate = Double(1 + rng.below(5)) / 100
         for id in members {
             var n = Node(id: id)
             n.core = PaxosCore(configuration: config(for: id, incarnation: 0))
@@ -164,7 +180,7 @@ public struct Simulation: Sendable {
             nodes[i].core!.step(e)
             drain(i)
         }
-        for i in nodes.indices where nodes[i].core != nil && rng.chance(options.syncRate) {
+        for i in nodes.indices where nodes[i].core != nil && rng.chance(syncRate) {
             sync(i)
         }
     }
@@ -202,10 +218,10 @@ public struct Simulation: Sendable {
             nodes[i].storage.pending.append(contentsOf: r.records)
             nodes[i].storage.lastSeq = r.persistThrough
         }
-        for e in r.messages { network.send(e, now: now, rng: &rng) }
+        for e in r.messages { send(e) }
         if !r.messagesAfterPersist.isEmpty {
             if r.persistThrough <= nodes[i].storage.durableSeq {
-                for e in r.messagesAfterPersist { network.send(e, now: now, rng: &rng) }
+                for e in r.messagesAfterPersist { send(e) }
             } else {
                 nodes[i].gated.append((r.persistThrough, r.messagesAfterPersist))
             }
@@ -223,6 +239,17 @@ public struct Simulation: Sendable {
             report.violationTick = now
             trace("VIOLATION \(checker.violation!)")
         }
+        // Buggify: crash at the moment a vote or a new ballot exists only in memory.
+        if faultsOn, options.crashes, !nodes[i].storage.pending.isEmpty,
+           r.leadership != nil || !r.messagesAfterPersist.isEmpty || r.records.contains(where: { if case .promise = $0 { return true } else { return false } }),
+           rng.chance(options.crashAfterVoteRate) {
+            crash(i, restartAfter: 1 + rng.below(3))
+        }
+    }
+
+    mutating func send(_ e: Envelope) {
+        checker.observeSent(e)
+        network.send(e, now: now, rng: &rng)
     }
 
     /// Clients learn the fate of proposals whose slot their leader now reports chosen.
@@ -239,6 +266,7 @@ public struct Simulation: Sendable {
     /// Storage finishes a sync: everything pending is durable; gated messages leave.
     mutating func sync(_ i: Int) {
         guard !nodes[i].storage.pending.isEmpty else { return }
+        checker.observeDurable(records: nodes[i].storage.pending, node: nodes[i].id)
         nodes[i].storage.durable.append(contentsOf: nodes[i].storage.pending)
         nodes[i].storage.pending.removeAll()
         nodes[i].storage.durableSeq = nodes[i].storage.lastSeq
@@ -246,7 +274,7 @@ public struct Simulation: Sendable {
         var still: [(seq: RecordSequence, envelopes: [Envelope])] = []
         for g in nodes[i].gated {
             if g.seq <= seq {
-                for e in g.envelopes { network.send(e, now: now, rng: &rng) }
+                for e in g.envelopes { send(e) }
             } else {
                 still.append(g)
             }
@@ -259,9 +287,10 @@ public struct Simulation: Sendable {
     // MARK: - Faults
 
     mutating func injectFaults() {
-        if options.crashes, rng.chance(0.02) {
+        if options.crashes, rng.chance(crashRate) {
             let i = rng.below(nodes.count)
-            if nodes[i].core != nil { crash(i, restartAfter: 1 + rng.below(40)) }
+            // Half the restarts are quick, so a replica is back before anyone noticed it left.
+            if nodes[i].core != nil { crash(i, restartAfter: rng.chance(0.5) ? 1 + rng.below(3) : 1 + rng.below(40)) }
         }
         if options.partitions {
             if rng.chance(0.02) {
@@ -293,6 +322,7 @@ public struct Simulation: Sendable {
         report.crashes += 1
         var kept = nodes[i].storage.pending.count == 0 ? 0 : rng.below(nodes[i].storage.pending.count + 1)
         if kept > 0, rng.chance(0.3) { kept -= 1 }  // torn last write
+        checker.observeDurable(records: nodes[i].storage.pending.prefix(kept), node: nodes[i].id)
         nodes[i].storage.durable.append(contentsOf: nodes[i].storage.pending.prefix(kept))
         nodes[i].storage.pending.removeAll()
         nodes[i].core = nil
@@ -325,6 +355,7 @@ public struct Simulation: Sendable {
     /// `livenessTicks` every replica must learn every acknowledged slot and a new proposal must
     /// be chosen and learned everywhere.
     mutating func checkLiveness() {
+        faultsOn = false
         network.healAll()
         network.lossRate = 0
         network.duplicateRate = 0

@@ -60,6 +60,9 @@ final class SessionHandler: ChannelInboundHandler {
     private let established: EventLoopPromise<SessionInfo>?
     private var state: State = .idle
     private var timeout: Scheduled<Void>?
+    /// Why the handshake failed, once it has: the close that follows must not report a mere
+    /// "connection closed" in its place.
+    private var failure: TransportError?
 
     init(configuration: SessionConfiguration, counters: TransportCounters, logger: Logger, established: EventLoopPromise<SessionInfo>?) {
         self.configuration = configuration
@@ -89,7 +92,7 @@ final class SessionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
         if case .established = state {} else {
-            established?.fail(TransportError(.connectionClosed, "connection closed during the handshake"))
+            established?.fail(failure ?? TransportError(.connectionClosed, "connection closed during the handshake"))
         }
         state = .closed
         context.fireChannelInactive()
@@ -298,13 +301,16 @@ final class SessionHandler: ChannelInboundHandler {
         logger.info("handshake refused", metadata: ["reason": "\(reason)", "message": "\(text)"])
         let channel = context.channel
         let sendRefusal = reason != .unexpectedNode
-        fail(TransportError(.refused, text, refusal: reason), context: context, closeNow: !sendRefusal)
+        failure = TransportError(.refused, text, refusal: reason)
+        state = .closed
         if sendRefusal {
-            // Close once the refusal is written, so that the other side learns why.
+            // Written before failing the handshake promise, whose owner may close the channel at
+            // once; and the close waits for the write, so that the other side learns why.
             context.writeAndFlush(wrapOutboundOut(.handshake(.refuse(reason, text)))).whenComplete { _ in
                 channel.close(promise: nil)
             }
         }
+        fail(TransportError(.refused, text, refusal: reason), context: context, closeNow: !sendRefusal)
     }
 
     private func malformed(_ error: WireError, context: ChannelHandlerContext) {

@@ -1,3 +1,16 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// 64 KiB of zeros to compare preallocated tails against; never written.
+nonisolated(unsafe) private let zeroPage: UnsafeRawBufferPointer = {
+    let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 4096)
+    page.initializeMemory(as: UInt8.self, repeating: 0)
+    return UnsafeRawBufferPointer(page)
+}()
+
 /// The fixed 64-byte header at the start of every segment file (see FORMAT.md).
 ///
 /// It carries the acceptor state as of the segment's creation, so every segment before it can be
@@ -186,12 +199,15 @@ struct SegmentParser {
         lastNonZero(from: offset) == nil
     }
 
-    /// The offset of the last non-zero byte at or after `offset`.
+    /// The offset of the last non-zero byte at or after `offset`. Preallocated segments end in
+    /// up to a segment of zeros, so this compares page-sized chunks with `memcmp`.
     func lastNonZero(from offset: Int) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
         var end = bytes.count
-        while end - offset >= 8 {
-            if bytes.le(end - 8, as: UInt64.self) != 0 { break }
-            end -= 8
+        let page = zeroPage.count
+        while end - offset >= page {
+            if memcmp(base + (end - page), zeroPage.baseAddress!, page) != 0 { break }
+            end -= page
         }
         while end > offset {
             if bytes[end - 1] != 0 { return end - 1 }

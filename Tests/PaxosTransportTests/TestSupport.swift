@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MultiPaxos
 import NIOCore
@@ -93,7 +96,7 @@ struct EmbeddedSession {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-        try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: Logger(label: "test"), established: established))
+        try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: quietLogger, established: established))
         try sync.addHandler(collector)
     }
 
@@ -125,9 +128,11 @@ struct EmbeddedSession {
     }
 
     var handshakeResult: Result<SessionInfo, any Error>? {
-        var result: Result<SessionInfo, any Error>?
-        established.futureResult.whenComplete { result = $0 }
-        return result
+        // EmbeddedEventLoop runs callbacks inline, on this thread: the box is never shared.
+        final class Box: @unchecked Sendable { var result: Result<SessionInfo, any Error>? }
+        let box = Box()
+        established.futureResult.whenComplete { box.result = $0 }
+        return box.result
     }
 }
 
@@ -173,3 +178,21 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// One event loop group for all loopback tests in the process.
 let testGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+/// Tests check counters and results, not log lines; keep the test output readable.
+/// Set PAXOS_TEST_LOG=debug to see the transport's logs while debugging a test.
+let quietLogger: Logger = {
+    guard let level = ProcessInfoLite.environment("PAXOS_TEST_LOG").flatMap(Logger.Level.init(rawValue:)) else {
+        return Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    }
+    var logger = Logger(label: "test", factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = level
+    return logger
+}()
+
+enum ProcessInfoLite {
+    static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}

@@ -1,0 +1,155 @@
+import MultiPaxos
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+@testable import PaxosTransport
+
+/// The client protocol over real loopback sockets.
+@Suite struct ClientServerTests {
+    func startServer(nodeID: NodeID = 1, cluster: String = "test", secret: [UInt8]? = nil, handler: @escaping ClientServer.Handler) async throws -> (ClientServer, PeerAddress) {
+        let config = ClientServerConfiguration(nodeID: nodeID, clusterName: cluster, listenAddress: PeerAddress(host: "127.0.0.1", port: 0), secret: secret)
+        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger, handler: handler)
+        let address = try await server.start()
+        return (server, PeerAddress(host: "127.0.0.1", port: try #require(address.port)))
+    }
+
+    func connect(_ addresses: [PeerAddress], cluster: String = "test", secret: [UInt8]? = nil) async throws(TransportError) -> PaxosClient {
+        try await PaxosClient.connect(configuration: PaxosClientConfiguration(addresses: addresses, clusterName: cluster, secret: secret), group: testGroup, logger: quietLogger)
+    }
+
+    /// Many concurrent requests on one connection, answered out of order, each matched to its caller.
+    @Test func pipelinedRequestsAnsweredOutOfOrder() async throws {
+        let (server, address) = try await startServer(secret: Array("k".utf8)) { request in
+            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            // Finish in a scrambled order: later requests often overtake earlier ones.
+            try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
+            return .appended(records.map { Slot($0[0]) << 32 | Slot($0[1]) })
+        }
+        let client = try await connect([address], secret: Array("k".utf8))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<400 {
+                group.addTask {
+                    let records: [[UInt8]] = [[UInt8(i % 256), 1], [UInt8(i % 256), 2]]
+                    let slots = try await client.append(records)
+                    #expect(slots == [Slot(i % 256) << 32 | 1, Slot(i % 256) << 32 | 2])
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(client.connectedNodeID == 1)
+        await client.close()
+        await server.shutdown()
+    }
+
+    @Test func readAndStatus() async throws {
+        let status = ClientStatus(nodeID: 1, leaderID: 1, ballot: Ballot(round: 2, node: 1), chosenThrough: 9, lastAccepted: 10, details: [.init("role", "leader")])
+        let (server, address) = try await startServer { request in
+            switch request {
+            case .read(let from, let max):
+                return .entries(ReadResult(entries: (0..<Slot(max)).map { ClientEntry(slot: from + $0, bytes: [UInt8(truncatingIfNeeded: from + $0)]) }, nextSlot: from + Slot(max)))
+            case .status: return .status(status)
+            case .append: return .error(ClientError(code: .noQuorum, message: "no majority"))
+            }
+        }
+        let client = try await connect([address])
+        let page = try await client.read(from: 5, maxCount: 3)
+        #expect(page == ReadResult(entries: [ClientEntry(slot: 5, bytes: [5]), ClientEntry(slot: 6, bytes: [6]), ClientEntry(slot: 7, bytes: [7])], nextSlot: 8))
+        #expect(try await client.status() == status)
+        let error = try await #require(throws: TransportError.self) { try await client.append([[1]]) }
+        #expect(error.code == .serverError)
+        #expect(error.serverError?.code == .noQuorum)
+        await client.close()
+        await server.shutdown()
+    }
+
+    @Test func followsRedirectsToTheLeader() async throws {
+        let (leader, leaderAddress) = try await startServer(nodeID: 2) { request in
+            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            return .appended(records.indices.map { Slot($0 + 100) })
+        }
+        let (follower, followerAddress) = try await startServer(nodeID: 1) { _ in
+            .redirect(leaderID: 2, leaderAddress: "\(leaderAddress)")
+        }
+        let client = try await connect([followerAddress])
+        #expect(client.connectedNodeID == 1)
+        #expect(try await client.append([[1], [2]]) == [100, 101])
+        #expect(client.connectedNodeID == 2)
+
+        // A redirect that names no address cannot be followed: a typed error.
+        let (lost, lostAddress) = try await startServer(nodeID: 3) { _ in .redirect(leaderID: nil, leaderAddress: nil) }
+        let other = try await connect([lostAddress])
+        let error = try await #require(throws: TransportError.self) { try await other.append([[1]]) }
+        #expect(error.code == .redirect)
+        await client.close()
+        await other.close()
+        for server in [leader, follower, lost] { await server.shutdown() }
+    }
+
+    @Test func triesTheNextAddress() async throws {
+        let dead = PeerAddress(host: "127.0.0.1", port: try await freePorts(1, group: testGroup)[0])
+        let (server, address) = try await startServer(nodeID: 3) { _ in .appended([1]) }
+        let client = try await connect([dead, address])
+        #expect(client.connectedNodeID == 3)
+        await client.close()
+        await server.shutdown()
+    }
+
+    @Test func refusesTheWrongSecretOrCluster() async throws {
+        let (server, address) = try await startServer(secret: Array("right".utf8)) { _ in .appended([]) }
+        for (cluster, secret) in [("test", Array("wrong".utf8)), ("other", Array("right".utf8)), ("test", nil)] as [(String, [UInt8]?)] {
+            let error = try await #require(throws: TransportError.self) { try await connect([address], cluster: cluster, secret: secret) }
+            #expect(error.code == .refused, "\(cluster) \(String(describing: secret))")
+        }
+        try await eventually("refusals counted") { server.counters.snapshot.refusedHandshakes >= 2 }
+        // A peer on the client port is refused too.
+        let box = EnvelopeBox()
+        var config = PeerTransportConfiguration(nodeID: 2, members: [1: address, 2: PeerAddress(host: "127.0.0.1", port: 0)], clusterName: "test", secret: Array("right".utf8))
+        config.initialBackoff = .milliseconds(5)
+        let peer = try PeerTransport(configuration: config, group: testGroup, logger: quietLogger) { box.append($0) }
+        try await peer.start()
+        let before = server.counters.snapshot.refusedHandshakes
+        try await eventually("peer refused") { server.counters.snapshot.refusedHandshakes > before }
+        await peer.shutdown()
+        await server.shutdown()
+    }
+
+    @Test func garbageOnTheClientPortIsCountedAndHarmless() async throws {
+        let (server, address) = try await startServer { _ in .appended([7]) }
+        let raw = try await ClientBootstrap(group: testGroup).connect(host: address.host, port: address.port).get()
+        var rng = SeededRandom(seed: 77)
+        try await raw.writeAndFlush(ByteBuffer(bytes: Gen.bytes(1000, &rng)))
+        try await raw.closeFuture.get()
+        #expect(server.counters.snapshot.malformedFrames == 1)
+        let client = try await connect([address])
+        #expect(try await client.append([[1]]) == [7])
+        await client.close()
+        await server.shutdown()
+    }
+
+    /// Shutdown cancels handlers still running and fails the client's requests in flight.
+    @Test func shutdownWithRequestsInFlight() async throws {
+        let started = Mutex(0)
+        let (server, address) = try await startServer { _ in
+            started.withLock { $0 += 1 }
+            try? await Task.sleep(for: .seconds(600))  // until cancelled
+            return .error(ClientError(code: .shuttingDown, message: "cancelled"))
+        }
+        let client = try await connect([address])
+        let pending = Task { () async -> TransportError? in
+            do {
+                _ = try await client.send(.append([[1]]))
+                return nil
+            } catch let error as TransportError {
+                return error
+            } catch {
+                return TransportError(.malformed, "untyped \(error)")
+            }
+        }
+        try await eventually("handler running") { started.withLock { $0 } == 1 }
+        await server.shutdown()
+        let error = await pending.value
+        #expect(error?.code == .connectionClosed)
+        await client.close()
+    }
+}

@@ -104,8 +104,17 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting"]),
+        .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos"]),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.
-        .testTarget(name: "EndToEndTests", dependencies: ["paxlog", "SegmentLog"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "paxlog", "SegmentLog", "MultiPaxos", "PaxosTransport", "PaxosLogTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ]
 )

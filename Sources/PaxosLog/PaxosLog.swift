@@ -45,7 +45,7 @@ public final class PaxosLog: Sendable {
         }
         let state: DurableState
         do {
-            state = try store.recoveredConsensusState()
+            state = try store.recoveredConsensusState(retained: ReplicaDriver.retainedSlots)
         } catch {
             try? store.close()
             throw error
@@ -134,6 +134,11 @@ public final class PaxosLog: Sendable {
     public struct Entry: Hashable, Sendable {
         public var position: Position
         public var bytes: [UInt8]
+
+        public init(position: Position, bytes: [UInt8]) {
+            self.position = position
+            self.bytes = bytes
+        }
     }
 
     /// What a replica knows about itself and its leader.

@@ -48,18 +48,23 @@ extension LogRecord {
 }
 
 extension SegmentStore {
-    /// The acceptor state a restarting ``PaxosCore`` needs, read back from the log.
-    func recoveredConsensusState() throws -> DurableState {
+    /// The acceptor state a restarting ``PaxosCore`` needs, read back from the log: every vote
+    /// above the chosen watermark, and the last `retained` chosen entries (older ones stay on
+    /// disk and are served from there).
+    func recoveredConsensusState(retained: Slot) throws -> DurableState {
         let s = state
+        let chosen = s.chosenThrough ?? 0
+        let snapshot = s.snapshotSlot ?? 0
+        let base = Swift.max(snapshot, chosen > retained ? chosen - retained : 0)
         var entries: [Entry] = []
-        if let first = s.firstSlot, let last = s.lastSlot, first <= last {
-            entries = try self.entries(from: first, through: last).map(Entry.init)
+        if let first = s.firstSlot, let last = s.lastSlot, Swift.max(first, base + 1) <= last {
+            entries = try self.entries(from: Swift.max(first, base + 1), through: last).map(Entry.init)
         }
         return DurableState(
             promised: s.promised.map(Ballot.init) ?? .zero,
             entries: entries,
-            chosenThrough: s.chosenThrough ?? 0,
-            compactedThrough: s.snapshotSlot ?? 0
+            chosenThrough: chosen,
+            compactedThrough: base
         )
     }
 }

@@ -1,4 +1,5 @@
 import DequeModule
+import Dispatch
 import Logging
 import Metrics
 import MultiPaxos
@@ -168,6 +169,7 @@ final class ReplicaDriver: @unchecked Sendable {
         guard !isClosed, failure == nil else { return }
         core.tick()
         expireAppends()
+        trimMemory()
         drain()
     }
 
@@ -214,11 +216,44 @@ final class ReplicaDriver: @unchecked Sendable {
             if durable >= seq { advanceReadable(to: last.slot) } else { pendingReadable.append((seq, last.slot)) }
         }
         if let change = ready.leadership { leadershipChanged(change) }
-        for request in ready.snapshotRequests {
-            logger.warning("peer needs a snapshot, which this version cannot send yet", metadata: [
-                "peer": "\(request.peer)", "from_slot": "\(request.fromSlot)",
-            ])
+        for request in ready.snapshotRequests { serveFromStorage(request) }
+    }
+
+    /// A peer needs chosen slots the core no longer holds in memory: read them from storage.
+    /// Only slots readable here (chosen and durable) are sent, and at most one batch per request:
+    /// the peer asks again for the rest.
+    private func serveFromStorage(_ request: SnapshotRequest) {
+        guard let transport, request.fromSlot <= readableThrough else { return }
+        let through = Swift.min(readableThrough, request.fromSlot + Slot(Self.catchUpBatch) - 1)
+        let chosen = core.chosenThrough
+        let me = configuration.nodeID
+        let store = self.store
+        let logger = self.logger
+        // Storage reads block: do them off the event loop.
+        DispatchQueue.global().async {
+            do {
+                let entries = try store.entries(from: request.fromSlot, through: through).map(Entry.init)
+                guard entries.first?.slot == request.fromSlot else { return }
+                transport.send(Envelope(from: me, to: request.peer, message: .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosen))))
+            } catch {
+                // Compacted into a snapshot: snapshot transfer is the compaction issue's work.
+                logger.warning("cannot serve catch-up from storage", metadata: [
+                    "peer": "\(request.peer)", "from_slot": "\(request.fromSlot)", "error": "\(error)",
+                ])
+            }
         }
+    }
+
+    static let catchUpBatch = 1024
+
+    /// Chosen entries the core keeps in memory: enough for followers a little behind; older
+    /// ones are served from storage.
+    static let retainedSlots: Slot = 65_536
+
+    /// Forgets chosen entries far below the readable watermark (they stay on disk).
+    private func trimMemory() {
+        guard readableThrough > core.firstHeldSlot + Self.retainedSlots + Self.retainedSlots / 4 else { return }
+        core.compact(through: readableThrough - Self.retainedSlots)
     }
 
     private func persistCompleted(_ seq: RecordSequence, _ result: Result<Void, SegmentLogError>) {

@@ -23,6 +23,8 @@ public final class LocalCluster: @unchecked Sendable {
     public let nodes: [Node]
     /// Extra `paxlog serve` arguments (e.g. `--secret-file`).
     public var extraArguments: [String]
+    /// The secret status requests present, when the cluster runs with one.
+    public var clientSecret: [UInt8]? = nil
     private var processes: [NodeID: Process] = [:]
     private let lock = NSLock()
 
@@ -127,7 +129,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// One replica's status over its client port.
     public func status(_ id: NodeID, logger: Logger = Logger(label: "cluster")) async throws -> ClientStatus {
-        var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName)
+        var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName, secret: clientSecret)
         c.connectTimeout = .milliseconds(500)
         let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         defer { Task { await client.close() } }

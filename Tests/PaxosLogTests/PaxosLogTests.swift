@@ -1,0 +1,174 @@
+import Foundation
+import Logging
+import MultiPaxos
+import PaxosLog
+import PaxosLogTesting
+import PaxosTransport
+import Testing
+
+func temporaryDirectory(_ name: String) -> String {
+    let path = NSTemporaryDirectory() + "paxoslog-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Collects the first `count` entries of a log (fails the test after `seconds`).
+func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throws -> [PaxosLog.Entry] {
+    try await withThrowingTaskGroup(of: [PaxosLog.Entry].self) { group in
+        group.addTask {
+            var out: [PaxosLog.Entry] = []
+            for try await e in log.entries(from: 1) {
+                out.append(e)
+                if out.count == count { break }
+            }
+            return out
+        }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            throw ClusterError("timed out waiting for \(count) entries")
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        return first
+    }
+}
+
+@Suite struct LocalWALTests {
+    @Test func appendsSurviveReopenInOrder() async throws {
+        let dir = temporaryDirectory("local")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var positions: [PaxosLog.Position] = []
+        do {
+            let log = try await PaxosLog.open(.local(dataDirectory: dir))
+            for i in 0..<50 { positions.append(try await log.append(Array("record \(i)".utf8))) }
+            positions += try await log.append(contentsOf: (50..<300).map { Array("record \($0)".utf8) })
+            try await log.close()
+        }
+        #expect(positions == positions.sorted())
+        #expect(Set(positions).count == 300)
+
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        let entries = try await firstEntries(log, count: 300)
+        #expect(entries.map(\.position) == positions)
+        #expect(entries.map { String(decoding: $0.bytes, as: UTF8.self) } == (0..<300).map { "record \($0)" })
+        // Appends continue after the restart, after everything before it.
+        let next = try await log.append(Array("after reopen".utf8))
+        #expect(next > positions.last!)
+        try await log.close()
+    }
+
+    @Test func closedLogRefusesAppends() async throws {
+        let dir = temporaryDirectory("closed")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        try await log.close()
+        await #expect(throws: PaxosLogError.self) { try await log.append([1, 2, 3]) }
+    }
+
+    @Test func secondOpenOfADirectoryIsRefused() async throws {
+        let dir = temporaryDirectory("locked")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        await #expect(throws: (any Error).self) { _ = try await PaxosLog.open(.local(dataDirectory: dir)) }
+        try await log.close()
+    }
+
+    @Test func invalidConfigurationsAreErrorsNotCrashes() async throws {
+        let dir = temporaryDirectory("invalid")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = PaxosLog.Configuration.local(dataDirectory: dir)
+        c.nodeID = 7
+        await #expect(throws: PaxosLogError.self) { _ = try await PaxosLog.open(c) }
+        c = .local(dataDirectory: dir)
+        c.members.append(c.members[0])
+        await #expect(throws: PaxosLogError.self) { _ = try await PaxosLog.open(c) }
+        #expect(throws: PaxosLogError.self) { _ = try PaxosLog.Member.parseList("1=127.0.0.1:notaport") }
+        #expect(throws: PaxosLogError.self) { _ = try PaxosLog.Member.parseList("x=127.0.0.1:7000") }
+        #expect(try PaxosLog.Member.parseList("1=127.0.0.1:7101,2=127.0.0.1:7102:9000").map(\.clientAddress.port) == [8101, 9000])
+    }
+}
+
+/// Three replicas in one process over loopback TCP.
+@Suite struct InProcessClusterTests {
+    static func openCluster(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect) async throws -> (logs: [PaxosLog], dir: String) {
+        let (servers, dir) = try await startServers(name, nonLeader: nonLeader)
+        return (servers.map(\.log), dir)
+    }
+
+    /// Replicas that also serve clients (forwarding goes to the leader's client port).
+    static func startServers(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect) async throws -> (servers: [PaxosLogServer], dir: String) {
+        let dir = temporaryDirectory(name)
+        let ports = try LocalCluster.freePorts(6)
+        let members = (0..<3).map { i in
+            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
+        }
+        var servers: [PaxosLogServer] = []
+        for m in members {
+            var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(dir)/node-\(m.id)")
+            c.nonLeaderAppends = nonLeader
+            c.clusterName = "in-process"
+            servers.append(try await PaxosLogServer.start(c))
+        }
+        return (servers, dir)
+    }
+
+    static func waitForLeader(_ logs: [PaxosLog]) async throws -> PaxosLog {
+        for _ in 0..<400 {
+            for l in logs where try await l.status().isLeader { return l }
+            try await Task.sleep(nanoseconds: 25_000_000)
+        }
+        throw ClusterError("no leader within 10 s")
+    }
+
+    @Test func everyReplicaReadsTheSameRecordsInOrder() async throws {
+        let (logs, dir) = try await Self.openCluster("replicated")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let leader = try await Self.waitForLeader(logs)
+        let records = (0..<200).map { Array("value-\($0)".utf8) }
+        var positions: [PaxosLog.Position] = []
+        try await withThrowingTaskGroup(of: [PaxosLog.Position].self) { group in
+            for chunk in stride(from: 0, to: 200, by: 20) {
+                group.addTask { try await leader.append(contentsOf: Array(records[chunk..<chunk + 20])) }
+            }
+            for try await p in group { positions += p }
+        }
+        #expect(Set(positions).count == 200)
+        var views: [[PaxosLog.Entry]] = []
+        for l in logs { views.append(try await firstEntries(l, count: 200)) }
+        #expect(views[0] == views[1])
+        #expect(views[1] == views[2])
+        #expect(Set(views[0].map(\.bytes)) == Set(records))
+        for l in logs { try await l.close() }
+    }
+
+    @Test func followerForwardsToTheLeader() async throws {
+        let (servers, dir) = try await Self.startServers("forward", nonLeader: .forward)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let logs = servers.map(\.log)
+        let leader = try await Self.waitForLeader(logs)
+        let leaderID = try await leader.status().nodeID
+        let follower = logs.first { $0 !== leader }!
+        for _ in 0..<200 where try await follower.status().leader != leaderID { try await Task.sleep(nanoseconds: 25_000_000) }
+        let position = try await follower.append(Array("forwarded".utf8))
+        let seen = try await firstEntries(follower, count: 1)
+        #expect(seen == [PaxosLog.Entry(position: position, bytes: Array("forwarded".utf8))])
+        for s in servers { try await s.shutdown() }
+    }
+
+    @Test func followerRedirectsNamingTheLeader() async throws {
+        let (logs, dir) = try await Self.openCluster("redirect")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let leader = try await Self.waitForLeader(logs)
+        let leaderID = try await leader.status().nodeID
+        let follower = logs.first { $0 !== leader }!
+        for _ in 0..<200 where try await follower.status().leader != leaderID { try await Task.sleep(nanoseconds: 25_000_000) }
+        do {
+            _ = try await follower.append([1])
+            Issue.record("a follower accepted an append")
+        } catch let e as PaxosLogError {
+            #expect(e.code == .notLeader)
+            #expect(e.leader == leaderID)
+        }
+        for l in logs { try await l.close() }
+    }
+}

@@ -75,6 +75,7 @@ public final class PaxosLog: Sendable {
             transport = t
         }
         try await driver.start(transport: transport).get()
+        if configuration.members.count == 1 { await driver.waitUntilLeading() }
         configuration.logger.info("replica open", metadata: [
             "node": "\(configuration.nodeID)", "members": "\(configuration.members.count)",
             "chosen_through": "\(state.chosenThrough)", "directory": "\(configuration.dataDirectory)",

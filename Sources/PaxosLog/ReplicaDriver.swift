@@ -29,6 +29,7 @@ final class ReplicaDriver: @unchecked Sendable {
     /// Chosen slots whose records are not yet durable locally: readers must not see them yet.
     private var pendingReadable: Deque<(seq: RecordSequence, through: Slot)> = []
     private var readWaiters: [(after: Slot, continuation: CheckedContinuation<Slot?, Never>)] = []
+    private var leadershipWaiters: [CheckedContinuation<Void, Never>] = []
     private var durable: RecordSequence = 0
     private var drainScheduled = false
     private var ticker: RepeatedTask?
@@ -83,6 +84,8 @@ final class ReplicaDriver: @unchecked Sendable {
             self.failAll(PaxosLogError(.closed, "the log was closed"))
             for w in self.readWaiters { w.continuation.resume(returning: nil) }
             self.readWaiters = []
+            for w in self.leadershipWaiters { w.resume() }
+            self.leadershipWaiters = []
         }
     }
 
@@ -144,6 +147,17 @@ final class ReplicaDriver: @unchecked Sendable {
                 if self.isClosed { return continuation.resume(returning: nil) }
                 if self.readableThrough > slot { return continuation.resume(returning: self.readableThrough) }
                 self.readWaiters.append((slot, continuation))
+            }
+        }
+    }
+
+    /// Returns once this replica leads (or is closed). A one-member log waits for this in `open`,
+    /// so its first append does not race its own (instant) election.
+    func waitUntilLeading() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                if self.isClosed || self.leadership.isLeader { return continuation.resume() }
+                self.leadershipWaiters.append(continuation)
             }
         }
     }
@@ -308,6 +322,10 @@ final class ReplicaDriver: @unchecked Sendable {
     private func leadershipChanged(_ change: Leadership) {
         let before = leadership
         leadership = change
+        if change.isLeader, !leadershipWaiters.isEmpty {
+            for w in leadershipWaiters { w.resume() }
+            leadershipWaiters = []
+        }
         if before.leader != change.leader || before.isLeader != change.isLeader {
             leaderChanges.increment()
             logger.info("leadership changed", metadata: [

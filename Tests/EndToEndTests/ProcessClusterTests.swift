@@ -184,7 +184,9 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
             try? FileManager.default.removeItem(atPath: cluster.baseDirectory)
             try? FileManager.default.removeItem(atPath: dir)
         }
+        cluster.clientSecret = Array("right secret".utf8)
         try cluster.startAll()
+        _ = try await cluster.waitForLeader()
         let group = MultiThreadedEventLoopGroup.singleton
         let address = PeerAddress(host: "127.0.0.1", port: cluster.nodes[0].clientPort)
         // Wrong secret, no secret, wrong cluster name: refused at the handshake.

@@ -81,7 +81,7 @@ public struct SimulatedNetwork: Sendable {
         return out
     }
 
-    /// Drops every message addressed to or from `node` (it crashed).
+    /// Drops every message addressed to `node` (it crashed; what it sent before may still arrive).
     public mutating func dropAll(involving node: NodeID) {
         queue.removeAll { $0.envelope.to == node }
     }

@@ -8,13 +8,14 @@ import Testing
     static let budget = SimulationSeeds.ciSeeds
 
     /// Runs seeds on 3 and then 5 replicas until the checker reports a violation.
-    func seedsToCatch(_ bug: PlantedBug) -> (seeds: Int, report: SimulationReport)? {
+    func seedsToCatch(_ bug: PlantedBug, contract: Bool = true) -> (seeds: Int, report: SimulationReport)? {
         var tried = 0
         for seed in UInt64(1)...UInt64(Self.budget) {
             for replicas in [3, 5] {
                 tried += 1
                 var o = SimulationOptions(replicas: replicas, seed: seed)
                 o.plantedBug = bug
+                o.checkDurabilityContract = contract
                 var sim = Simulation(o)
                 let r = sim.run()
                 if r.violation != nil { return (tried, r) }
@@ -30,5 +31,20 @@ import Testing
             return
         }
         print("planted bug \(bug): caught after \(n) runs (seed \(r.seed), \(r.replicas) replicas, tick \(r.violationTick ?? -1)): \(r.violation!)")
+    }
+}
+
+/// Opt-in (`PAXOS_PLANTED_CONSEQUENCES=1`): the same hunt with the durability-contract check off,
+/// so bugs must show up as a safety violation (two values chosen, an unchosen value learned).
+/// Informational: durability bugs need an unlucky crash to bite, so this may take many seeds.
+@Suite struct PlantedBugConsequenceTests {
+    @Test(arguments: PlantedBug.allCases)
+    func consequences(_ bug: PlantedBug) {
+        guard ProcessEnvironment.all["PAXOS_PLANTED_CONSEQUENCES"] == "1" else { return }
+        if let (n, r) = PlantedBugTests().seedsToCatch(bug, contract: false) {
+            print("planted bug \(bug) (consequences only): caught after \(n) runs (seed \(r.seed), \(r.replicas) replicas): \(r.violation!)")
+        } else {
+            print("planted bug \(bug) (consequences only): not caught in \(PlantedBugTests.budget * 2) runs")
+        }
     }
 }

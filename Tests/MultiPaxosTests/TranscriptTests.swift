@@ -70,6 +70,10 @@ struct TranscriptBlock {
 
 /// A tiny cluster driven by transcript commands. Messages wait in one FIFO queue until
 /// `deliver`; records wait until `persist` (messages that need them wait with them).
+///
+/// Commands: `cluster N`, `campaign ID`, `tick ID [N]`, `propose ID v1 v2…`, `persist [ID]`,
+/// `deliver [from=ID] [to=ID]` (one round: what it causes stays queued), `drop [from=] [to=]`,
+/// `stabilize`, `status`, `log ID`, `crash ID` (unpersisted records are lost), `restart ID`.
 struct TranscriptHarness {
     struct Node {
         var core: PaxosCore?

@@ -1,0 +1,92 @@
+@_spi(Testing) import MultiPaxos
+import Testing
+
+@Suite struct PaxosCoreTests {
+    func config(_ id: NodeID, members: [NodeID] = [1, 2, 3]) -> Configuration {
+        var c = Configuration(id: id, members: members, randomSeed: UInt64(id))
+        c.maxQueuedProposals = 4
+        c.maxUncommittedBytes = 10
+        return c
+    }
+
+    /// Elects node 1 of three, persisting and delivering by hand.
+    func electedLeader() -> (PaxosCore, [PaxosCore]) {
+        var leader = PaxosCore(configuration: config(1))
+        var followers = [PaxosCore(configuration: config(2)), PaxosCore(configuration: config(3))]
+        leader.campaign()
+        var r = leader.takeReady()
+        #expect(r.messages.isEmpty, "a Prepare must wait for the promise naming its ballot")
+        leader.persisted(through: r.persistThrough)
+        for e in r.messagesAfterPersist {
+            var f = followers[Int(e.to) - 2]
+            f.step(e)
+            let fr = f.takeReady()
+            #expect(fr.messages.isEmpty && fr.messagesAfterPersist.count == 1, "a Promise waits for durability")
+            f.persisted(through: fr.persistThrough)
+            followers[Int(e.to) - 2] = f
+            for p in fr.messagesAfterPersist { leader.step(p) }
+        }
+        r = leader.takeReady()
+        #expect(leader.isLeader)
+        #expect(r.leadership == Leadership(leader: 1, ballot: Ballot(round: 1, node: 1), isLeader: true))
+        return (leader, followers)
+    }
+
+    @Test func nonLeaderNamesTheLeaderItKnows() {
+        var (leader, followers) = electedLeader()
+        #expect(followers[0].propose(.noop) == .notLeader(leader: nil))
+        _ = leader.tick(); _ = leader.tick()
+        for e in leader.takeReady().messages where e.to == 2 { followers[0].step(e) }
+        #expect(followers[0].propose(.noop) == .notLeader(leader: 1))
+    }
+
+    @Test func capsAnswerOverloaded() {
+        var (leader, _) = electedLeader()
+        #expect(leader.propose(.data([1, 2, 3, 4, 5, 6])) == .proposed(slot: 1))
+        #expect(leader.propose(.data([1, 2, 3, 4, 5, 6])) == .overloaded, "uncommitted bytes cap")
+        #expect(leader.propose(.noop) == .proposed(slot: 2))
+        #expect(leader.propose(.noop) == .proposed(slot: 3))
+        #expect(leader.propose(.noop) == .proposed(slot: 4))
+        #expect(leader.propose(.noop) == .overloaded, "queued proposals cap")
+    }
+
+    @Test func restartNeverReusesABallot() {
+        var a = PaxosCore(configuration: config(1))
+        a.campaign()
+        let r = a.takeReady()
+        var state = DurableState()
+        for rec in r.records { state.apply(rec) }
+        var b = PaxosCore(configuration: config(1), restoring: state)
+        b.campaign()
+        guard case .prepare(let p) = b.takeReady().messagesAfterPersist.first?.message else {
+            Issue.record("no prepare")
+            return
+        }
+        #expect(p.ballot > Ballot(round: 1, node: 1))
+    }
+
+    @Test func singleMemberIsALocalLog() {
+        var c = PaxosCore(configuration: config(7, members: [7]))
+        c.campaign()
+        let r = c.takeReady()
+        c.persisted(through: r.persistThrough)
+        #expect(c.isLeader)
+        #expect(c.propose(.data([42])) == .proposed(slot: 1))
+        let r2 = c.takeReady()
+        #expect(r2.chosen.isEmpty, "chosen only once its own vote is durable")
+        c.persisted(through: r2.persistThrough)
+        let r3 = c.takeReady()
+        #expect(r3.chosen == [ChosenEntry(slot: 1, value: .data([42]))])
+        #expect(r3.records == [.chosen(through: 1)])
+    }
+
+    @Test func acceptorRefusesBelowItsPromise() {
+        var f = PaxosCore(configuration: config(2))
+        f.step(Envelope(from: 3, to: 2, message: .prepare(Prepare(ballot: Ballot(round: 5, node: 3), fromSlot: 1))))
+        _ = f.takeReady()
+        f.step(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 4, node: 1), firstSlot: 1, values: [.noop], chosenThrough: 0))))
+        let r = f.takeReady()
+        #expect(r.records.isEmpty)
+        #expect(r.messages == [Envelope(from: 2, to: 1, message: .reject(Reject(ballot: Ballot(round: 4, node: 1), promised: Ballot(round: 5, node: 3))))])
+    }
+}

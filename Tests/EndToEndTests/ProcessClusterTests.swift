@@ -176,7 +176,7 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
     }
 
     @Test func strangersWrongSecretsAndGarbageAreRefused() async throws {
-        let dir = NSTemporaryDirectory() + "paxoslog-e2e-secret-\(getpid())"
+        let dir = NSTemporaryDirectory() + "paxoslog-e2e-secretfile-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Data("right secret\n".utf8).write(to: URL(fileURLWithPath: "\(dir)/secret"))
         let cluster = try makeCluster("secret", extra: ["--secret-file", "\(dir)/secret"])

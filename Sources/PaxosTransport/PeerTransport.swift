@@ -182,6 +182,13 @@ public final class PeerTransport: Sendable {
         links[peer]?.isConnected ?? false
     }
 
+    /// Envelopes waiting for `peer` (not yet handed to its socket). A caller that wants to slow
+    /// down rather than have old envelopes dropped can watch this against
+    /// ``PeerTransportConfiguration/outboundQueueLimit``.
+    public func queueDepth(to peer: NodeID) -> Int {
+        links[peer]?.queueDepth ?? 0
+    }
+
     /// Stops listening, closes every connection, cancels reconnects. Queued envelopes are dropped.
     /// Returns once every channel is closed; the event loop group may be shut down after it.
     public func shutdown() async {
@@ -311,6 +318,7 @@ final class PeerLink: Sendable {
     }
 
     var isConnected: Bool { state.withLockedValue { $0.channel != nil } }
+    var queueDepth: Int { state.withLockedValue { $0.queue.count } }
 
     func enqueue(_ envelope: Envelope, limit: Int, counters: TransportCounters) {
         let (dropped, drain) = state.withLockedValue { state -> (Bool, Bool) in

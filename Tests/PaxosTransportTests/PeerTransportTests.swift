@@ -105,6 +105,7 @@ import Testing
         for n in UInt64(1)...25 { a.send(heartbeat(1, 2, n)) }
         a.send(heartbeat(1, 42, 0))  // unknown node
         #expect(a.counters.snapshot.droppedEnvelopes == 16)
+        #expect(a.queueDepth(to: 2) == 10)
         await a.shutdown()
     }
 

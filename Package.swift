@@ -57,7 +57,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            ],
+            exclude: ["WIRE.md"]  // the wire-format spec, beside the code it describes
         ),
         // The facade a database links: core + storage + transport + snapshots, async API.
         .target(

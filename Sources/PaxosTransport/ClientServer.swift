@@ -8,14 +8,18 @@ import NIOPosix
 public struct ClientServerConfiguration: Sendable {
     /// This replica's id, told to clients in the handshake.
     public var nodeID: NodeID
+    /// Clients of another cluster are refused.
     public var clusterName: String
     /// When set, clients must prove knowledge of it (see ``PeerTransportConfiguration/secret``).
     public var secret: [UInt8]?
+    /// Where to listen for clients (port 0: any free port, see ``ClientServer/start()``).
     public var listenAddress: PeerAddress
+    /// Larger frames close the connection; bounds the memory one client can make the server hold.
     public var maxFrameSize: Int = FrameFormat.defaultMaxFrameSize
     /// Requests per connection being handled at once. Beyond it the server stops reading from that
     /// connection (TCP back-pressure to the client) until a response goes out.
     public var maxInFlightPerConnection: Int = 1024
+    /// A connection that has not completed the handshake by then is closed.
     public var handshakeTimeout: TimeAmount = .seconds(5)
 
     public init(nodeID: NodeID, clusterName: String, listenAddress: PeerAddress, secret: [UInt8]? = nil) {
@@ -47,6 +51,7 @@ public final class ClientServer: Sendable {
     public typealias Handler = @Sendable (ClientRequest) async -> ClientResponse
 
     public let configuration: ClientServerConfiguration
+    /// Malformed frames and refused handshakes on the client port.
     public let counters = TransportCounters()
 
     private let group: any EventLoopGroup

@@ -18,15 +18,23 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
 
     // Handshake. `hello` (its leading version field) and `refuse` are frozen across versions so
     // that a peer of another version can always be told why it is refused.
+    /// Initiator's first frame: version, cluster, role, nonce.
     public static let hello = FrameType(rawValue: 0x01)
+    /// Acceptor's answer: its id, nonce, and proof when a secret is configured.
     public static let welcome = FrameType(rawValue: 0x02)
+    /// Initiator's shared-secret proof.
     public static let auth = FrameType(rawValue: 0x03)
+    /// Acceptor accepted the proof.
     public static let ready = FrameType(rawValue: 0x04)
+    /// Why the handshake failed; the connection closes after it.
     public static let refuse = FrameType(rawValue: 0x05)
     // Between replicas.
+    /// A consensus `Envelope` (``MessageCodec``).
     public static let envelope = FrameType(rawValue: 0x10)
     // Clients.
+    /// A ``ClientRequestFrame``.
     public static let request = FrameType(rawValue: 0x20)
+    /// A ``ClientResponseFrame``.
     public static let response = FrameType(rawValue: 0x21)
 
     public var description: String {

@@ -8,10 +8,13 @@ import NIOPosix
 public struct PaxosClientConfiguration: Sendable {
     /// Client ports of some or all replicas; tried in order until one completes the handshake.
     public var addresses: [PeerAddress]
+    /// Must match the servers' cluster name, or they refuse the connection.
     public var clusterName: String
     /// Must match the servers' secret when they have one (and be nil when they do not).
     public var secret: [UInt8]?
+    /// Larger responses close the connection (reads are bounded by `maxCount` to stay below it).
     public var maxFrameSize: Int = FrameFormat.defaultMaxFrameSize
+    /// Per address.
     public var connectTimeout: TimeAmount = .seconds(2)
     public var handshakeTimeout: TimeAmount = .seconds(5)
     /// How many redirects one call follows before giving up.

@@ -105,7 +105,7 @@ public final class PeerTransport: Sendable {
         self.key = configuration.secret
         var links: [NodeID: PeerLink] = [:]
         for (id, address) in configuration.members where id != configuration.nodeID {
-            links[id] = PeerLink(peerID: id, address: address, eventLoop: group.next())
+            links[id] = PeerLink(peerID: id, address: address, eventLoop: group.next(), limit: configuration.outboundQueueLimit)
         }
         self.links = links
     }
@@ -174,12 +174,19 @@ public final class PeerTransport: Sendable {
             logger.debug("dropping an envelope to an unknown node", metadata: ["to": "\(envelope.to)"])
             return
         }
-        link.enqueue(envelope, limit: configuration.outboundQueueLimit, counters: counters)
+        link.enqueue(envelope, counters: counters)
     }
 
     /// Whether the outbound connection to `peer` has completed its handshake.
     public func isConnected(to peer: NodeID) -> Bool {
         links[peer]?.isConnected ?? false
+    }
+
+    /// Envelopes waiting for `peer` (not yet handed to its socket). A caller that wants to slow
+    /// down rather than have old envelopes dropped can watch this against
+    /// ``PeerTransportConfiguration/outboundQueueLimit``.
+    public func queueDepth(to peer: NodeID) -> Int {
+        links[peer]?.queueDepth ?? 0
     }
 
     /// Stops listening, closes every connection, cancels reconnects. Queued envelopes are dropped.
@@ -304,15 +311,20 @@ final class PeerLink: Sendable {
         var inFlightConnect: EventLoopFuture<Void>?
     }
 
-    init(peerID: NodeID, address: PeerAddress, eventLoop: any EventLoop) {
+    /// The queue bound (``PeerTransportConfiguration/outboundQueueLimit``).
+    let limit: Int
+
+    init(peerID: NodeID, address: PeerAddress, eventLoop: any EventLoop, limit: Int) {
         self.peerID = peerID
         self.address = address
         self.eventLoop = eventLoop
+        self.limit = limit
     }
 
     var isConnected: Bool { state.withLockedValue { $0.channel != nil } }
+    var queueDepth: Int { state.withLockedValue { $0.queue.count } }
 
-    func enqueue(_ envelope: Envelope, limit: Int, counters: TransportCounters) {
+    func enqueue(_ envelope: Envelope, counters: TransportCounters) {
         let (dropped, drain) = state.withLockedValue { state -> (Bool, Bool) in
             if state.shutDown { return (true, false) }
             var dropped = false
@@ -340,11 +352,36 @@ final class PeerLink: Sendable {
             return (channel, batch)
         }
         guard let channel else { return }
-        for envelope in batch {
+        // Stop at the channel's high watermark (it turns unwritable as soon as a write crosses
+        // it), so what sits in NIO's buffers is bounded in bytes, not just in envelopes; the rest
+        // goes back to the front of the queue until `channelWritabilityChanged`.
+        var remaining = batch[...]
+        while let envelope = remaining.popFirst() {
             channel.write(OutboundFrame.envelope(envelope), promise: nil)
+            if !channel.isWritable { break }
+        }
+        TransportCounters.bump(counters.sentEnvelopes, by: batch.count - remaining.count)
+        if !remaining.isEmpty {
+            // Requeued *before* the flush: flushing can make the channel writable again and run
+            // a nested drain (via channelWritabilityChanged) that must see these.
+            let dropped = state.withLockedValue { state -> Int in
+                state.queue.insert(contentsOf: remaining, at: 0)
+                let excess = max(0, state.queue.count - limit)
+                state.queue.removeFirst(excess)
+                return excess
+            }
+            if dropped > 0 { TransportCounters.bump(counters.droppedEnvelopes, by: dropped) }
         }
         channel.flush()
-        TransportCounters.bump(counters.sentEnvelopes, by: batch.count)
+        // If the flush made room and something is still queued, no writability event may come
+        // (it may already have fired, nested, above): drain again rather than wait for one.
+        let again = state.withLockedValue { state -> Bool in
+            guard let current = state.channel, current === channel, channel.isWritable,
+                  !state.queue.isEmpty, !state.drainScheduled else { return false }
+            state.drainScheduled = true
+            return true
+        }
+        if again { eventLoop.execute { self.drain(counters: counters) } }
     }
 
     /// Called when the channel becomes writable again: write what piled up meanwhile.

@@ -1,3 +1,4 @@
+import CZlib
 import MultiPaxos
 import NIOCore
 import Testing
@@ -13,14 +14,22 @@ import PaxosTransport
         var rng = SeededRandom(seed: 256)
         let values: [Value] = (0..<256).map { _ in .data(Gen.bytes(256, &rng)) }
         let envelope = Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 3, node: 1), firstSlot: 1000, values: values, chosenThrough: 999)))
-        let iterations = 20_000
+        // Best of several short rounds: the machine is shared, and the minimum is the least noisy
+        // estimate of what the code costs.
+        let iterations = 2_000
+        let rounds = 10
         let clock = ContinuousClock()
+        func best(_ body: () throws -> Void) rethrows -> Duration {
+            var best = Duration.seconds(1000)
+            for _ in 0..<rounds { best = min(best, try clock.measure(body)) }
+            return best
+        }
 
         var out = ByteBuffer()
         FrameEncoder.encode(.envelope(envelope), into: &out)
         let frameSize = out.readableBytes
         // Encode: frame header + body + CRC into a reused buffer, as MessageToByteHandler does.
-        let encodeTime = clock.measure {
+        let encodeTime = best {
             for _ in 0..<iterations {
                 out.clear()
                 FrameEncoder.encode(.envelope(envelope), into: &out)
@@ -28,7 +37,7 @@ import PaxosTransport
         }
         // Decode: CRC check + frame split + body decode into fresh [UInt8] arrays.
         var checksum = 0
-        let decodeTime = try clock.measure {
+        let decodeTime = try best {
             for _ in 0..<iterations {
                 var input = out
                 guard let frame = try FrameDecoder.decodeFrame(from: &input, maxFrameSize: 1 << 20) else { throw TestFailure("short") }
@@ -37,7 +46,17 @@ import PaxosTransport
                 if case .accept(let accept) = decoded.message { checksum &+= accept.values.count }
             }
         }
-        #expect(checksum == iterations * 256)
+        #expect(checksum == rounds * iterations * 256)
+        // The CRC alone, for scale: the part of both paths that is zlib's, not the codec's.
+        var crcs: UInt = 0
+        let crcTime = best {
+            for _ in 0..<iterations {
+                crcs &+= out.withUnsafeReadableBytes { raw in
+                    UInt(crc32(0, raw.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(raw.count)))
+                }
+            }
+        }
+        #expect(crcs != 0)
         func report(_ name: String, _ duration: Duration) {
             let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
             let perMessage = seconds / Double(iterations) * 1e6
@@ -48,5 +67,6 @@ import PaxosTransport
         }
         report("encode", encodeTime)
         report("decode", decodeTime)
+        report("crc32 only", crcTime)
     }
 }

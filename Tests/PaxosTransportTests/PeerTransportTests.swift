@@ -1,3 +1,4 @@
+import Dispatch
 import MultiPaxos
 import NIOCore
 import NIOPosix
@@ -105,7 +106,47 @@ import Testing
         for n in UInt64(1)...25 { a.send(heartbeat(1, 2, n)) }
         a.send(heartbeat(1, 42, 0))  // unknown node
         #expect(a.counters.snapshot.droppedEnvelopes == 16)
+        #expect(a.queueDepth(to: 2) == 10)
         await a.shutdown()
+    }
+
+    /// A peer that stops reading: the sender's socket fills, it stops writing (writability), its
+    /// queue stays within the limit by dropping the oldest, and the newest gets through once the
+    /// peer reads again.
+    @Test func slowPeerBoundsTheQueueAndKeepsTheNewest() async throws {
+        let receiverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let members = Self.members(try await freePorts(2, group: testGroup))
+        let gate = DispatchSemaphore(value: 0)
+        let box = EnvelopeBox()
+        let receiver = try PeerTransport(configuration: PeerTransportConfiguration(nodeID: 2, members: members, clusterName: "test"), group: receiverGroup, logger: quietLogger) { envelope in
+            box.append(envelope)
+            // Block the receiver's only event loop on the first message: it stops reading.
+            if box.count == 1 { gate.wait() }
+        }
+        var config = PeerTransportConfiguration(nodeID: 1, members: members, clusterName: "test")
+        config.outboundQueueLimit = 50
+        let sender = try PeerTransport(configuration: config, group: testGroup, logger: quietLogger) { _ in }
+        try await receiver.start()
+        try await sender.start()
+        sender.send(heartbeat(1, 2, 0))
+        try await eventually("receiver blocked") { box.count == 1 }
+
+        let value = Value.data(Array(repeating: 0x5A, count: 4096))
+        let total: UInt64 = 600
+        for n in 1...total {
+            sender.send(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: n * 16, values: Array(repeating: value, count: 16), chosenThrough: n))))
+            #expect(sender.queueDepth(to: 2) <= 50)
+        }
+        try await eventually("drops counted") { sender.counters.snapshot.droppedEnvelopes > 0 }
+        gate.signal()
+        try await eventually("the newest arrives") {
+            box.all.contains { if case .accept(let a) = $0.message { return a.chosenThrough == total } else { return false } }
+        }
+        let snapshot = sender.counters.snapshot
+        #expect(snapshot.sentEnvelopes + snapshot.droppedEnvelopes == Int(total) + 1)
+        await sender.shutdown()
+        await receiver.shutdown()
+        try await receiverGroup.shutdownGracefully()
     }
 
     /// Strangers, other clusters, wrong secrets and random bytes on the peer port are refused or

@@ -28,6 +28,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the shared secret.") var secretFile: String?
     @Option(help: "Sync policy: always, interval, never.") var sync: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Flag(help: .hidden) var exitWithParent = false
 
     func run() async throws {
         var keys = try config.map(Self.readConfig) ?? [:]
@@ -60,7 +61,7 @@ struct Serve: AsyncParsableCommand {
 
         let server = try await PaxosLogServer.start(configuration)
         FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
-        await Self.waitForTermination()
+        await Self.waitForTermination(orParentExit: exitWithParent)
         configuration.logger.info("shutting down")
         try await server.shutdown()
     }
@@ -68,25 +69,38 @@ struct Serve: AsyncParsableCommand {
     /// Signal sources live as long as the process: a released source stops delivering.
     nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
 
-    /// Returns once SIGTERM or SIGINT arrives (the default actions are disabled first).
-    static func waitForTermination() async {
+    /// Returns once SIGTERM or SIGINT arrives (the default actions are disabled first), or, with
+    /// `orParentExit`, once the parent process is gone: replicas started by a test or the demo
+    /// must not outlive it, even when it is killed.
+    static func waitForTermination(orParentExit: Bool) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let queue = DispatchQueue(label: "paxlog.signals")
             let once = NIOLockedValueBox(Optional(continuation))
+            let finish: @Sendable () -> Void = {
+                once.withLockedValue { c in
+                    c?.resume()
+                    c = nil
+                }
+            }
             for sig in [SIGTERM, SIGINT] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                source.setEventHandler {
-                    once.withLockedValue { c in
-                        c?.resume()
-                        c = nil
-                    }
-                }
+                source.setEventHandler(handler: finish)
                 source.resume()
                 signalSources.append(source)
             }
+            if orParentExit {
+                let parent = getppid()
+                let timer = DispatchSource.makeTimerSource(queue: queue)
+                timer.schedule(deadline: .now() + .milliseconds(200), repeating: .milliseconds(200))
+                timer.setEventHandler { if getppid() != parent { finish() } }
+                timer.resume()
+                parentWatch = timer
+            }
         }
     }
+
+    nonisolated(unsafe) private static var parentWatch: (any DispatchSourceTimer)?
 
     /// `key = value` lines; `#` starts a comment.
     static func readConfig(_ path: String) throws -> [String: String] {

@@ -38,7 +38,8 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            ],
+            exclude: ["FORMAT.md"]
         ),
         // The consensus core: deterministic, no I/O, no clocks, no threads.
         .target(

@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import MultiPaxos
 import NIOConcurrencyHelpers
@@ -177,8 +178,11 @@ public final class ClientServer: Sendable {
     }
 }
 
-/// Turns decoded requests into jobs and writes their responses back; holds reads back while
-/// `maxInFlight` requests are being handled.
+/// Turns decoded requests into jobs and writes their responses back.
+///
+/// At most `maxInFlight` jobs of one connection run at once. Requests decoded beyond that (one
+/// socket read can hold many) wait here, and no further read is issued until they are started:
+/// memory per connection stays bounded and TCP pushes back on the client.
 final class ClientServerHandler: ChannelDuplexHandler {
     typealias InboundIn = SessionMessage
     typealias OutboundIn = OutboundFrame
@@ -188,6 +192,7 @@ final class ClientServerHandler: ChannelDuplexHandler {
     private let jobs: AsyncStream<ClientServer.Job>.Continuation
     private var inFlight = 0
     private var readPending = false
+    private var waiting = Deque<ClientRequestFrame>()
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
 
@@ -206,6 +211,14 @@ final class ClientServerHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .request(let frame) = unwrapInboundIn(data) else { return }
+        if inFlight >= maxInFlight {
+            waiting.append(frame)
+        } else {
+            start(frame, context: context)
+        }
+    }
+
+    private func start(_ frame: ClientRequestFrame, context: ChannelHandlerContext) {
         inFlight += 1
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
@@ -214,7 +227,9 @@ final class ClientServerHandler: ChannelDuplexHandler {
             loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response)) }
         }
         if case .terminated = jobs.yield(job) {
-            respond(ClientResponseFrame(id: id, response: .error(ClientError(code: .shuttingDown, message: "the server is shutting down"))))
+            loop.execute {
+                this.value.respond(ClientResponseFrame(id: id, response: .error(ClientError(code: .shuttingDown, message: "the server is shutting down"))))
+            }
         }
     }
 
@@ -231,14 +246,17 @@ final class ClientServerHandler: ChannelDuplexHandler {
                 this.value.context?.flush()
             }
         }
-        if readPending, inFlight < maxInFlight {
+        if inFlight < maxInFlight, let next = waiting.popFirst() {
+            start(next, context: context)
+        }
+        if readPending, inFlight < maxInFlight, waiting.isEmpty {
             readPending = false
             context.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if inFlight >= maxInFlight {
+        if inFlight >= maxInFlight || !waiting.isEmpty {
             readPending = true
         } else {
             context.read()

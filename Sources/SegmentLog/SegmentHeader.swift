@@ -116,6 +116,12 @@ struct SegmentParser {
     }
 
     func step(at offset: Int) -> ParseStep {
+        step(at: offset, verifyCRC: true)
+    }
+
+    /// Like `step(at:)`; without `verifyCRC` a frame is returned after its header checks only, and
+    /// the caller must verify it (recovery does so on several threads).
+    func step(at offset: Int, verifyCRC: Bool) -> ParseStep {
         let remaining = bytes.count - offset
         if remaining == 0 { return .end }
         if remaining < Format.recordHeaderSize {
@@ -130,6 +136,7 @@ struct SegmentParser {
         case .failure(let failure):
             return .damage(offset: offset, reason: failure.reason, frame: nil)
         case .success(var frame):
+            if !verifyCRC { return .frame(frame) }
             frame.crcComputed = computeCRC(frame)
             if frame.crcComputed != frame.crcStored {
                 return .damage(offset: offset,

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 
 #if canImport(Glibc)
@@ -68,18 +69,27 @@ struct Recovery {
                 throw SegmentLogError.io(error, "open", filePath)
             }
             let file = SegmentFile(sequence: sequence, path: filePath, fd: fd, fileSystem: fileSystem)
+            var mapped: UnsafeRawBufferPointer?
+            defer { if let mapped { fileSystem.unmap(mapped) } }
+            let bytes: UnsafeRawBufferPointer
             do {
                 size = Int(try fileSystem.size(fd))
-                if size > buffer.count {
-                    buffer.deallocate()
-                    buffer = .allocate(byteCount: size, alignment: 4096)
+                if let region = fileSystem.mapReadOnly(fd, length: size) {
+                    mapped = region
+                    bytes = region
+                } else {
+                    if size > buffer.count {
+                        buffer.deallocate()
+                        buffer = .allocate(byteCount: size, alignment: 4096)
+                    }
+                    let n = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
+                    if n != size { throw FileSystemError(errno: EIO, function: "pread (file shrank while reading)") }
+                    bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
                 }
-                let n = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
-                if n != size { throw FileSystemError(errno: EIO, function: "pread (file shrank while reading)") }
             } catch {
                 throw SegmentLogError.io(error, "read", filePath)
             }
-            let parser = SegmentParser(bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<size]), sequence: sequence)
+            let parser = SegmentParser(bytes: bytes, sequence: sequence)
 
             // The header is synced before the file is renamed into place, so a bad header is
             // never a torn append.
@@ -101,22 +111,39 @@ struct Recovery {
                 break segmentLoop
             }
 
+            // Frame first (header checks only), verify CRCs on all cores, then replay in order.
+            var frames: [Int] = []
             var offset = Format.segmentHeaderSize
             var damage: (offset: Int, reason: String, mayBeTorn: Bool)?
-            frames: while true {
-                switch parser.step(at: offset) {
+            framing: while true {
+                switch parser.step(at: offset, verifyCRC: false) {
                 case .end:
-                    break frames
+                    break framing
                 case .damage(let at, let reason, _):
                     damage = (at, reason, true)
-                    break frames
+                    break framing
                 case .frame(let frame):
-                    if let reason = apply(frame, to: &log, file: file) {
-                        // The CRC matched, so these bytes are what a writer wrote: not a tear.
-                        damage = (frame.offset, reason, false)
-                        break frames
-                    }
+                    frames.append(frame.offset)
                     offset += frame.length
+                }
+            }
+            let verified = Self.verifyCRCs(parser, frames)
+            if verified < frames.count {
+                let bad = frames[verified]
+                if case .success(let frame) = parser.header(at: bad) {
+                    damage = (bad, "record CRC mismatch: stored \(hex(frame.crcStored)), computed \(hex(parser.computeCRC(frame)))", true)
+                } else {
+                    damage = (bad, "record header unreadable", true)
+                }
+                offset = bad
+            }
+            for i in 0..<verified {
+                guard case .success(let frame) = parser.header(at: frames[i]) else { break }
+                if let reason = apply(frame, to: &log, file: file) {
+                    // The CRC matched, so these bytes are what a writer wrote: not a tear.
+                    damage = (frame.offset, reason, false)
+                    offset = frame.offset
+                    break
                 }
             }
             segments.append(file)
@@ -151,6 +178,45 @@ struct Recovery {
         }
         try checkSnapshots(names: names, log: log)
         return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd)
+    }
+
+    /// Verifies the CRC of every frame, splitting the work over the machine's cores (CRC is most
+    /// of recovery's cost). Returns the index of the first frame that fails, or `frames.count`.
+    static func verifyCRCs(_ parser: SegmentParser, _ frames: [Int]) -> Int {
+        let workers = frames.count < 1024 ? 1 : max(1, min(8, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let chunk = (frames.count + workers - 1) / max(workers, 1)
+        let firstBad = UnsafeMutableBufferPointer<Int>.allocate(capacity: workers)
+        defer { firstBad.deallocate() }
+        firstBad.initialize(repeating: frames.count)
+        // The buffers are read-only for the duration; each worker writes only its own slot.
+        struct Work: @unchecked Sendable {
+            let parser: SegmentParser
+            let offsets: UnsafeBufferPointer<Int>
+            let firstBad: UnsafeMutableBufferPointer<Int>
+            let chunk: Int
+
+            func verify(_ w: Int) {
+                let lo = w * chunk
+                let hi = min(offsets.count, lo + chunk)
+                guard lo < hi else { return }
+                for i in lo..<hi {
+                    guard case .success(let frame) = parser.header(at: offsets[i]),
+                          parser.computeCRC(frame) == frame.crcStored else {
+                        firstBad[w] = i
+                        return
+                    }
+                }
+            }
+        }
+        frames.withUnsafeBufferPointer { offsets in
+            let work = Work(parser: parser, offsets: offsets, firstBad: firstBad, chunk: chunk)
+            if workers == 1 {
+                work.verify(0)
+            } else {
+                DispatchQueue.concurrentPerform(iterations: workers) { work.verify($0) }
+            }
+        }
+        return firstBad.min() ?? frames.count
     }
 
     /// Replays one verified frame. Returns what is wrong with its payload, if anything.

@@ -20,20 +20,13 @@ final class Writer: @unchecked Sendable {
     var staged: [StagedOp] = []
     var frameOffsets: [Int] = []
     var frameLengths: [Int] = []
+    /// `.interval` policy: data written since the last group that asked for a sync.
     var unsynced = false
-    var lastSync: UInt64 = monotonicNanoseconds()
-    /// Set on the first write-path failure; every later append fails with it as the cause.
-    var failure: SegmentLogError?
-    var closeError: SegmentLogError?
-    var stats = SegmentStore.Statistics()
-
-    enum StagedOp {
-        case entry(UInt64, SlotLocation)
-        case promise(LogBallot)
-        case chosen(UInt64)
-        case snapshot(UInt64)
-        case truncateFrom(UInt64)
-    }
+    var lastSyncRequest: UInt64 = monotonicNanoseconds()
+    /// Counters not yet added to the shared statistics.
+    var bytesWritten = 0
+    var rawPayloadBytes = 0
+    var storedPayloadBytes = 0
 
     init(active: SegmentFile, end: Int, log: LogState) {
         self.active = active
@@ -61,17 +54,60 @@ final class Writer: @unchecked Sendable {
     }
 }
 
+enum StagedOp {
+    case entry(UInt64, SlotLocation)
+    case promise(LogBallot)
+    case chosen(UInt64)
+    case snapshot(UInt64)
+    case truncateFrom(UInt64)
+}
+
+/// A written group on its way to durability: the syncer thread `fdatasync`s (if `needsSync`),
+/// then publishes `staged` to readers and acknowledges `pending`, strictly in hand-off order.
+struct SyncGroup {
+    var pending: [SegmentStore.Pending]
+    var staged: [StagedOp]
+    var segment: SegmentFile
+    var needsSync: Bool
+    /// The writer's last group: sync whatever is unsynced, then the syncer exits.
+    var isFinal = false
+}
+
+/// The hand-off between the writer and syncer threads; guarded by `SegmentStore.syncLock`.
+struct SyncQueue {
+    var groups: [SyncGroup] = []
+    var syncerWaiting = false
+    var writerWaiting = false
+    /// Set by the syncer on the first failure; later groups fail with it.
+    var failure: SegmentLogError?
+    /// Segments written without a sync since (the `.interval`/`.never` policies), for close.
+    var dirty: [SegmentFile] = []
+    var closeError: SegmentLogError?
+}
+
+// Two threads make the commit pipeline: the writer copies queued appends into one buffer and
+// `pwrite`s it, then hands the group to the syncer and goes straight back for the next group; the
+// syncer runs `fdatasync` back to back, each one covering every group written before it started.
+// While one sync is in flight the next group is being written, so a sync covers all appenders that
+// arrived during the previous one (not half of them, as with write-then-sync on one thread).
 extension SegmentStore {
-    /// The writer thread: takes everything queued, writes it with one `pwrite`, syncs per policy,
-    /// publishes it to readers, then acknowledges. Runs until `close` and the queue is drained.
     func writerLoop() {
         var batch: [Pending] = []
         while true {
+            // At most one written group waits for the syncer: while the syncer is busy with the
+            // previous sync, appends pile up in the queue and go out as one write.
+            syncLock.lock()
+            while !syncQueue.groups.isEmpty {
+                syncQueue.writerWaiting = true
+                syncLock.wait()
+            }
+            syncLock.unlock()
+
             lock.lock()
             var syncDue = false
             while shared.queue.isEmpty && !shared.closing {
                 if writer.unsynced, case .interval(let ms) = options.syncPolicy {
-                    let deadline = writer.lastSync + UInt64(ms) * 1_000_000
+                    let deadline = writer.lastSyncRequest + UInt64(ms) * 1_000_000
                     if monotonicNanoseconds() >= deadline {
                         syncDue = true
                         break
@@ -85,47 +121,50 @@ extension SegmentStore {
                 shared.writerWaiting = false
             }
             let exiting = shared.queue.isEmpty && shared.closing
+            let failure = shared.failure
             swap(&batch, &shared.queue)
             lock.unlock()
 
             if !batch.isEmpty {
-                process(&batch)
+                if let failure {
+                    let error = SegmentLogError(.storeFailed, "", cause: failure)
+                    for p in batch { p.waiter.finish(.failure(error)) }
+                } else {
+                    process(batch)
+                }
                 batch.removeAll(keepingCapacity: true)
             } else if exiting {
-                finalSync()
+                handOff(SyncGroup(pending: [], staged: [], segment: writer.active, needsSync: true, isFinal: true))
                 return
             } else if syncDue {
-                do { try sync() } catch { poison(error as? SegmentLogError ?? SegmentLogError.io(error, "fdatasync", writer.active.path)) }
-                publishStats()
+                writer.unsynced = false
+                writer.lastSyncRequest = monotonicNanoseconds()
+                handOff(SyncGroup(pending: [], staged: [], segment: writer.active, needsSync: true))
             }
         }
     }
 
-    private func process(_ batch: inout [Pending]) {
-        if let failure = writer.failure {
-            let error = SegmentLogError(.storeFailed, "", cause: failure)
-            for p in batch { p.waiter.finish(.failure(error)) }
-            return
-        }
+    private func process(_ batch: [Pending]) {
         let headerSize = Format.segmentHeaderSize
-        var firstUnpublished = 0
+        var groupStart = 0
         writer.used = 0
         writer.staged.removeAll(keepingCapacity: true)
 
         for k in batch.indices {
             let size = batch[k].batch.bytes.count
             if writer.end + writer.used + size > options.segmentSize && writer.end + writer.used > headerSize {
-                // Roll: make what is already assembled durable in the old segment, acknowledge it,
-                // and start a new segment whose header carries the state so far.
+                // Roll. The new segment's header claims the state so far, so the old segment must
+                // be durable first: write and sync it here, then hand its group over as synced.
                 do {
                     try flush()
-                    try sync()
+                    try syncActiveSegment()
                 } catch {
-                    fail(batch[firstUnpublished...], poison(error))
+                    fail(batch[groupStart...], poison(error))
                     return
                 }
-                publish(batch[firstUnpublished..<k])
-                firstUnpublished = k
+                handOff(SyncGroup(pending: Array(batch[groupStart..<k]), staged: writer.staged, segment: writer.active, needsSync: false))
+                writer.staged.removeAll(keepingCapacity: true)
+                groupStart = k
                 do {
                     try roll()
                 } catch {
@@ -139,19 +178,24 @@ extension SegmentStore {
         }
         do {
             try flush()
-            switch options.syncPolicy {
-            case .always:
-                try sync()
-            case .interval(let ms):
-                if monotonicNanoseconds() >= writer.lastSync + UInt64(ms) * 1_000_000 { try sync() }
-            case .never:
-                break
-            }
         } catch {
-            fail(batch[firstUnpublished...], poison(error))
+            fail(batch[groupStart...], poison(error))
             return
         }
-        publish(batch[firstUnpublished...])
+        let needsSync: Bool
+        switch options.syncPolicy {
+        case .always:
+            needsSync = true
+        case .interval(let ms):
+            needsSync = monotonicNanoseconds() >= writer.lastSyncRequest + UInt64(ms) * 1_000_000
+            if needsSync { writer.lastSyncRequest = monotonicNanoseconds() }
+            writer.unsynced = !needsSync
+        case .never:
+            needsSync = false
+        }
+        handOff(SyncGroup(pending: groupStart == 0 ? batch : Array(batch[groupStart...]), staged: writer.staged,
+                          segment: writer.active, needsSync: needsSync))
+        writer.staged.removeAll(keepingCapacity: true)
     }
 
     /// Copies one append's frames into the group buffer, masking CRCs for the active segment, and
@@ -163,18 +207,19 @@ extension SegmentStore {
         let mask = Format.segmentMask(writer.active.sequence)
         let out = UnsafeMutableRawBufferPointer(start: writer.buffer + writer.used, count: size)
         encoded.bytes.withUnsafeBytes { out.copyMemory(from: $0) }
+        let view = UnsafeRawBufferPointer(out)
         writer.frameOffsets.removeAll(keepingCapacity: true)
         writer.frameLengths.removeAll(keepingCapacity: true)
         var p = 0
         while p < size {
-            let stored = Int(UnsafeRawBufferPointer(out).le(p + 4, as: UInt32.self))
-            out.putLE(UnsafeRawBufferPointer(out).le(p, as: UInt32.self) ^ mask, at: p)
+            let stored = Int(view.le(p + 4, as: UInt32.self))
+            out.putLE(view.le(p, as: UInt32.self) ^ mask, at: p)
             writer.frameOffsets.append(base + p)
             writer.frameLengths.append(Format.recordHeaderSize + stored)
-            writer.stats.rawPayloadBytes += Int(UnsafeRawBufferPointer(out).le(p + 8, as: UInt32.self))
-            writer.stats.storedPayloadBytes += stored
             p += Format.recordHeaderSize + stored
         }
+        writer.rawPayloadBytes += encoded.rawPayloadBytes
+        writer.storedPayloadBytes += encoded.storedPayloadBytes
         writer.used += size
         let segment = UInt32(truncatingIfNeeded: writer.active.sequence)
         for op in encoded.ops {
@@ -209,24 +254,25 @@ extension SegmentStore {
             throw SegmentLogError.io(error, "pwrite", writer.active.path)
         }
         writer.end += writer.used
-        writer.stats.bytesWritten += writer.used
+        writer.bytesWritten += writer.used
         writer.used = 0
-        writer.unsynced = true
     }
 
-    /// `fdatasync`s the active segment if anything is unsynced. A failure is fatal (no retry):
-    /// the kernel may have dropped the dirty pages and a second fsync could report success.
-    func sync() throws {
-        guard writer.unsynced else { return }
+    /// `fdatasync` on the writer thread, before a roll.
+    private func syncActiveSegment() throws {
+        try Self.dataSync(writer.active, fileSystem: fileSystem)
+        lock.withLock { shared.stats.dataSyncs += 1 }
+    }
+
+    /// `fdatasync`. A failure is fatal for the store (no retry): the kernel may have dropped the
+    /// dirty pages, and a second fsync could report success over lost data.
+    static func dataSync(_ segment: SegmentFile, fileSystem: any FileSystem) throws {
         do {
-            try fileSystem.fdatasync(writer.active.fd)
+            try fileSystem.fdatasync(segment.fd)
         } catch {
             let code = (error as? FileSystemError)?.errno ?? EIO
-            throw SegmentLogError(.syncFailed(errno: code, path: writer.active.path), "fdatasync", cause: error as? FileSystemError)
+            throw SegmentLogError(.syncFailed(errno: code, path: segment.path), "fdatasync", cause: error as? FileSystemError)
         }
-        writer.stats.dataSyncs += 1
-        writer.unsynced = false
-        writer.lastSync = monotonicNanoseconds()
     }
 
     /// Starts the next segment: header written and synced under a temporary name, renamed into
@@ -236,10 +282,12 @@ extension SegmentStore {
         let header = SegmentHeader(sequence: sequence, promised: writer.promised,
                                    chosenThrough: writer.chosenThrough, snapshotSlot: writer.snapshotSlot)
         let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem)
-        lock.withLock { shared.segments.append(file) }
+        lock.withLock {
+            shared.segments.append(file)
+            shared.stats.segmentsCreated += 1
+        }
         writer.active = file
         writer.end = Format.segmentHeaderSize
-        writer.stats.segmentsCreated += 1
         logger.debug("rolled to a new segment", metadata: ["segment": "\(file.path)"])
     }
 
@@ -284,32 +332,23 @@ extension SegmentStore {
         return SegmentFile(sequence: header.sequence, path: path, fd: fd, fileSystem: fileSystem)
     }
 
-    /// Makes `staged` visible to readers and acknowledges `pending`. Only called after the group is
-    /// durable under the policy.
-    private func publish(_ pending: ArraySlice<Pending>) {
-        writer.stats.groupCommits += 1
-        writer.stats.appends += pending.count
+    private func handOff(_ group: SyncGroup) {
+        let counters = (writer.bytesWritten, writer.rawPayloadBytes, writer.storedPayloadBytes)
+        writer.bytesWritten = 0
+        writer.rawPayloadBytes = 0
+        writer.storedPayloadBytes = 0
         lock.withLock {
-            let active = writer.active!
-            for op in writer.staged {
-                switch op {
-                case .entry(let slot, let location):
-                    shared.log.setEntry(slot, location)
-                    active.noteSlot(slot)
-                case .promise(let ballot): shared.log.promise(ballot)
-                case .chosen(let through): shared.log.chosen(through)
-                case .snapshot(let slot): shared.log.snapshot(slot)
-                case .truncateFrom(let slot): shared.log.truncate(from: slot)
-                }
-            }
-            shared.stats = writer.stats
+            shared.stats.bytesWritten += counters.0
+            shared.stats.rawPayloadBytes += counters.1
+            shared.stats.storedPayloadBytes += counters.2
         }
-        writer.staged.removeAll(keepingCapacity: true)
-        for p in pending { p.waiter.finish(.success(())) }
-    }
-
-    private func publishStats() {
-        lock.withLock { shared.stats = writer.stats }
+        syncLock.lock()
+        syncQueue.groups.append(group)
+        let wake = syncQueue.syncerWaiting
+        syncQueue.syncerWaiting = false
+        syncLock.unlock()
+        // Writer and syncer wait on the same condition with different predicates: broadcast.
+        if wake { syncLock.broadcast() }
     }
 
     private func fail(_ pending: ArraySlice<Pending>, _ error: SegmentLogError) {
@@ -320,19 +359,121 @@ extension SegmentStore {
 
     /// Records a write-path failure: from now on the store refuses writes.
     @discardableResult
-    private func poison(_ error: any Error) -> SegmentLogError {
-        let e = error as? SegmentLogError ?? SegmentLogError.io(error, "write", writer.active.path)
-        if writer.failure == nil {
-            writer.failure = e
-            logger.error("segment log refuses further writes", metadata: ["error": "\(e)"])
+    func poison(_ error: any Error) -> SegmentLogError {
+        let e = error as? SegmentLogError ?? SegmentLogError.io(error, "write", directory)
+        let first: Bool = lock.withLock {
+            if shared.failure == nil {
+                shared.failure = e
+                return true
+            }
+            return false
         }
-        lock.withLock { shared.failure = writer.failure }
+        if first { logger.error("segment log refuses further writes", metadata: ["error": "\(e)"]) }
         return e
     }
 
-    private func finalSync() {
-        guard writer.failure == nil else { return }
-        do { try sync() } catch { writer.closeError = poison(error) }
-        publishStats()
+    // MARK: Syncer thread
+
+    func syncerLoop() {
+        var groups: [SyncGroup] = []
+        while true {
+            syncLock.lock()
+            while syncQueue.groups.isEmpty {
+                syncQueue.syncerWaiting = true
+                syncLock.wait()
+            }
+            swap(&groups, &syncQueue.groups)
+            let failure = syncQueue.failure
+            let wakeWriter = syncQueue.writerWaiting
+            syncQueue.writerWaiting = false
+            syncLock.unlock()
+            if wakeWriter { syncLock.broadcast() }
+
+            let final = groups.last?.isFinal ?? false
+            if let failure {
+                failAll(groups, SegmentLogError(.storeFailed, "", cause: failure))
+            } else {
+                commit(groups)
+            }
+            groups.removeAll(keepingCapacity: true)
+            if final { return }
+        }
+    }
+
+    /// Syncs what the groups need, then publishes and acknowledges them in order.
+    private func commit(_ groups: [SyncGroup]) {
+        var syncs = 0
+        do {
+            var synced: [ObjectIdentifier] = []
+            var dirty: [SegmentFile] = []
+            for group in groups {
+                let id = ObjectIdentifier(group.segment)
+                if group.isFinal {
+                    // Close: whatever `.interval`/`.never` left unsynced.
+                    let pendingDirty = syncLock.withLock { syncQueue.dirty } + dirty
+                    for segment in pendingDirty where !synced.contains(ObjectIdentifier(segment)) {
+                        try Self.dataSync(segment, fileSystem: fileSystem)
+                        synced.append(ObjectIdentifier(segment))
+                        syncs += 1
+                    }
+                } else if group.needsSync && !synced.contains(id) {
+                    try Self.dataSync(group.segment, fileSystem: fileSystem)
+                    synced.append(id)
+                    syncs += 1
+                } else if !group.needsSync && !group.pending.isEmpty && !dirty.contains(where: { $0 === group.segment }) {
+                    dirty.append(group.segment)
+                }
+            }
+            syncLock.withLock {
+                syncQueue.dirty.removeAll { s in synced.contains(ObjectIdentifier(s)) }
+                for d in dirty where !syncQueue.dirty.contains(where: { $0 === d }) && !synced.contains(ObjectIdentifier(d)) {
+                    syncQueue.dirty.append(d)
+                }
+            }
+        } catch {
+            let e = poison(error)
+            syncLock.withLock {
+                syncQueue.failure = e
+                if groups.last?.isFinal ?? false { syncQueue.closeError = e }
+            }
+            failAll(groups, e)
+            return
+        }
+        var acknowledged = 0
+        lock.withLock {
+            shared.stats.dataSyncs += syncs
+            for group in groups {
+                shared.apply(group.staged, segment: group.segment)
+                acknowledged += group.pending.count
+                if !group.pending.isEmpty { shared.stats.groupCommits += 1 }
+            }
+            shared.stats.appends += acknowledged
+        }
+        for group in groups {
+            for p in group.pending { p.waiter.finish(.success(())) }
+        }
+    }
+
+    private func failAll(_ groups: [SyncGroup], _ error: SegmentLogError) {
+        for group in groups {
+            for p in group.pending { p.waiter.finish(.failure(error)) }
+        }
+    }
+}
+
+extension SegmentStore.Shared {
+    /// Applies a durable group's effects; one exclusive access for the whole group.
+    mutating func apply(_ staged: [StagedOp], segment: SegmentFile) {
+        for op in staged {
+            switch op {
+            case .entry(let slot, let location):
+                log.setEntry(slot, location)
+                segment.noteSlot(slot)
+            case .promise(let ballot): log.promise(ballot)
+            case .chosen(let through): log.chosen(through)
+            case .snapshot(let slot): log.snapshot(slot)
+            case .truncateFrom(let slot): log.truncate(from: slot)
+            }
+        }
     }
 }

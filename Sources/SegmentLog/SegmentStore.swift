@@ -29,6 +29,10 @@ public final class SegmentStore: @unchecked Sendable {
     var shared: Shared
     let writer: Writer
     private var thread: OSThread?
+    private var syncerThread: OSThread?
+    /// Guards `syncQueue`, the hand-off from the writer thread to the syncer thread.
+    let syncLock = PosixLock()
+    var syncQueue = SyncQueue()
     private let lockFD: Int32
     /// Serializes snapshot and truncation file work (not appends).
     let maintenance = PosixLock()
@@ -108,6 +112,7 @@ public final class SegmentStore: @unchecked Sendable {
             let recovered = try Recovery(directory: directory, options: options, fileSystem: fileSystem, logger: logger).run()
             let store = SegmentStore(directory: directory, options: options, fileSystem: fileSystem, logger: logger,
                                      lockFD: lockFD, recovered: recovered)
+            store.syncerThread = try OSThread.start { [store] in store.syncerLoop() }
             store.thread = try OSThread.start { [store] in store.writerLoop() }
             logger.info("opened segment log", metadata: [
                 "directory": "\(directory)", "segments": "\(recovered.segments.count)",
@@ -354,6 +359,8 @@ public final class SegmentStore: @unchecked Sendable {
         lock.signal()
         thread?.join()
         thread = nil
+        syncerThread?.join()
+        syncerThread = nil
         lock.withLock {
             shared.closed = true
             shared.segments = []
@@ -361,7 +368,7 @@ public final class SegmentStore: @unchecked Sendable {
         }
         writer.active = nil
         try? fileSystem.close(lockFD)
-        if let error = writer.closeError { throw error }
+        if let error = syncLock.withLock({ syncQueue.closeError }) { throw error }
         logger.info("closed segment log", metadata: ["directory": "\(directory)"])
     }
 }

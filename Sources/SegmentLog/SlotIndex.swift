@@ -38,6 +38,17 @@ struct SlotIndex: Sendable {
     }
 
     mutating func set(_ slot: UInt64, _ location: SlotLocation) {
+        // The common case by far: the next slot in order, nothing sparse.
+        if sparse.isEmpty && !dense.isEmpty && slot == base &+ UInt64(dense.count) {
+            dense.append(location)
+            count += 1
+            return
+        }
+        if sparse.isEmpty, let i = denseIndex(slot) {
+            if dense[i].isEmpty { count += 1 }
+            dense[i] = location
+            return
+        }
         if let i = denseIndex(slot) {
             if dense[i].isEmpty {
                 if sparse.removeValue(forKey: slot) == nil { count += 1 }
@@ -54,7 +65,10 @@ struct SlotIndex: Sendable {
         let end = base + UInt64(dense.count)
         if slot >= end && slot - end <= Self.maxGap {
             if sparse.removeValue(forKey: slot) == nil { count += 1 }
-            if slot > end { dense.append(contentsOf: repeatElement(.empty, count: Int(slot - end))) }
+            if slot > end {
+                dense.reserveCapacity(dense.count + Int(slot - end) + 1)
+                for _ in 0..<Int(slot - end) { dense.append(.empty) }
+            }
             dense.append(location)
         } else if slot < base && base - slot <= Self.maxGap {
             if sparse.removeValue(forKey: slot) == nil { count += 1 }

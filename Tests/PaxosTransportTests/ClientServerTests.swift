@@ -42,6 +42,33 @@ import Testing
         await server.shutdown()
     }
 
+    /// Pipelined requests beyond the per-connection limit wait; they are not all run at once.
+    @Test func inFlightLimitPerConnection() async throws {
+        let running = Mutex((now: 0, peak: 0))
+        var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
+        config.maxInFlightPerConnection = 4
+        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in
+            running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+            try? await Task.sleep(for: .milliseconds(2))
+            running.withLock { $0.now -= 1 }
+            return .appended([1])
+        }
+        let port = try #require(try await server.start().port)
+        let client = try await connect([PeerAddress(host: "127.0.0.1", port: port)])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<100 {
+                group.addTask {
+                    let slots = try await client.append([[0]])
+                    #expect(slots == [1])
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(running.withLock { $0.peak } <= 4)
+        await client.close()
+        await server.shutdown()
+    }
+
     @Test func readAndStatus() async throws {
         let status = ClientStatus(nodeID: 1, leaderID: 1, ballot: Ballot(round: 2, node: 1), chosenThrough: 9, lastAccepted: 10, details: [.init("role", "leader")])
         let (server, address) = try await startServer { request in

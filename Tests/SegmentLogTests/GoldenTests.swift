@@ -9,7 +9,7 @@ import Testing
 @Suite("Golden files")
 struct GoldenTests {
     static let options: SegmentStore.Options = {
-        var o = SegmentStore.Options(segmentSize: 512, compressionThreshold: 128)
+        var o = SegmentStore.Options(segmentSize: 256, compressionThreshold: 128)
         o.preallocate = false
         return o
     }()

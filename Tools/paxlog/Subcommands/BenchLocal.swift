@@ -27,6 +27,7 @@ struct BenchLocal: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
     @Flag(help: "Use compressible values (repeating text) instead of random bytes.") var compressible = false
     @Flag(help: "Skip measuring the machine's limits (fdatasync rate, CRC and LZ4 speed).") var noLimits = false
+    @Flag(help: "Only open (recover) the existing log in --dir and report the time.") var openOnly = false
 
     func validate() throws {
         guard records > 0, size >= 0, concurrency > 0, batch > 0 else {
@@ -42,6 +43,10 @@ struct BenchLocal: AsyncParsableCommand {
         defer { if !keep { try? FileManager.default.removeItem(atPath: directory) } }
         var options = SegmentStore.Options(segmentSize: segmentMib << 20)
         options.syncPolicy = sync == "always" ? .always : sync == "never" ? .never : .interval(milliseconds: intervalMs)
+        if openOnly {
+            try reportOpen(directory: directory, options: options, logger: logger)
+            return
+        }
         let value = makeValue()
 
         let store = try SegmentStore.open(directory: directory, options: options, logger: logger)
@@ -124,6 +129,23 @@ struct BenchLocal: AsyncParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             printHuman(result)
+        }
+    }
+
+    private func reportOpen(directory: String, options: SegmentStore.Options, logger: Logger) throws {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let store = try SegmentStore.open(directory: directory, options: options, logger: logger)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let state = store.state
+        try store.close()
+        let result: [String: Any] = [
+            "scenario": "local-wal open", "open_seconds": seconds, "log_bytes": directoryBytes(directory),
+            "entries": state.entryCount, "segments": Int(state.lastSegment - state.firstSegment + 1),
+        ]
+        if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print("opened \(directory): \(state.entryCount) entries, \(result["log_bytes"] ?? 0) bytes in \(String(format: "%.3f", seconds)) s")
         }
     }
 

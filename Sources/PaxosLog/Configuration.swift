@@ -97,6 +97,9 @@ extension PaxosLog {
         public var appendTimeout: TimeAmount = .seconds(10)
         /// What a non-leader does with an `append`.
         public var nonLeaderAppends: NonLeaderAppends = .redirect
+        /// Largest record `append` takes; larger ones fail with ``PaxosLogError/Code/invalidArgument``
+        /// before anything is proposed. Must fit a storage record and a transport frame.
+        public var maxRecordSize = 4 << 20
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID
@@ -126,6 +129,9 @@ extension PaxosLog {
             guard !dataDirectory.isEmpty else { throw PaxosLogError(.invalidConfiguration, "empty data directory") }
             guard tickInterval > .zero, heartbeatTicks > 0, electionTimeoutTicks.lowerBound > heartbeatTicks else {
                 throw PaxosLogError(.invalidConfiguration, "election timeout must exceed the heartbeat interval")
+            }
+            guard maxRecordSize > 0, maxRecordSize <= storage.maxRecordBytes / 2, maxRecordSize <= 8 << 20 else {
+                throw PaxosLogError(.invalidConfiguration, "max record size \(maxRecordSize) must be 1 B…min(8 MiB, half the storage record limit \(storage.maxRecordBytes))")
             }
             guard maxBatchCount > 0, maxInflightBatches > 0, maxQueuedProposals > 0 else {
                 throw PaxosLogError(.invalidConfiguration, "batch, window and queue sizes must be positive")

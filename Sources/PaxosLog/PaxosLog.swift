@@ -95,6 +95,9 @@ public final class PaxosLog: Sendable {
     /// Appends records in order, as one batch; returns their positions once all are chosen.
     public func append(contentsOf records: [[UInt8]]) async throws -> [Position] {
         guard !records.isEmpty else { return [] }
+        for (i, r) in records.enumerated() where r.count > configuration.maxRecordSize {
+            throw PaxosLogError(.invalidArgument, "record \(i) has \(r.count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")
+        }
         do {
             return try await withCheckedThrowingContinuation { continuation in
                 driver.propose(records, batch: AppendBatch(count: records.count, continuation: continuation))

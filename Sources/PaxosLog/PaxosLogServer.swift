@@ -92,6 +92,7 @@ struct ClientService: Sendable {
         case .timeout: return .error(ClientError(code: .timeout, message: error.message))
         case .closed: return .error(ClientError(code: .shuttingDown, message: error.message))
         case .compacted: return .error(ClientError(code: .compacted, message: error.message))
+        case .invalidArgument: return .error(ClientError(code: .invalidRequest, message: error.message))
         default: return .error(ClientError(code: .internal, message: error.description))
         }
     }

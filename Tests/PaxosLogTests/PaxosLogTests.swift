@@ -57,6 +57,23 @@ func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throw
         try await log.close()
     }
 
+    @Test func oversizedRecordIsRefusedAndTheLogGoesOn() async throws {
+        let dir = temporaryDirectory("oversized")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = PaxosLog.Configuration.local(dataDirectory: dir)
+        c.maxRecordSize = 1024
+        let log = try await PaxosLog.open(c)
+        do {
+            _ = try await log.append(contentsOf: [[1], Array(repeating: 7, count: 1025)])
+            Issue.record("an oversized record was accepted")
+        } catch let e as PaxosLogError {
+            #expect(e.code == .invalidArgument)
+        }
+        let p = try await log.append(Array(repeating: 7, count: 1024))
+        #expect(try await firstEntries(log, count: 1).map(\.position) == [p])
+        try await log.close()
+    }
+
     @Test func closedLogRefusesAppends() async throws {
         let dir = temporaryDirectory("closed")
         defer { try? FileManager.default.removeItem(atPath: dir) }

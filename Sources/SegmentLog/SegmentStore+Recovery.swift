@@ -55,117 +55,70 @@ struct Recovery {
         var segments: [SegmentFile] = []
         var log = LogState()
         var activeEnd = Format.segmentHeaderSize
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 4096)
-        defer { buffer.deallocate() }
 
-        segmentLoop: for (i, sequence) in sequences.enumerated() {
-            let filePath = path(Format.segmentFileName(sequence))
-            let isLast = i == sequences.count - 1
-            let fd: Int32
-            let size: Int
-            do {
-                fd = try fileSystem.open(filePath, mode: .readWrite)
-            } catch {
-                throw SegmentLogError.io(error, "open", filePath)
-            }
-            let file = SegmentFile(sequence: sequence, path: filePath, fd: fd, fileSystem: fileSystem)
-            var mapped: UnsafeRawBufferPointer?
-            defer { if let mapped { fileSystem.unmap(mapped) } }
-            let bytes: UnsafeRawBufferPointer
-            do {
-                size = Int(try fileSystem.size(fd))
-                if let region = fileSystem.mapReadOnly(fd, length: size) {
-                    mapped = region
-                    bytes = region
-                } else {
-                    if size > buffer.count {
-                        buffer.deallocate()
-                        buffer = .allocate(byteCount: size, alignment: 4096)
-                    }
-                    let n = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
-                    if n != size { throw FileSystemError(errno: EIO, function: "pread (file shrank while reading)") }
-                    bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
-                }
-            } catch {
-                throw SegmentLogError.io(error, "read", filePath)
-            }
-            let parser = SegmentParser(bytes: bytes, sequence: sequence)
-
-            // The header is synced before the file is renamed into place, so a bad header is
-            // never a torn append.
-            var headerProblem: String?
-            switch SegmentHeader.decode(parser.bytes) {
-            case .failure(let failure):
-                headerProblem = failure.reason
-            case .success(let header):
-                if header.sequence != sequence {
-                    headerProblem = "header names sequence \(header.sequence), file name says \(sequence)"
-                } else if i == 0 {
-                    log = LogState(header: header)
+        // Segments are scanned (read, framed, CRC-checked, decoded) in parallel, a wave of one
+        // per core at a time; their effects are then replayed in sequence order on this thread.
+        let workers = max(1, min(8, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        var next = 0
+        segmentLoop: while next < sequences.count {
+            let wave = Array(sequences[next..<min(sequences.count, next + workers)])
+            var files: [SegmentFile] = []
+            for sequence in wave {
+                let filePath = path(Format.segmentFileName(sequence))
+                do {
+                    let fd = try fileSystem.open(filePath, mode: .readWrite)
+                    files.append(SegmentFile(sequence: sequence, path: filePath, fd: fd, fileSystem: fileSystem))
+                } catch {
+                    throw SegmentLogError.io(error, "open", filePath)
                 }
             }
-            if let headerProblem {
-                guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(filePath, 0, headerProblem) }
-                logger.warning("tolerant recovery: \(filePath): \(headerProblem); setting it and later segments aside")
-                try setAside(Array(sequences[i...]))
-                break segmentLoop
-            }
-
-            // Frame first (header checks only), verify CRCs on all cores, then replay in order.
-            var frames: [Int] = []
-            var offset = Format.segmentHeaderSize
-            var damage: (offset: Int, reason: String, mayBeTorn: Bool)?
-            framing: while true {
-                switch parser.step(at: offset, verifyCRC: false) {
-                case .end:
-                    break framing
-                case .damage(let at, let reason, _):
-                    damage = (at, reason, true)
-                    break framing
-                case .frame(let frame):
-                    frames.append(frame.offset)
-                    offset += frame.length
-                }
-            }
-            let verified = Self.verifyCRCs(parser, frames)
-            if verified < frames.count {
-                let bad = frames[verified]
-                if case .success(let frame) = parser.header(at: bad) {
-                    damage = (bad, "record CRC mismatch: stored \(hex(frame.crcStored)), computed \(hex(parser.computeCRC(frame)))", true)
-                } else {
-                    damage = (bad, "record header unreadable", true)
-                }
-                offset = bad
-            }
-            for i in 0..<verified {
-                guard case .success(let frame) = parser.header(at: frames[i]) else { break }
-                if let reason = apply(frame, to: &log, file: file) {
-                    // The CRC matched, so these bytes are what a writer wrote: not a tear.
-                    damage = (frame.offset, reason, false)
-                    offset = frame.offset
-                    break
-                }
-            }
-            segments.append(file)
-            activeEnd = offset
-
-            if let damage {
-                if isLast && damage.mayBeTorn, parser.nextValidFrame(after: damage.offset) == nil {
-                    logger.notice("torn tail at end of log; cutting it", metadata: [
-                        "file": "\(filePath)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
-                    ])
-                    try cutTail(file, at: damage.offset, parser: parser)
-                } else if options.recoveryMode == .tolerant {
-                    logger.warning("tolerant recovery: keeping the valid prefix", metadata: [
-                        "file": "\(filePath)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
-                    ])
-                    try cutTail(file, at: damage.offset, parser: parser)
-                    try setAside(Array(sequences[(i + 1)...]))
+            let results = Self.scanInParallel(files, fileSystem: fileSystem)
+            for (k, result) in results.enumerated() {
+                let i = next + k
+                let file = files[k]
+                let isLast = i == sequences.count - 1
+                if let ioError = result.ioError { throw ioError }
+                // The header is synced before the file is renamed into place, so a bad header is
+                // never a torn append.
+                if let headerProblem = result.headerProblem {
+                    guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(file.path, 0, headerProblem) }
+                    logger.warning("tolerant recovery: \(file.path): \(headerProblem); setting it and later segments aside")
+                    try setAside(Array(sequences[i...]))
                     break segmentLoop
-                } else {
-                    throw SegmentLogError.corruption(filePath, damage.offset, damage.reason)
+                }
+                if i == 0, let header = result.header { log = LogState(header: header) }
+                for op in result.ops {
+                    switch op {
+                    case .entry(let slot, let location): log.setEntry(slot, location)
+                    case .promise(let ballot): log.promise(ballot)
+                    case .chosen(let through): log.chosen(through)
+                    case .snapshot(let slot): log.snapshot(slot)
+                    case .truncateFrom(let slot): log.truncate(from: slot)
+                    }
+                }
+                file.maxSlot = result.maxSlot
+                segments.append(file)
+                activeEnd = result.end
+
+                if let damage = result.damage {
+                    if isLast && damage.mayBeTorn && !result.validFrameAfterDamage {
+                        logger.notice("torn tail at end of log; cutting it", metadata: [
+                            "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
+                        ])
+                        try cutTail(file, at: damage.offset)
+                    } else if options.recoveryMode == .tolerant {
+                        logger.warning("tolerant recovery: keeping the valid prefix", metadata: [
+                            "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
+                        ])
+                        try cutTail(file, at: damage.offset)
+                        try setAside(Array(sequences[(i + 1)...]))
+                        break segmentLoop
+                    } else {
+                        throw SegmentLogError.corruption(file.path, damage.offset, damage.reason)
+                    }
                 }
             }
+            next += wave.count
         }
 
         if segments.isEmpty {
@@ -180,75 +133,148 @@ struct Recovery {
         return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd)
     }
 
-    /// Verifies the CRC of every frame, splitting the work over the machine's cores (CRC is most
-    /// of recovery's cost). Returns the index of the first frame that fails, or `frames.count`.
-    static func verifyCRCs(_ parser: SegmentParser, _ frames: [Int]) -> Int {
-        let workers = frames.count < 1024 ? 1 : max(1, min(8, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
-        let chunk = (frames.count + workers - 1) / max(workers, 1)
-        let firstBad = UnsafeMutableBufferPointer<Int>.allocate(capacity: workers)
-        defer { firstBad.deallocate() }
-        firstBad.initialize(repeating: frames.count)
-        // The buffers are read-only for the duration; each worker writes only its own slot.
-        struct Work: @unchecked Sendable {
-            let parser: SegmentParser
-            let offsets: UnsafeBufferPointer<Int>
-            let firstBad: UnsafeMutableBufferPointer<Int>
-            let chunk: Int
+    /// What scanning one segment found: its header, the effects of its records in order, and
+    /// where and how its valid records end.
+    struct SegmentScan {
+        var header: SegmentHeader?
+        var headerProblem: String?
+        var ops: [StagedOp] = []
+        var maxSlot: UInt64?
+        var end = Format.segmentHeaderSize
+        var damage: (offset: Int, reason: String, mayBeTorn: Bool)?
+        /// Whether a valid record starts somewhere after the damage (then it cannot be a tear).
+        var validFrameAfterDamage = false
+        var ioError: SegmentLogError?
+    }
 
-            func verify(_ w: Int) {
-                let lo = w * chunk
-                let hi = min(offsets.count, lo + chunk)
-                guard lo < hi else { return }
-                for i in lo..<hi {
-                    guard case .success(let frame) = parser.header(at: offsets[i]),
-                          parser.computeCRC(frame) == frame.crcStored else {
-                        firstBad[w] = i
-                        return
-                    }
+    static func scanInParallel(_ files: [SegmentFile], fileSystem: any FileSystem) -> [SegmentScan] {
+        final class Slots: @unchecked Sendable {
+            var results: [SegmentScan]
+            init(_ n: Int) { results = Array(repeating: SegmentScan(), count: n) }
+        }
+        struct Work: @unchecked Sendable {
+            let files: [SegmentFile]
+            let fileSystem: any FileSystem
+            let slots: Slots
+        }
+        let work = Work(files: files, fileSystem: fileSystem, slots: Slots(files.count))
+        if files.count == 1 {
+            work.slots.results[0] = scan(files[0], fileSystem: fileSystem)
+        } else {
+            // Each worker writes only its own element of the pre-sized array.
+            work.slots.results.withUnsafeMutableBufferPointer { buffer in
+                let out = UncheckedBuffer(buffer: buffer)
+                DispatchQueue.concurrentPerform(iterations: files.count) { k in
+                    out.buffer[k] = scan(work.files[k], fileSystem: work.fileSystem)
                 }
             }
         }
-        frames.withUnsafeBufferPointer { offsets in
-            let work = Work(parser: parser, offsets: offsets, firstBad: firstBad, chunk: chunk)
-            if workers == 1 {
-                work.verify(0)
-            } else {
-                DispatchQueue.concurrentPerform(iterations: workers) { work.verify($0) }
-            }
-        }
-        return firstBad.min() ?? frames.count
+        return work.slots.results
     }
 
-    /// Replays one verified frame. Returns what is wrong with its payload, if anything.
-    private func apply(_ frame: FrameView, to log: inout LogState, file: SegmentFile) -> String? {
+    struct UncheckedBuffer: @unchecked Sendable {
+        let buffer: UnsafeMutableBufferPointer<SegmentScan>
+    }
+
+    /// Reads one segment (mapped when the file system allows) and checks it completely: header,
+    /// framing, CRCs, payloads. Touches nothing shared.
+    static func scan(_ file: SegmentFile, fileSystem: any FileSystem) -> SegmentScan {
+        var result = SegmentScan()
+        let size: Int
+        do { size = Int(try fileSystem.size(file.fd)) } catch {
+            result.ioError = SegmentLogError.io(error, "fstat", file.path)
+            return result
+        }
+        var mapped: UnsafeRawBufferPointer?
+        var owned: UnsafeMutableRawBufferPointer?
+        defer {
+            if let mapped { fileSystem.unmap(mapped) }
+            owned?.deallocate()
+        }
+        let bytes: UnsafeRawBufferPointer
+        if let region = fileSystem.mapReadOnly(file.fd, length: size) {
+            mapped = region
+            bytes = region
+        } else {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)
+            owned = buffer
+            do {
+                let n = try fileSystem.readFully(file.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
+                if n != size { throw FileSystemError(errno: EIO, function: "pread (file shrank while reading)") }
+            } catch {
+                result.ioError = SegmentLogError.io(error, "read", file.path)
+                return result
+            }
+            bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
+        }
+        let parser = SegmentParser(bytes: bytes, sequence: file.sequence)
+        switch SegmentHeader.decode(parser.bytes) {
+        case .failure(let failure):
+            result.headerProblem = failure.reason
+            return result
+        case .success(let header):
+            if header.sequence != file.sequence {
+                result.headerProblem = "header names sequence \(header.sequence), file name says \(file.sequence)"
+                return result
+            }
+            result.header = header
+        }
+        var offset = Format.segmentHeaderSize
+        frames: while true {
+            switch parser.step(at: offset) {
+            case .end:
+                break frames
+            case .damage(let at, let reason, _):
+                result.damage = (at, reason, true)
+                break frames
+            case .frame(let frame):
+                if let reason = emit(frame, file: file, into: &result) {
+                    // The CRC matched, so these bytes are what a writer wrote: not a tear.
+                    result.damage = (frame.offset, reason, false)
+                    break frames
+                }
+                offset += frame.length
+            }
+        }
+        result.end = offset
+        if let damage = result.damage {
+            result.validFrameAfterDamage = parser.nextValidFrame(after: damage.offset) != nil
+        }
+        return result
+    }
+
+    /// Decodes one verified frame into ops. Returns what is wrong with its payload, if anything.
+    private static func emit(_ frame: FrameView, file: SegmentFile, into result: inout SegmentScan) -> String? {
         if frame.codec == .lz4 {
             guard let raw = RecordCodec.decompress(frame.stored, rawLength: frame.rawLength) else {
                 return "LZ4 payload does not inflate to \(frame.rawLength) bytes"
             }
-            return raw.withUnsafeBytes { apply(frame, raw: $0, to: &log, file: file) }
+            return raw.withUnsafeBytes { emit(frame, raw: $0, file: file, into: &result) }
         }
-        return apply(frame, raw: frame.stored, to: &log, file: file)
+        return emit(frame, raw: frame.stored, file: file, into: &result)
     }
 
-    private func apply(_ frame: FrameView, raw: UnsafeRawBufferPointer, to log: inout LogState, file: SegmentFile) -> String? {
+    private static func emit(_ frame: FrameView, raw: UnsafeRawBufferPointer, file: SegmentFile, into result: inout SegmentScan) -> String? {
         if frame.type == .accepted {
-            // Check the whole payload before indexing any of it.
+            // Check the whole payload before emitting any of it.
             if let reason = RecordCodec.walkEntries(raw, { _, _ in }) { return reason }
             let segment = UInt32(truncatingIfNeeded: file.sequence)
+            var maxSlot = result.maxSlot
             _ = RecordCodec.walkEntries(raw) { slot, p in
-                log.setEntry(slot, SlotLocation(segment: segment, frameOffset: UInt32(frame.offset),
-                                                frameLength: UInt32(frame.length), entryOffset: UInt32(p)))
-                file.noteSlot(slot)
+                result.ops.append(.entry(slot, SlotLocation(segment: segment, frameOffset: UInt32(frame.offset),
+                                                            frameLength: UInt32(frame.length), entryOffset: UInt32(p))))
+                if maxSlot.map({ slot > $0 }) ?? true { maxSlot = slot }
             }
+            result.maxSlot = maxSlot
             return nil
         }
         switch RecordCodec.decode(type: frame.type, raw: raw) {
         case .failure(let failure):
             return failure.reason
-        case .success(.promise(let ballot)): log.promise(ballot)
-        case .success(.chosen(let through)): log.chosen(through)
-        case .success(.snapshot(let slot)): log.snapshot(slot)
-        case .success(.suffixTruncated(let from)): log.truncate(from: from)
+        case .success(.promise(let ballot)): result.ops.append(.promise(ballot))
+        case .success(.chosen(let through)): result.ops.append(.chosen(through))
+        case .success(.snapshot(let slot)): result.ops.append(.snapshot(slot))
+        case .success(.suffixTruncated(let from)): result.ops.append(.truncateFrom(from))
         case .success(.accepted): break
         }
         return nil
@@ -256,27 +282,34 @@ struct Recovery {
 
     /// Saves the bytes from `offset` to the last non-zero byte into `<segment>.torn-<offset>`,
     /// then zeroes them in the segment (keeping its preallocation) and syncs both.
-    private func cutTail(_ file: SegmentFile, at offset: Int, parser: SegmentParser) throws {
-        guard let last = parser.lastNonZero(from: offset) else { return }
-        let cut = UnsafeRawBufferPointer(rebasing: parser.bytes[offset...last])
+    private func cutTail(_ file: SegmentFile, at offset: Int) throws {
+        let tail: [UInt8]
+        do {
+            let size = Int(try fileSystem.size(file.fd))
+            var bytes = [UInt8](repeating: 0, count: max(0, size - offset))
+            let n = try bytes.withUnsafeMutableBytes { try fileSystem.readFully(file.fd, into: $0, at: Int64(offset)) }
+            tail = Array(bytes[0..<n])
+        } catch {
+            throw SegmentLogError.io(error, "reading torn tail", file.path)
+        }
+        guard let last = tail.withUnsafeBytes({ SegmentParser(bytes: $0, sequence: file.sequence).lastNonZero(from: 0) }) else { return }
+        let cut = tail[0...last]
         let sidePath = file.path + Format.tornSuffix + String(offset)
         do {
             let fd = try fileSystem.open(sidePath, mode: .readWriteCreate)
             defer { try? fileSystem.close(fd) }
             try fileSystem.truncate(fd, to: 0)
-            try fileSystem.writeAll(fd, cut, at: 0)
+            try cut.withUnsafeBytes { try fileSystem.writeAll(fd, $0, at: 0) }
             try fileSystem.fdatasync(fd)
         } catch {
             throw SegmentLogError.io(error, "saving torn tail", sidePath)
         }
-        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: min(cut.count, 1 << 20), alignment: 8)
-        defer { zeros.deallocate() }
-        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        let zeros = [UInt8](repeating: 0, count: min(cut.count, 1 << 20))
         do {
             var done = 0
             while done < cut.count {
                 let n = min(zeros.count, cut.count - done)
-                try fileSystem.writeAll(file.fd, UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: Int64(offset + done))
+                try zeros.withUnsafeBytes { try fileSystem.writeAll(file.fd, UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: Int64(offset + done)) }
                 done += n
             }
             try fileSystem.fdatasync(file.fd)

@@ -65,10 +65,8 @@ struct SlotIndex: Sendable {
         let end = base + UInt64(dense.count)
         if slot >= end && slot - end <= Self.maxGap {
             if sparse.removeValue(forKey: slot) == nil { count += 1 }
-            if slot > end {
-                dense.reserveCapacity(dense.count + Int(slot - end) + 1)
-                for _ in 0..<Int(slot - end) { dense.append(.empty) }
-            }
+            // No reserveCapacity here: an exact reservation defeats geometric growth (quadratic).
+            for _ in 0..<Int(slot - end) { dense.append(.empty) }
             dense.append(location)
         } else if slot < base && base - slot <= Self.maxGap {
             if sparse.removeValue(forKey: slot) == nil { count += 1 }

@@ -40,7 +40,8 @@ struct BenchLocal: AsyncParsableCommand {
         var logger = Logger(label: "paxlog.bench")
         logger.logLevel = .warning
         let directory = dir ?? makeTemporaryDirectory()
-        defer { if !keep { try? FileManager.default.removeItem(atPath: directory) } }
+        // Without --keep the benchmark's log is removed; --open-only never removes anything.
+        defer { if !keep && !openOnly { try? FileManager.default.removeItem(atPath: directory) } }
         var options = SegmentStore.Options(segmentSize: segmentMib << 20)
         options.syncPolicy = sync == "always" ? .always : sync == "never" ? .never : .interval(milliseconds: intervalMs)
         if openOnly {

@@ -97,6 +97,6 @@ let package = Package(
         ),
         .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting"]),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.
-        .testTarget(name: "EndToEndTests", dependencies: ["paxlog", "SegmentLog"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["paxlog", "SegmentLog", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -52,13 +52,13 @@ struct OfflineToolsTests {
             : Array("value-\(slot)".utf8) + [0, 1, 2, UInt8(slot % 256)]
     }
 
-    /// A log of several 4 KiB segments: promises, 120 slots (every 7th a 5 KiB LZ4 value), a
+    /// A log of several 2 KiB segments: promises, 120 slots (every 7th a 5 KiB LZ4 value), a
     /// re-accept of slots 50...52, a no-op at 121, chosen through 110.
     static func makeLog(_ name: String = #function) async throws -> String {
         let directory = temporaryDirectory(name)
         var logger = Logger(label: "offline-tools-tests")
         logger.logLevel = .critical
-        var options = SegmentStore.Options(segmentSize: 8192, compressionThreshold: 2048)
+        var options = SegmentStore.Options(segmentSize: 2048, compressionThreshold: 1024)
         options.syncPolicy = .never
         let store = try SegmentStore.open(directory: directory, options: options, logger: logger)
         try await store.append([.promise(LogBallot(round: 1, node: 3))])

@@ -1,4 +1,5 @@
 import CLZ4
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -118,8 +119,16 @@ struct LogWalker {
         let total = sizes.reduce(0, +)
 
         var cut: CutPoint?
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 4096)
-        defer { buffer.deallocate() }
+        // Double buffering: segment i+1 is read on another thread while segment i is verified, so
+        // the kernel's copy out of the page cache overlaps the CRC work (two cores: ~2x).
+        var current = SegmentRead()
+        var upcoming = SegmentRead()
+        let reads = DispatchGroup()
+        // Never let a buffer go while a read into it is in flight, however the walk ends.
+        defer { reads.wait() }
+        if let first = sequences.first {
+            current.load(path(Format.segmentFileName(first)), size: Int(sizes[0]), fileSystem: fileSystem)
+        }
         var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
         defer { scratch.deallocate() }
         // The acceptor state at the end of the previous segment, when all of it verified: the next
@@ -141,20 +150,23 @@ struct LogWalker {
                 carried = nil
             }
 
-            // Read the whole segment: one sequential read is the fastest way through the page cache.
-            let size = Int(sizes[i])
-            if size > buffer.count {
-                buffer.deallocate()
-                buffer = .allocate(byteCount: size, alignment: 4096)
+            // Wait for this segment's read (started during the previous one), start the next.
+            reads.wait()
+            if i > 0 { swap(&current, &upcoming) }
+            if i + 1 < sequences.count {
+                let target = upcoming
+                let nextPath = path(Format.segmentFileName(sequences[i + 1]))
+                let nextSize = Int(sizes[i + 1])
+                let fileSystem = self.fileSystem
+                reads.enter()
+                DispatchQueue.global().async {
+                    target.load(nextPath, size: nextSize, fileSystem: fileSystem)
+                    reads.leave()
+                }
             }
-            let n: Int
-            do {
-                let fd = try fileSystem.open(filePath, mode: .readOnly)
-                defer { try? fileSystem.close(fd) }
-                n = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
-            } catch {
-                throw OfflineToolError.io(error, filePath)
-            }
+            if let error = current.error { throw OfflineToolError.io(error, filePath) }
+            let n = current.count
+            let buffer = current.buffer
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             report.bytesRead += Int64(n)
             var summary = SegmentSummary(name: name, path: filePath, sequence: sequence, fileSize: Int64(n),
@@ -431,5 +443,32 @@ struct HeaderState: Hashable, CustomStringConvertible {
     var description: String {
         "promised \(promised.map { "\($0)" } ?? "none"), chosen through \(chosenThrough.map { "\($0)" } ?? "none"), "
             + "snapshot \(snapshotSlot.map { "\($0)" } ?? "none")"
+    }
+}
+
+/// One segment read into memory, by whichever thread loads it. Owned by one thread at a time:
+/// the walker hands it to a reader and takes it back only after waiting for that read.
+final class SegmentRead: @unchecked Sendable {
+    var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 4096)
+    var count = 0
+    var error: (any Error)?
+
+    deinit { buffer.deallocate() }
+
+    /// Reads the whole file (up to `size` bytes; fewer if it shrank) into `buffer`.
+    func load(_ path: String, size: Int, fileSystem: any FileSystem) {
+        count = 0
+        error = nil
+        if size > buffer.count {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: size, alignment: 4096)
+        }
+        do {
+            let fd = try fileSystem.open(path, mode: .readOnly)
+            defer { try? fileSystem.close(fd) }
+            count = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0)
+        } catch {
+            self.error = error
+        }
     }
 }

@@ -174,7 +174,11 @@ func damageJSON(_ d: LogDamage) -> JSON {
 func damageLine(_ d: LogDamage) -> String {
     var line = "\(d.kind.rawValue): \(d.file) offset \(d.offset)"
     if let type = d.recordType { line += " (\(type) record)" }
-    line += ": \(d.reason)"
+    var reason = d.reason
+    if d.expectedCRC != nil, let r = reason.range(of: "CRC mismatch: stored ") {
+        reason = String(reason[..<r.lowerBound]) + "CRC mismatch"  // the CRCs follow, once
+    }
+    line += ": \(reason)"
     if let expected = d.expectedCRC, let actual = d.actualCRC {
         line += "; expected CRC \(hex32(expected)), actual \(hex32(actual))"
     }

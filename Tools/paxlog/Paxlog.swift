@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// `paxlog`: inspect, verify, repair and compact PaxosLog data directories, run replicas, measure.
 ///
@@ -15,6 +16,29 @@ struct Paxlog: AsyncParsableCommand {
             Read.self,
             Demo.self,
             Bench.self,
+            Inspect.self,
+            Dump.self,
+            Verify.self,
+            Repair.self,
         ]
     )
+
+    /// ArgumentParser's own `main`, except that usage errors exit 2 (its default is 64), so every
+    /// subcommand keeps the exit-code contract above.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }

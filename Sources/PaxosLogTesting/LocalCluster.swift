@@ -136,6 +136,15 @@ public final class LocalCluster: @unchecked Sendable {
         return try await client.status()
     }
 
+    /// The last `lines` lines of every replica's log, for a failure message.
+    public func logTails(lines: Int = 30) -> String {
+        nodes.map { n in
+            let text = (try? String(contentsOfFile: n.logFile, encoding: .utf8)) ?? "(no log)"
+            let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+            return "--- node \(n.id) (\(n.logFile)) ---\n\(tail)"
+        }.joined(separator: "\n")
+    }
+
     /// Ports the kernel says are free now (bound to port 0, then released).
     public static func freePorts(_ count: Int) throws -> [Int] {
         var fds: [Int32] = []

@@ -18,6 +18,21 @@ func paxlogExecutable() throws -> String {
     throw ClusterError("paxlog binary not found next to \(CommandLine.arguments[0]); run `swift build` first")
 }
 
+/// Runs `body` on a fresh cluster. On success the directories are removed; on failure they are
+/// kept and every replica's log tail is printed, so a CI failure can be diagnosed.
+func withCluster(_ name: String, extra: [String] = [], _ body: (LocalCluster) async throws -> Void) async throws {
+    let cluster = try makeCluster(name, extra: extra)
+    do {
+        try await body(cluster)
+    } catch {
+        cluster.terminateAll()
+        print("test failed: \(error); replica logs kept in \(cluster.baseDirectory)\n\(cluster.logTails())")
+        throw error
+    }
+    cluster.terminateAll()
+    try? FileManager.default.removeItem(atPath: cluster.baseDirectory)
+}
+
 func makeCluster(_ name: String, extra: [String] = []) throws -> LocalCluster {
     let dir = NSTemporaryDirectory() + "paxoslog-e2e-\(name)-\(getpid())"
     try? FileManager.default.removeItem(atPath: dir)
@@ -107,8 +122,7 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
 
 @Suite(.serialized) struct ProcessClusterTests {
     func killUnderLoad(victimIsLeader: Bool) async throws {
-        let cluster = try makeCluster(victimIsLeader ? "kill-leader" : "kill-follower")
-        defer { try? FileManager.default.removeItem(atPath: cluster.baseDirectory) }
+        try await withCluster(victimIsLeader ? "kill-leader" : "kill-follower") { cluster in
         try cluster.startAll()
         let leader = try await cluster.waitForLeader()
         let load = Load()
@@ -133,6 +147,7 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
         try await eventually("the restarted replica catching up") { await chosenThrough(cluster, victim) >= top }
         for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
         try verifyOffline(cluster, acks)
+        }
     }
 
     @Test func leaderKilledUnderLoadLosesNothing() async throws {
@@ -144,8 +159,7 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
     }
 
     @Test func withoutAMajorityNothingIsAcknowledged() async throws {
-        let cluster = try makeCluster("no-majority")
-        defer { try? FileManager.default.removeItem(atPath: cluster.baseDirectory) }
+        try await withCluster("no-majority") { cluster in
         try cluster.startAll()
         let leader = try await cluster.waitForLeader()
         let others = cluster.nodes.map(\.id).filter { $0 != leader }
@@ -173,17 +187,15 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
         let top = acks.map(\.slot).max() ?? 0
         for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
         try verifyOffline(cluster, acks)
+        }
     }
 
     @Test func strangersWrongSecretsAndGarbageAreRefused() async throws {
         let dir = NSTemporaryDirectory() + "paxoslog-e2e-secretfile-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Data("right secret\n".utf8).write(to: URL(fileURLWithPath: "\(dir)/secret"))
-        let cluster = try makeCluster("secret", extra: ["--secret-file", "\(dir)/secret"])
-        defer {
-            try? FileManager.default.removeItem(atPath: cluster.baseDirectory)
-            try? FileManager.default.removeItem(atPath: dir)
-        }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await withCluster("secret", extra: ["--secret-file", "\(dir)/secret"]) { cluster in
         cluster.clientSecret = Array("right secret".utf8)
         try cluster.startAll()
         _ = try await cluster.waitForLeader()
@@ -219,6 +231,6 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
             return false
         }
         #expect(slot > 0)
-        cluster.terminateAll()
+        }
     }
 }

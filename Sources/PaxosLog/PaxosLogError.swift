@@ -24,6 +24,9 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let invalidConfiguration = Code(name: "invalid configuration")
         /// The requested slots were compacted into a snapshot.
         public static let compacted = Code(name: "compacted")
+        /// The caller asked for something the log cannot do (the message says what), e.g. a
+        /// compaction beyond the chosen watermark.
+        public static let invalidArgument = Code(name: "invalid argument")
         /// The network transport failed to start or to reach the leader.
         public static let transport = Code(name: "transport")
     }

@@ -15,6 +15,8 @@ struct Paxlog: AsyncParsableCommand {
             Read.self,
             Demo.self,
             Bench.self,
+            Compact.self,
+            KVSnapshotter.self,
         ]
     )
 }

@@ -42,6 +42,8 @@ extension PaxosLog {
             } catch let error as SegmentLogError where error.isCompacted {
                 // The application must restore the latest snapshot and continue after it.
                 throw PaxosLogError(.compacted, "position \(from) was compacted into a snapshot; restore latestSnapshot() and read on from after it")
+            } catch let error as SegmentLogError where error.isClosed {
+                throw PaxosLogError(.closed, "the log was closed")
             }
             var out: [Entry] = []
             out.reserveCapacity(stored.count)

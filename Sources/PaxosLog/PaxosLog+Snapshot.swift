@@ -107,9 +107,9 @@ extension PaxosLog {
         }
         defer { compacting.withLockedValue { $0 = false } }
         let store = driver.store
-        let readable = try await driver.readable().get()
-        guard position >= 1, position <= readable else {
-            throw PaxosLogError(.invalidArgument, "position \(position) is beyond the chosen watermark \(readable)")
+        guard position >= 1, try await driver.chosenAndReadable(position) else {
+            let chosen = try await driver.status().get().chosenThrough
+            throw PaxosLogError(.invalidArgument, "position \(position) is beyond the chosen watermark \(chosen)")
         }
         if let current = store.state.snapshotSlot, position < current {
             throw PaxosLogError(.invalidArgument, "position \(position) is below the current snapshot \(current)")
@@ -124,13 +124,21 @@ extension PaxosLog {
         } catch {
             writer.abort()
             if let e = error as? PaxosLogError { throw e }
+            if let e = error as? SegmentLogError, e.isClosed { throw PaxosLogError(.closed, "the log was closed during compaction") }
             throw PaxosLogError(.storage, "writing snapshot through \(position): \(error)")
         }
         let below = try await driver.compacted(through: position).get()
-        let (deleted, freed): (Int, Int64) = try await NIOThreadPool.singleton.runIfActive {
-            let victims = try store.segmentsWhollyBelow(below)
-            let n = try store.truncatePrefix(below: below)
-            return (n, victims.prefix(n).reduce(0) { $0 + $1.bytes })
+        let deleted: Int, freed: Int64
+        do {
+            (deleted, freed) = try await NIOThreadPool.singleton.runIfActive {
+                let victims = try store.segmentsWhollyBelow(below)
+                let n = try store.truncatePrefix(below: below)
+                return (n, victims.prefix(n).reduce(0) { $0 + $1.bytes })
+            }
+        } catch let error as SegmentLogError where error.isClosed {
+            throw PaxosLogError(.closed, "the log was closed during compaction (the snapshot through \(position) is durable)")
+        } catch {
+            throw PaxosLogError(.storage, "deleting segments below \(below) (the snapshot through \(position) is durable): \(error)")
         }
         configuration.logger.info("compacted", metadata: [
             "through": "\(position)", "snapshot_bytes": "\(writer.length)", "segments_deleted": "\(deleted)", "bytes_freed": "\(freed)",

@@ -11,6 +11,11 @@ extension SegmentLogError {
         if case .compacted = code { return true }
         return false
     }
+
+    var isClosed: Bool {
+        if case .closed = code { return true }
+        return false
+    }
 }
 
 /// Loop-confined bookkeeping of snapshot transfers (see WIRE.md, "Snapshot transfer").
@@ -235,9 +240,16 @@ extension ReplicaDriver {
         }
     }
 
-    /// The chosen watermark that is durable here: what compaction may cover.
-    func readable() -> EventLoopFuture<Slot> {
-        loop.submit { self.readableThrough }
+    /// Whether `position` is chosen here, waiting until it is also durable (readable) here:
+    /// what compaction may cover. An append returns once chosen, a moment before the local
+    /// chosen record is synced.
+    func chosenAndReadable(_ position: Slot) async throws -> Bool {
+        let chosen = try await loop.submit { self.core.chosenThrough }.get()
+        guard position <= chosen else { return false }
+        guard let readable = await waitReadable(after: position - 1) else {
+            throw PaxosLogError(.closed, "the log was closed")
+        }
+        return readable >= position
     }
 
     /// Counters of snapshot transfers (for tests and benchmarks).

@@ -59,12 +59,18 @@ public final class StateMachineRunner<Machine: ReplicatedStateMachine>: Sendable
                         do {
                             try await log.compact(through: applied, snapshot: machine.snapshot())
                             current.withLockedValue { $0.compactions += 1 }
-                        } catch let error as PaxosLogError where error.code == .invalidArgument {
-                            // A newer snapshot was installed meanwhile; the next read says so.
-                            log.configuration.logger.info("compaction skipped: \(error)")
+                        } catch let error as PaxosLogError where error.code == .closed {
+                            return
+                        } catch {
+                            // Compaction is an optimisation: a newer snapshot installed meanwhile
+                            // (the next read says so) or a failed deletion must not stop the
+                            // state machine. A failed store fails the next read instead.
+                            log.configuration.logger.warning("compaction skipped: \(error)")
                         }
                     }
                 }
+                return
+            } catch let error as PaxosLogError where error.code == .closed {
                 return
             } catch let error as PaxosLogError where error.code == .compacted {
                 log.configuration.logger.info("log compacted under the state machine; restoring the latest snapshot")

@@ -117,12 +117,17 @@ import Testing
             for _ in 0..<400 where try await l.status().chosenThrough < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
             try await l.compact(through: cut, snapshot: kv(Array(records[0...250])).snapshot())
         }
+        // Restart the two: their transports no longer queue the Accepts node 3 missed, so only
+        // a snapshot can bring it up to date.
+        for l in logs { try await l.close() }
+        logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
+        let leader2 = try await InProcessClusterTests.waitForLeader(logs)
         let lagging = try await PaxosLog.open(config(3))
         logs.append(lagging)
         let runner = StateMachineRunner<KeyValueStateMachine>(log: lagging, policy: .never)
         let task = Task { try await runner.run() }
         // A fresh append after the lagging replica is back: it must learn everything.
-        let last = try await leader.append(KeyValueStateMachine.set("after", "1"))
+        let last = try await leader2.append(KeyValueStateMachine.set("after", "1"))
         for _ in 0..<1500 where runner.state.applied < last { try await Task.sleep(nanoseconds: 20_000_000) }
         #expect(runner.state.applied >= last)
         #expect(runner.state.machine == kv(records + [KeyValueStateMachine.set("after", "1")]))

@@ -82,7 +82,10 @@ struct Compact: AsyncParsableCommand {
         options.createIfMissing = false
         let store: SegmentStore
         do {
-            store = try SegmentStore.open(directory: directory, options: options, fileSystem: fileSystem, logger: Logger(label: "paxlog.compact"))
+            // Only warnings reach stderr: a refusal must be one line.
+            var logger = Logger(label: "paxlog.compact", factory: { StreamLogHandler.standardError(label: $0) })
+            logger.logLevel = .warning
+            store = try SegmentStore.open(directory: directory, options: options, fileSystem: fileSystem, logger: logger)
         } catch let e as SegmentLogError {
             if case .locked = e.code { throw Refusal(reason: "\(directory) is locked by a live replica") }
             throw e
@@ -214,8 +217,11 @@ struct Compact: AsyncParsableCommand {
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
             throw Refusal(reason: "the snapshotter failed (\(process.terminationReason == .exit ? "exit status" : "signal") \(process.terminationStatus))")
         }
-        if let error = feedError.value {
-            throw Refusal(reason: "the snapshotter did not read its input: \(error)")
+        guard writer.length > 0 else { throw Refusal(reason: "the snapshotter wrote nothing") }
+        // A snapshotter may stop reading early (EPIPE here); a failure to read the log may not
+        // pass: the snapshot would silently miss entries.
+        if let error = feedError.value, !(error is BrokenPipe) {
+            throw CLIError("feeding the snapshotter failed: \(error)")
         }
     }
 }
@@ -270,12 +276,15 @@ struct BufferedInput {
     }
 }
 
+struct BrokenPipe: Error {}
+
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
     var done = 0
     while done < bytes.count {
         let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
         if n < 0 {
             if errno == EINTR { continue }
+            if errno == EPIPE { throw BrokenPipe() }
             throw CLIError("write: \(String(cString: strerror(errno)))")
         }
         done += n

@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "paxlog", "SegmentLog", "MultiPaxos", "PaxosTransport", "PaxosLogTesting",
+                "paxlog", "PaxosLog", "SegmentLog", "MultiPaxos", "PaxosTransport", "PaxosLogTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -20,6 +20,12 @@ public enum Message: Hashable, Sendable {
     case catchUpRequest(CatchUpRequest)
     /// Chosen entries, in slot order.
     case catchUpReply(CatchUpReply)
+    /// A replica offers a snapshot to a peer that needs slots it has compacted away.
+    case snapshotOffer(SnapshotOffer)
+    /// A piece of an offered snapshot's bytes.
+    case snapshotChunk(SnapshotChunk)
+    /// The receiver of a snapshot says where it stands: the offset it wants next, or installed.
+    case snapshotAck(SnapshotAck)
 }
 
 /// A message with its sender and receiver.
@@ -150,5 +156,69 @@ public struct CatchUpReply: Hashable, Sendable {
     public init(entries: [Entry], chosenThrough: Slot) {
         self.entries = entries
         self.chosenThrough = chosenThrough
+    }
+}
+
+/// Starts (or resumes) a snapshot transfer: the receiver answers with a ``SnapshotAck`` naming
+/// the offset it wants next, so a transfer cut by a dropped connection resumes where it stopped.
+///
+/// Snapshot transfer is carried out by drivers (it is file I/O); the core only learns the result
+/// through ``PaxosCore/installSnapshot(through:)``. ``SnapshotSender`` and ``SnapshotReceiver``
+/// hold the I/O-free protocol state.
+public struct SnapshotOffer: Hashable, Sendable {
+    /// The snapshot covers every slot through this one; all of them are chosen.
+    public var slot: Slot
+    /// Total data length in bytes.
+    public var length: UInt64
+    /// crc32 (zlib) of the whole data, checked by the receiver before it installs.
+    public var checksum: UInt32
+    /// The sender's chosen watermark, so the receiver knows how far to catch up afterwards.
+    public var chosenThrough: Slot
+
+    public init(slot: Slot, length: UInt64, checksum: UInt32, chosenThrough: Slot) {
+        self.slot = slot
+        self.length = length
+        self.checksum = checksum
+        self.chosenThrough = chosenThrough
+    }
+}
+
+public struct SnapshotChunk: Hashable, Sendable {
+    /// The offered snapshot this chunk belongs to.
+    public var slot: Slot
+    /// Byte offset of `data` in the snapshot.
+    public var offset: UInt64
+    public var data: [UInt8]
+    /// True on the chunk that ends the snapshot (`offset + data.count == length`).
+    public var done: Bool
+
+    public init(slot: Slot, offset: UInt64, data: [UInt8], done: Bool) {
+        self.slot = slot
+        self.offset = offset
+        self.data = data
+        self.done = done
+    }
+}
+
+public struct SnapshotAck: Hashable, Sendable {
+    public enum Status: UInt8, Hashable, Sendable {
+        /// Send from `nextOffset` on (an answer to an offer, or progress).
+        case next = 0
+        /// A chunk arrived out of order: go back to `nextOffset`.
+        case resend = 1
+        /// The receiver holds the snapshot durably (or was already past `slot`): stop.
+        case installed = 2
+        /// The receiver cannot take it (e.g. a storage failure); the sender stops and forgets it.
+        case refused = 3
+    }
+
+    public var slot: Slot
+    public var nextOffset: UInt64
+    public var status: Status
+
+    public init(slot: Slot, nextOffset: UInt64, status: Status) {
+        self.slot = slot
+        self.nextOffset = nextOffset
+        self.status = status
     }
 }

@@ -182,6 +182,10 @@ public struct PaxosCore: Sendable {
         case .heartbeatReply(let m): onHeartbeatReply(fromIndex: from, m)
         case .catchUpRequest(let m): onCatchUpRequest(from: envelope.from, m)
         case .catchUpReply(let m): onCatchUpReply(from: envelope.from, m)
+        case .snapshotOffer, .snapshotChunk, .snapshotAck:
+            // Snapshot transfer is file I/O: drivers carry it out (see SnapshotSender and
+            // SnapshotReceiver) and report the result with installSnapshot(through:).
+            break
         }
     }
 
@@ -293,6 +297,32 @@ public struct PaxosCore: Sendable {
     public mutating func compact(through slot: Slot) {
         let through = Swift.min(slot, chosenThrough)
         log.compact(through: through)
+    }
+
+    /// Storage now durably holds a snapshot covering every slot through `slot`, received from a
+    /// peer, and records every slot through it as chosen: adopt it.
+    ///
+    /// Call only after the snapshot file, its marker and the chosen record are durable (the
+    /// durability contract: the core never acts on state a crash could take back). Votes at or
+    /// below `slot` are discarded — those slots are chosen and the snapshot holds their effect —
+    /// and the replica then catches up on the log after `slot`. A candidate or leader that
+    /// learns it is this far behind steps down. Slots at or below ``chosenThrough`` are ignored.
+    /// ``Ready/installedSnapshot`` reports the new watermark; no ``Ready/chosen`` entries are
+    /// produced for the snapshot's slots.
+    public mutating func installSnapshot(through slot: Slot) {
+        guard slot > chosenThrough else { return }
+        chosenThrough = slot
+        lastChosenRecorded = Swift.max(lastChosenRecorded, slot)
+        knownChosen = Swift.max(knownChosen, slot)
+        log.compact(through: slot)
+        if role != .follower {
+            becomeFollower(leader: nil, ballot: leaderBallot)
+        } else {
+            clearLeaderState()
+        }
+        ready.installedSnapshot = slot
+        catchUpOutstanding = false
+        requestCatchUpIfBehind()
     }
 
     /// Drains the effects accumulated since the last call. See ``Ready`` for what the driver
@@ -536,6 +566,23 @@ public struct PaxosCore: Sendable {
     mutating func onHeartbeatReply(fromIndex: Int, _ r: HeartbeatReply) {
         guard role == .leader, r.ballot == ballot else { return }
         heardFrom |= 1 << UInt64(fromIndex)
+        if r.chosenThrough > chosenThrough { adoptChosen(through: r.chosenThrough) }
+    }
+
+    /// A follower knows slots are chosen that this leader has not counted: it may have compacted
+    /// them (or installed a snapshot over them) and can no longer vote for them in this ballot,
+    /// so waiting for its Accepted could wait forever. Having finished Phase 1, this leader's
+    /// value for every open slot is the one a majority may have chosen (a chosen value is
+    /// re-proposed by every later ballot), so it may count those slots chosen at once.
+    mutating func adoptChosen(through peerChosen: Slot) {
+        let limit = Swift.min(peerChosen, nextSlot &- 1)
+        while chosenThrough < limit, !acks.isEmpty, let e = log[chosenThrough + 1] {
+            acks.removeFirst()
+            chosenThrough += 1
+            uncommittedBytes -= e.value.byteCount
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: e.value))
+        }
+        knownChosen = Swift.max(knownChosen, chosenThrough)
     }
 
     mutating func markAcked(bit: UInt64, first: Slot, last: Slot) {

@@ -65,7 +65,7 @@ public struct Leadership: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A peer needs slots this replica has already compacted away; the driver must send it a
-/// snapshot (the compaction issue adds the `installSnapshot` message for this).
+/// snapshot (``SnapshotOffer``, ``SnapshotChunk``, ``SnapshotAck``; see ``SnapshotSender``).
 public struct SnapshotRequest: Hashable, Sendable {
     public var peer: NodeID
     /// The first slot the peer is missing.
@@ -105,13 +105,16 @@ public struct Ready: Sendable {
     public var leadership: Leadership? = nil
     /// Peers that need a snapshot because the log they lack was compacted.
     public var snapshotRequests: [SnapshotRequest] = []
+    /// Set when ``PaxosCore/installSnapshot(through:)`` moved the chosen watermark to this slot:
+    /// the application must reload its state from the snapshot before applying `chosen`.
+    public var installedSnapshot: Slot? = nil
 
     public init() {}
 
     /// True when there is nothing to do.
     public var isEmpty: Bool {
         records.isEmpty && messages.isEmpty && messagesAfterPersist.isEmpty && chosen.isEmpty
-            && leadership == nil && snapshotRequests.isEmpty
+            && leadership == nil && snapshotRequests.isEmpty && installedSnapshot == nil
     }
 }
 

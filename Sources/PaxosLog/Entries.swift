@@ -36,7 +36,15 @@ extension PaxosLog {
         static func read(store: SegmentStore, from: Position, through: Position, maxCount: Int) throws -> (entries: [Entry], next: Position) {
             guard from <= through, maxCount > 0 else { return ([], from) }
             let last = Swift.min(through, from + Position(maxCount) - 1)
-            let stored = try store.entries(from: from, through: last)
+            let stored: [LogEntry]
+            do {
+                stored = try store.entries(from: from, through: last)
+            } catch let error as SegmentLogError where error.isCompacted {
+                // The application must restore the latest snapshot and continue after it.
+                throw PaxosLogError(.compacted, "position \(from) was compacted into a snapshot; restore latestSnapshot() and read on from after it")
+            } catch let error as SegmentLogError where error.isClosed {
+                throw PaxosLogError(.closed, "the log was closed")
+            }
             var out: [Entry] = []
             out.reserveCapacity(stored.count)
             var expected = from

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import MultiPaxos
 import NIOCore
 import NIOPosix
@@ -25,6 +26,8 @@ public final class PaxosLog: Sendable {
     let driver: ReplicaDriver
     private let transport: PeerTransport?
     private let forwarder: Forwarder?
+    /// One compaction at a time.
+    let compacting = NIOLockedValueBox(false)
 
     private init(configuration: Configuration, driver: ReplicaDriver, transport: PeerTransport?) {
         self.configuration = configuration

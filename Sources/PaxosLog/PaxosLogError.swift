@@ -24,7 +24,8 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let invalidConfiguration = Code(name: "invalid configuration")
         /// The requested slots were compacted into a snapshot.
         public static let compacted = Code(name: "compacted")
-        /// The request itself is invalid (e.g. a record above the size limit); nothing was appended.
+        /// The request itself is invalid (the message says what), e.g. a record above the size
+        /// limit or a compaction beyond the chosen watermark; nothing was changed.
         public static let invalidArgument = Code(name: "invalid argument")
         /// The network transport failed to start or to reach the leader.
         public static let transport = Code(name: "transport")

@@ -17,9 +17,9 @@ final class ReplicaDriver: @unchecked Sendable {
     let loop: any EventLoop
     let store: SegmentStore
     let configuration: PaxosLog.Configuration
-    private let logger: Logger
-    private var core: PaxosCore
-    private var transport: PeerTransport?
+    let logger: Logger
+    var core: PaxosCore
+    var transport: PeerTransport?
 
     /// Client appends waiting for their slot to be chosen, and their deadlines in slot order.
     private var waiters: [Slot: Waiter] = [:]
@@ -33,12 +33,18 @@ final class ReplicaDriver: @unchecked Sendable {
     private var durable: RecordSequence = 0
     private var drainScheduled = false
     private var ticker: RepeatedTask?
-    private var failure: PaxosLogError?
-    private var isClosed = false
+    var failure: PaxosLogError?
+    var isClosed = false
 
     /// Chosen and durable on this replica: what readers may see.
     private(set) var readableThrough: Slot
     private(set) var leadership = Leadership(leader: nil, ballot: .zero, isLeader: false)
+
+    /// Snapshot transfers in both directions and local compactions; confined to `loop`.
+    let snapshots = SnapshotTransfers()
+    /// Serial queue for snapshot file I/O, so chunks are read, written and sent in order and
+    /// never block the event loop.
+    let snapshotIO = DispatchQueue(label: "paxoslog.snapshot-io")
 
     private let appendsCounter = Counter(label: "paxoslog_appends_total")
     private let chosenCounter = Counter(label: "paxoslog_chosen_total")
@@ -100,6 +106,12 @@ final class ReplicaDriver: @unchecked Sendable {
 
     private func onReceive(_ envelope: Envelope) {
         guard !isClosed, failure == nil else { return }
+        switch envelope.message {
+        case .snapshotOffer(let offer): return onSnapshotOffer(from: envelope.from, offer)
+        case .snapshotChunk(let chunk): return onSnapshotChunk(from: envelope.from, chunk)
+        case .snapshotAck(let ack): return onSnapshotAck(from: envelope.from, ack)
+        default: break
+        }
         core.step(envelope)
         scheduleDrain()
     }
@@ -182,12 +194,13 @@ final class ReplicaDriver: @unchecked Sendable {
     private func onTick() {
         guard !isClosed, failure == nil else { return }
         core.tick()
+        tickSnapshotTransfers()
         expireAppends()
         trimMemory()
         drain()
     }
 
-    private func scheduleDrain() {
+    func scheduleDrain() {
         guard !drainScheduled else { return }
         drainScheduled = true
         loop.execute { self.drain() }
@@ -238,6 +251,10 @@ final class ReplicaDriver: @unchecked Sendable {
     /// the peer asks again for the rest.
     private func serveFromStorage(_ request: SnapshotRequest) {
         guard let transport, request.fromSlot <= readableThrough else { return }
+        if let snapshot = store.state.snapshotSlot, request.fromSlot <= snapshot {
+            // Compacted here too: only the snapshot (then the log after it) can help the peer.
+            return startSnapshotTransfer(to: request.peer)
+        }
         let through = Swift.min(readableThrough, request.fromSlot + Slot(Self.catchUpBatch) - 1)
         let chosen = core.chosenThrough
         let me = configuration.nodeID
@@ -249,8 +266,10 @@ final class ReplicaDriver: @unchecked Sendable {
                 let entries = try store.entries(from: request.fromSlot, through: through).map(Entry.init)
                 guard entries.first?.slot == request.fromSlot else { return }
                 transport.send(Envelope(from: me, to: request.peer, message: .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosen))))
+            } catch let error as SegmentLogError where error.isCompacted {
+                // Compacted between the check and the read.
+                self.loop.execute { self.startSnapshotTransfer(to: request.peer) }
             } catch {
-                // Compacted into a snapshot: snapshot transfer is the compaction issue's work.
                 logger.warning("cannot serve catch-up from storage", metadata: [
                     "peer": "\(request.peer)", "from_slot": "\(request.fromSlot)", "error": "\(error)",
                 ])
@@ -308,7 +327,7 @@ final class ReplicaDriver: @unchecked Sendable {
         }
     }
 
-    private func advanceReadable(to slot: Slot) {
+    func advanceReadable(to slot: Slot) {
         guard slot > readableThrough else { return }
         readableThrough = slot
         guard !readWaiters.isEmpty else { return }

@@ -197,6 +197,13 @@ public struct InvariantChecker: Sendable {
         }
     }
 
+    /// A replica installed a snapshot holding `values` as the chosen prefix (each checked
+    /// against what a majority chose): extend the learned sequence, so later learners are
+    /// checked against it too.
+    public mutating func observeInstalledSnapshot(_ values: [Value]) {
+        while chosen.count < values.count { chosen.append(values[chosen.count]) }
+    }
+
     /// A client was told its proposal `value` is chosen at `slot`.
     public mutating func acknowledge(slot: Slot, value: Value) {
         let i = Int(slot - 1)
@@ -211,7 +218,7 @@ public struct InvariantChecker: Sendable {
     public mutating func observeRestart(node: NodeID, state: DurableState) {
         var latest: [Slot: Value] = [:]
         for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
-        if state.chosenThrough > 0 {
+        if state.chosenThrough > state.compactedThrough {
             for s in (state.compactedThrough + 1)...state.chosenThrough {
                 guard let v = latest[s] else {
                     fail("node \(node) restarted with chosen watermark \(state.chosenThrough) but no entry for slot \(s)")

@@ -27,6 +27,13 @@ public struct SimulationOptions: Sendable {
     /// Probability that a replica crashes right after it voted or changed role, before its
     /// storage synced: the moments where durability bugs bite.
     public var crashAfterVoteRate: Double = 0.05
+    /// Probability per tick per live replica that its application compacts: a snapshot of its
+    /// learned prefix (durable at once, as `SegmentStore.writeSnapshot` returns only then) and
+    /// `compact(through:)`. Lagging replicas then catch up through snapshot transfers.
+    public var compactionRate: Double = 0.01
+    /// Snapshot transfer chunk size and window: small, so a transfer takes several messages.
+    public var snapshotChunkSize: Int = 400
+    public var snapshotWindowBytes: UInt64 = 1600
     /// A deliberately broken core to run instead of the real one.
     @_spi(Testing) public var plantedBug: PlantedBug? = nil
     /// Called with every trace line when set (replaying one seed).
@@ -50,6 +57,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var duplicated = 0
     public var crashes = 0
     public var partitions = 0
+    public var compactions = 0
+    public var snapshotsInstalled = 0
     public var proposed = 0
     public var acknowledged = 0
     public var chosenSlots = 0
@@ -59,6 +68,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var description: String {
         let head = "seed=\(seed) replicas=\(replicas) ticks=\(ticks) steps=\(steps) loss=\(Int(lossRate * 100))% "
             + "sent=\(sent) dropped=\(dropped) dup=\(duplicated) crashes=\(crashes) partitions=\(partitions) "
+            + "compactions=\(compactions) installed=\(snapshotsInstalled) "
             + "proposed=\(proposed) acked=\(acknowledged) chosen=\(chosenSlots)"
         guard let v = violation else { return head }
         return head + "\nVIOLATION at tick \(violationTick ?? -1): \(v)\nreplay with PAXOS_SEED=\(seed)"
@@ -75,6 +85,8 @@ public struct Simulation: Sendable {
         /// Sequence of the last durable record (of the current incarnation's numbering).
         var durableSeq: RecordSequence = 0
         var lastSeq: RecordSequence = 0
+        /// The durable snapshot: the chosen values of slots `1 ... values.count`.
+        var snapshot: [Value]? = nil
     }
 
     struct Node: Sendable {
@@ -87,6 +99,10 @@ public struct Simulation: Sendable {
         var learned: [Value] = []
         var restartAt: Int? = nil
         var incarnation = 0
+        /// Snapshot transfers (volatile: a crash loses them, and a partial receive with them).
+        var senders: [NodeID: SnapshotSender] = [:]
+        var receiver: SnapshotReceiver? = nil
+        var receivedBytes: [UInt8] = []
     }
 
     struct PendingProposal: Sendable {
@@ -173,12 +189,22 @@ public struct Simulation: Sendable {
         for i in nodes.indices where nodes[i].core != nil {
             nodes[i].core!.tick()
             drain(i)
+            tickSenders(i)
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
+        for i in nodes.indices where nodes[i].core != nil && rng.chance(options.compactionRate) {
+            compact(i)
+        }
         for e in network.due(now: now, rng: &rng) {
             guard let i = members.firstIndex(of: e.to), nodes[i].core != nil else { continue }
-            nodes[i].core!.step(e)
-            drain(i)
+            switch e.message {
+            case .snapshotOffer(let o): onSnapshotOffer(i, from: e.from, o)
+            case .snapshotChunk(let c): onSnapshotChunk(i, from: e.from, c)
+            case .snapshotAck(let a): onSnapshotAck(i, from: e.from, a)
+            default:
+                nodes[i].core!.step(e)
+                drain(i)
+            }
         }
         for i in nodes.indices where nodes[i].core != nil && rng.chance(syncRate) {
             sync(i)
@@ -235,6 +261,7 @@ public struct Simulation: Sendable {
             trace("node \(id): \(l)")
             if l.isLeader { clientTarget = i }
         }
+        for request in r.snapshotRequests { startSnapshotTransfer(i, to: request.peer) }
         if checker.violation != nil, report.violationTick == nil {
             report.violationTick = now
             trace("VIOLATION \(checker.violation!)")
@@ -327,6 +354,9 @@ public struct Simulation: Sendable {
         nodes[i].storage.pending.removeAll()
         nodes[i].core = nil
         nodes[i].gated.removeAll()
+        nodes[i].senders = [:]
+        nodes[i].receiver = nil
+        nodes[i].receivedBytes = []
         nodes[i].restartAt = now + restartAfter
         network.dropAll(involving: nodes[i].id)
         pending.removeAll { $0.node == i }
@@ -336,16 +366,200 @@ public struct Simulation: Sendable {
     mutating func restart(_ i: Int) {
         var state = DurableState()
         for r in nodes[i].storage.durable { state.apply(r) }
+        let snapshot = nodes[i].storage.snapshot ?? []
+        if !snapshot.isEmpty {
+            // Recovery drops entries the snapshot covers; the snapshot's slots are chosen.
+            state.compactedThrough = Slot(snapshot.count)
+            state.chosenThrough = Swift.max(state.chosenThrough, state.compactedThrough)
+            state.entries.removeAll { $0.slot <= state.compactedThrough }
+        }
         checker.observeRestart(node: nodes[i].id, state: state)
         // Rewrite storage compactly, as recovery would, so sequence numbers start afresh.
-        nodes[i].storage = Storage(durable: nodes[i].storage.durable)
+        nodes[i].storage = Storage(durable: nodes[i].storage.durable, snapshot: nodes[i].storage.snapshot)
         nodes[i].incarnation += 1
         nodes[i].restartAt = nil
         nodes[i].core = PaxosCore(configuration: config(for: nodes[i].id, incarnation: nodes[i].incarnation), restoring: state)
         var latest: [Slot: Value] = [:]
         for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
-        nodes[i].learned = state.chosenThrough == 0 ? [] : (1...state.chosenThrough).map { latest[$0] ?? .noop }
+        nodes[i].learned = state.chosenThrough == 0 ? [] : (1...state.chosenThrough).map { s in
+            s <= Slot(snapshot.count) ? snapshot[Int(s - 1)] : (latest[s] ?? .noop)
+        }
         trace("restart \(nodes[i].id) promised=\(state.promised) chosen=\(state.chosenThrough)")
+        drain(i)
+    }
+
+    // MARK: - Compaction and snapshot transfer
+
+    /// The application snapshots its learned prefix (or part of it) and compacts.
+    mutating func compact(_ i: Int) {
+        let learned = nodes[i].learned.count
+        let current = nodes[i].storage.snapshot?.count ?? 0
+        guard learned > current else { return }
+        let through = learned - rng.below(Swift.min(4, learned - current))
+        nodes[i].storage.snapshot = Array(nodes[i].learned[0..<through])
+        nodes[i].core!.compact(through: Slot(through))
+        report.compactions += 1
+        trace("node \(nodes[i].id) compacts through \(through)")
+        drain(i)
+    }
+
+    static func encodeSnapshot(_ values: [Value]) -> [UInt8] {
+        var out: [UInt8] = []
+        for v in values {
+            switch v {
+            case .noop: out.append(0)
+            case .data(let b):
+                out.append(1)
+                out.append(UInt8(b.count))
+                out.append(contentsOf: b)
+            }
+        }
+        return out
+    }
+
+    static func decodeSnapshot(_ bytes: [UInt8]) -> [Value]? {
+        var out: [Value] = []
+        var k = 0
+        while k < bytes.count {
+            if bytes[k] == 0 { out.append(.noop); k += 1; continue }
+            guard bytes[k] == 1, k + 1 < bytes.count, k + 2 + Int(bytes[k + 1]) <= bytes.count else { return nil }
+            out.append(.data(Array(bytes[(k + 2)..<(k + 2 + Int(bytes[k + 1]))])))
+            k += 2 + Int(bytes[k + 1])
+        }
+        return out
+    }
+
+    /// FNV-1a, standing in for the driver's crc32.
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var h: UInt32 = 2_166_136_261
+        for b in bytes { h = (h ^ UInt32(b)) &* 16_777_619 }
+        return h
+    }
+
+    mutating func startSnapshotTransfer(_ i: Int, to peer: NodeID) {
+        guard nodes[i].senders[peer] == nil, let values = nodes[i].storage.snapshot, !values.isEmpty else { return }
+        let bytes = Self.encodeSnapshot(values)
+        let offer = SnapshotOffer(slot: Slot(values.count), length: UInt64(bytes.count), checksum: Self.checksum(bytes),
+                                  chosenThrough: nodes[i].core!.chosenThrough)
+        nodes[i].senders[peer] = SnapshotSender(peer: peer, offer: offer, chunkSize: options.snapshotChunkSize,
+                                                windowBytes: options.snapshotWindowBytes, retryTicks: 8, giveUpTicks: 200)
+        trace("node \(nodes[i].id) offers snapshot \(offer.slot) to \(peer)")
+        pumpSender(i, peer)
+    }
+
+    mutating func pumpSender(_ i: Int, _ peer: NodeID) {
+        guard var sender = nodes[i].senders[peer] else { return }
+        let actions = sender.poll()
+        if sender.isFinished {
+            nodes[i].senders[peer] = nil
+            return
+        }
+        nodes[i].senders[peer] = sender
+        guard !actions.isEmpty else { return }
+        // The sender's snapshot file stays open: a newer compaction does not change what it sends.
+        let bytes = Self.encodeSnapshot(Array((nodes[i].storage.snapshot ?? []).prefix(Int(sender.offer.slot))))
+        for a in actions {
+            switch a {
+            case .offer(let o):
+                send(Envelope(from: nodes[i].id, to: peer, message: .snapshotOffer(o)))
+            case .chunk(let offset, let count, let isLast):
+                let data = Array(bytes[Int(offset)..<Int(offset) + count])
+                send(Envelope(from: nodes[i].id, to: peer, message: .snapshotChunk(SnapshotChunk(slot: sender.offer.slot, offset: offset, data: data, done: isLast))))
+            }
+        }
+    }
+
+    mutating func tickSenders(_ i: Int) {
+        for peer in nodes[i].senders.keys.sorted() {
+            nodes[i].senders[peer]!.tick()
+            pumpSender(i, peer)
+        }
+    }
+
+    mutating func onSnapshotAck(_ i: Int, from: NodeID, _ ack: SnapshotAck) {
+        guard nodes[i].senders[from] != nil else { return }
+        nodes[i].senders[from]!.onAck(ack)
+        pumpSender(i, from)
+    }
+
+    mutating func onSnapshotOffer(_ i: Int, from: NodeID, _ offer: SnapshotOffer) {
+        let me = nodes[i].id
+        func reply(_ a: SnapshotAck, _ sim: inout Simulation) { sim.send(Envelope(from: me, to: from, message: .snapshotAck(a))) }
+        if offer.slot <= nodes[i].core!.chosenThrough {
+            return reply(SnapshotAck(slot: offer.slot, nextOffset: offer.length, status: .installed), &self)
+        }
+        if var r = nodes[i].receiver {
+            if r.matches(offer) {
+                let a = r.resume(from: from)
+                nodes[i].receiver = r
+                return reply(a, &self)
+            }
+            if offer.slot < r.offer.slot { return reply(SnapshotAck(slot: offer.slot, nextOffset: 0, status: .refused), &self) }
+        }
+        nodes[i].receiver = SnapshotReceiver(from: from, offer: offer)
+        nodes[i].receivedBytes = []
+        reply(SnapshotAck(slot: offer.slot, nextOffset: 0, status: .next), &self)
+    }
+
+    mutating func onSnapshotChunk(_ i: Int, from: NodeID, _ chunk: SnapshotChunk) {
+        let me = nodes[i].id
+        guard var r = nodes[i].receiver, r.offer.slot == chunk.slot else {
+            if chunk.slot <= nodes[i].core!.chosenThrough {
+                send(Envelope(from: me, to: from, message: .snapshotAck(SnapshotAck(slot: chunk.slot, nextOffset: chunk.offset, status: .installed))))
+            }
+            return
+        }
+        let action = r.onChunk(chunk)
+        nodes[i].receiver = r
+        switch action {
+        case .ignore:
+            return
+        case .reply(let a):
+            send(Envelope(from: me, to: from, message: .snapshotAck(a)))
+        case .write(let a, let complete):
+            nodes[i].receivedBytes.append(contentsOf: chunk.data)
+            if complete {
+                installSnapshot(i, r.offer)
+                // Crash right after the install, before the peer hears of it: it must re-offer
+                // and hear "installed" from the restarted replica.
+                if faultsOn, options.crashes, rng.chance(options.crashAfterVoteRate) {
+                    crash(i, restartAfter: 1 + rng.below(3))
+                    return
+                }
+            }
+            send(Envelope(from: me, to: from, message: .snapshotAck(a)))
+        }
+    }
+
+    /// Verifies a received snapshot, makes it durable, then tells the core (in that order).
+    mutating func installSnapshot(_ i: Int, _ offer: SnapshotOffer) {
+        let bytes = nodes[i].receivedBytes
+        nodes[i].receiver = nil
+        nodes[i].receivedBytes = []
+        guard UInt64(bytes.count) == offer.length, Self.checksum(bytes) == offer.checksum, let values = Self.decodeSnapshot(bytes),
+              values.count == Int(offer.slot) else {
+            checker.failSnapshot("node \(nodes[i].id) received a snapshot for slot \(offer.slot) that does not verify")
+            return
+        }
+        // Every value a snapshot carries must be the one chosen, and agree with what this replica learned.
+        for (k, v) in values.enumerated() {
+            let slot = Slot(k + 1)
+            if checker.trulyChosen[slot] != v || (k < checker.chosen.count && checker.chosen[k] != v) {
+                checker.failSnapshot("node \(nodes[i].id) installed \(checker.describe(v)) at slot \(slot) from a snapshot, which was not chosen there")
+                return
+            }
+            if k < nodes[i].learned.count, nodes[i].learned[k] != v {
+                checker.failSnapshot("node \(nodes[i].id) installed a snapshot that disagrees with its learned slot \(slot)")
+                return
+            }
+        }
+        guard Int(offer.slot) > nodes[i].learned.count else { return }
+        if Int(offer.slot) > (nodes[i].storage.snapshot?.count ?? 0) { nodes[i].storage.snapshot = values }
+        checker.observeInstalledSnapshot(values)
+        nodes[i].core!.installSnapshot(through: offer.slot)
+        nodes[i].learned = values
+        report.snapshotsInstalled += 1
+        trace("node \(nodes[i].id) installed snapshot \(offer.slot)")
         drain(i)
     }
 
@@ -386,4 +600,5 @@ public struct Simulation: Sendable {
 
 extension InvariantChecker {
     mutating func failLiveness(_ s: String) { fail("liveness: " + s) }
+    mutating func failSnapshot(_ s: String) { fail("snapshot: " + s) }
 }

@@ -22,6 +22,9 @@ public enum MessageCodec {
         case heartbeatReply = 7
         case catchUpRequest = 8
         case catchUpReply = 9
+        case snapshotOffer = 10
+        case snapshotChunk = 11
+        case snapshotAck = 12
     }
 
     /// The type byte `message` is encoded with.
@@ -36,6 +39,9 @@ public enum MessageCodec {
         case .heartbeatReply: return .heartbeatReply
         case .catchUpRequest: return .catchUpRequest
         case .catchUpReply: return .catchUpReply
+        case .snapshotOffer: return .snapshotOffer
+        case .snapshotChunk: return .snapshotChunk
+        case .snapshotAck: return .snapshotAck
         }
     }
 
@@ -81,6 +87,20 @@ public enum MessageCodec {
             buffer.writeWire(m.chosenThrough)
             buffer.writeWire(UInt32(truncatingIfNeeded: m.entries.count))
             for entry in m.entries { buffer.writeEntry(entry) }
+        case .snapshotOffer(let m):
+            buffer.writeWire(m.slot)
+            buffer.writeWire(m.length)
+            buffer.writeWire(m.checksum)
+            buffer.writeWire(m.chosenThrough)
+        case .snapshotChunk(let m):
+            buffer.writeWire(m.slot)
+            buffer.writeWire(m.offset)
+            buffer.writeBool(m.done)
+            buffer.writeWireBytes(m.data)
+        case .snapshotAck(let m):
+            buffer.writeWire(m.slot)
+            buffer.writeWire(m.nextOffset)
+            buffer.writeWire(m.status.rawValue)
         }
     }
 
@@ -141,6 +161,26 @@ public enum MessageCodec {
             entries.reserveCapacity(count)
             for _ in 0..<count { entries.append(try buffer.readEntry()) }
             message = .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosenThrough))
+        case .snapshotOffer:
+            message = .snapshotOffer(SnapshotOffer(
+                slot: try buffer.readWire(Slot.self, "snapshotOffer.slot"),
+                length: try buffer.readWire(UInt64.self, "snapshotOffer.length"),
+                checksum: try buffer.readWire(UInt32.self, "snapshotOffer.checksum"),
+                chosenThrough: try buffer.readWire(Slot.self, "snapshotOffer.chosenThrough")))
+        case .snapshotChunk:
+            let slot = try buffer.readWire(Slot.self, "snapshotChunk.slot")
+            let offset = try buffer.readWire(UInt64.self, "snapshotChunk.offset")
+            let done = try buffer.readBool("snapshotChunk.done")
+            let data = try buffer.readWireBytes("snapshotChunk.data")
+            message = .snapshotChunk(SnapshotChunk(slot: slot, offset: offset, data: data, done: done))
+        case .snapshotAck:
+            let slot = try buffer.readWire(Slot.self, "snapshotAck.slot")
+            let next = try buffer.readWire(UInt64.self, "snapshotAck.nextOffset")
+            let rawStatus = try buffer.readWire(UInt8.self, "snapshotAck.status")
+            guard let status = SnapshotAck.Status(rawValue: rawStatus) else {
+                throw WireError(.invalidValue, "snapshot ack status \(rawStatus)")
+            }
+            message = .snapshotAck(SnapshotAck(slot: slot, nextOffset: next, status: status))
         }
         try buffer.checkFullyRead("envelope")
         return Envelope(from: from, to: to, message: message)
@@ -159,6 +199,9 @@ public enum MessageCodec {
         case .heartbeatReply: return header + WireSize.ballot + 16
         case .catchUpRequest: return header + 16
         case .catchUpReply(let m): return header + 8 + 4 + m.entries.reduce(0) { $0 + WireSize.entry($1) }
+        case .snapshotOffer: return header + 8 + 8 + 4 + 8
+        case .snapshotChunk(let m): return header + 8 + 8 + 1 + 4 + m.data.count
+        case .snapshotAck: return header + 8 + 8 + 1
         }
     }
 }

@@ -6,7 +6,7 @@ import Darwin
 
 /// Snapshot files: a 40-byte header (see FORMAT.md) and the application's bytes.
 enum SnapshotFile {
-    static func encodeHeader(slot: UInt64, data: UnsafeRawBufferPointer) -> [UInt8] {
+    static func encodeHeader(slot: UInt64, length: UInt64, dataCRC: UInt32) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: Format.snapshotHeaderSize) { buffer, count in
             let out = UnsafeMutableRawBufferPointer(buffer)
             out.initializeMemory(as: UInt8.self, repeating: 0)
@@ -14,49 +14,15 @@ enum SnapshotFile {
             out.putLE(Format.version, at: 8)
             out.putLE(UInt16(Format.snapshotHeaderSize), at: 10)
             out.putLE(slot, at: 16)
-            out.putLE(UInt64(data.count), at: 24)
-            out.putLE(Format.crc(0, data), at: 32)
+            out.putLE(length, at: 24)
+            out.putLE(dataCRC, at: 32)
             out.putLE(Format.crc(0, UnsafeRawBufferPointer(rebasing: out[0..<36])), at: 36)
             count = Format.snapshotHeaderSize
         }
     }
 
-    /// Writes `data` durably as the snapshot for `slot`: temporary file, fdatasync, rename,
-    /// directory fsync. Only then may a marker that points at it be appended.
-    static func write(slot: UInt64, data: [UInt8], directory: String, fileSystem: any FileSystem) throws {
-        let path = directory + "/" + Format.snapshotFileName(slot)
-        let temporary = path + Format.temporarySuffix
-        var step = "open"
-        do {
-            let fd = try fileSystem.open(temporary, mode: .readWriteCreate)
-            defer { try? fileSystem.close(fd) }
-            step = "ftruncate"
-            try fileSystem.truncate(fd, to: 0)
-            step = "pwrite"
-            try data.withUnsafeBytes { bytes in
-                try encodeHeader(slot: slot, data: bytes).withUnsafeBytes { try fileSystem.writeAll(fd, $0, at: 0) }
-                try fileSystem.writeAll(fd, bytes, at: Int64(Format.snapshotHeaderSize))
-            }
-            step = "fdatasync"
-            try fileSystem.fdatasync(fd)
-            step = "rename"
-            try fileSystem.rename(temporary, to: path)
-            step = "directory fsync"
-            try fileSystem.syncDirectory(directory)
-        } catch {
-            if step != "directory fsync" { try? fileSystem.remove(temporary) }
-            let code = (error as? FileSystemError)?.errno ?? EIO
-            if step == "fdatasync" || step == "directory fsync" {
-                throw SegmentLogError(.syncFailed(errno: code, path: path), "writing snapshot: \(step)", cause: error as? FileSystemError)
-            }
-            throw SegmentLogError(.io(errno: code, path: temporary), "writing snapshot: \(step)", cause: error as? FileSystemError)
-        }
-    }
-
-    /// Reads and verifies a snapshot file.
-    /// - Parameter verifyData: also read the data and check its CRC (otherwise only the header
-    ///   and the file length are checked, and `data` is empty).
-    static func read(path: String, fileSystem: any FileSystem, verifyData: Bool) throws -> SegmentStore.Snapshot {
+    /// Opens a snapshot file and checks its header and length; the caller owns the returned fd.
+    static func open(path: String, fileSystem: any FileSystem) throws -> (fd: Int32, slot: UInt64, length: UInt64, dataCRC: UInt32) {
         let fd: Int32
         do { fd = try fileSystem.open(path, mode: .readOnly) } catch {
             if let e = error as? FileSystemError, e.errno == ENOENT {
@@ -64,30 +30,44 @@ enum SnapshotFile {
             }
             throw SegmentLogError.io(error, "open", path)
         }
-        defer { try? fileSystem.close(fd) }
-        var header = [UInt8](repeating: 0, count: Format.snapshotHeaderSize)
-        let size: Int64
-        let n: Int
         do {
-            size = try fileSystem.size(fd)
-            n = try header.withUnsafeMutableBytes { try fileSystem.readFully(fd, into: $0, at: 0) }
-        } catch {
-            throw SegmentLogError.io(error, "read", path)
-        }
-        guard n == Format.snapshotHeaderSize else { throw SegmentLogError.corruption(path, 0, "snapshot file shorter than its header") }
-        let (slot, length, dataCRC): (UInt64, UInt64, UInt32) = try header.withUnsafeBytes { h in
-            guard h.le(0, as: UInt64.self) == Format.snapshotMagic else { throw SegmentLogError.corruption(path, 0, "bad snapshot magic") }
-            let stored = h.le(36, as: UInt32.self)
-            let actual = Format.crc(0, UnsafeRawBufferPointer(rebasing: h[0..<36]))
-            guard stored == actual else {
-                throw SegmentLogError.corruption(path, 36, "snapshot header CRC mismatch: stored \(hex(stored)), computed \(hex(actual))")
+            var header = [UInt8](repeating: 0, count: Format.snapshotHeaderSize)
+            let size: Int64
+            let n: Int
+            do {
+                size = try fileSystem.size(fd)
+                n = try header.withUnsafeMutableBytes { try fileSystem.readFully(fd, into: $0, at: 0) }
+            } catch {
+                throw SegmentLogError.io(error, "read", path)
             }
-            guard h.le(8, as: UInt16.self) == Format.version else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
-            return (h.le(16), h.le(24), h.le(32))
+            guard n == Format.snapshotHeaderSize else { throw SegmentLogError.corruption(path, 0, "snapshot file shorter than its header") }
+            let (slot, length, dataCRC): (UInt64, UInt64, UInt32) = try header.withUnsafeBytes { h in
+                guard h.le(0, as: UInt64.self) == Format.snapshotMagic else { throw SegmentLogError.corruption(path, 0, "bad snapshot magic") }
+                let stored = h.le(36, as: UInt32.self)
+                let actual = Format.crc(0, UnsafeRawBufferPointer(rebasing: h[0..<36]))
+                guard stored == actual else {
+                    throw SegmentLogError.corruption(path, 36, "snapshot header CRC mismatch: stored \(hex(stored)), computed \(hex(actual))")
+                }
+                guard h.le(8, as: UInt16.self) == Format.version else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
+                return (h.le(16), h.le(24), h.le(32))
+            }
+            guard length <= UInt64(Int64.max) - UInt64(Format.snapshotHeaderSize),
+                  UInt64(size) == UInt64(Format.snapshotHeaderSize) + length else {
+                throw SegmentLogError.corruption(path, Int(Format.snapshotHeaderSize), "snapshot file is \(size) bytes, header says \(Format.snapshotHeaderSize) + \(length)")
+            }
+            return (fd, slot, length, dataCRC)
+        } catch {
+            try? fileSystem.close(fd)
+            throw error
         }
-        guard UInt64(size) == UInt64(Format.snapshotHeaderSize) + length else {
-            throw SegmentLogError.corruption(path, Int(Format.snapshotHeaderSize), "snapshot file is \(size) bytes, header says \(Format.snapshotHeaderSize) + \(length)")
-        }
+    }
+
+    /// Reads and verifies a snapshot file.
+    /// - Parameter verifyData: also read the data and check its CRC (otherwise only the header
+    ///   and the file length are checked, and `data` is empty).
+    static func read(path: String, fileSystem: any FileSystem, verifyData: Bool) throws -> SegmentStore.Snapshot {
+        let (fd, slot, length, dataCRC) = try open(path: path, fileSystem: fileSystem)
+        defer { try? fileSystem.close(fd) }
         guard verifyData else { return SegmentStore.Snapshot(slot: slot, data: []) }
         guard length <= UInt64(Int.max / 2) else { throw SegmentLogError.corruption(path, 24, "snapshot length \(length) is implausible") }
         var data = [UInt8](repeating: 0, count: Int(length))
@@ -117,24 +97,22 @@ extension SegmentStore {
     /// append). Older snapshot files are deleted after the marker is durable.
     /// - Throws: `.invalidArgument` if `slot` is below the current snapshot; `.io`/`.syncFailed`.
     public func writeSnapshot(slot: UInt64, data: [UInt8]) async throws {
-        let current: UInt64? = try lock.withLock {
-            if shared.closing { throw SegmentLogError(.closed, "") }
-            if let failure = shared.failure { throw SegmentLogError(.storeFailed, "", cause: failure) }
-            return shared.log.snapshotSlot
+        let writer = try beginSnapshot(slot: slot)
+        do {
+            try writer.write(data)
+            try await writer.commit()
+        } catch {
+            writer.abort()
+            throw error
         }
-        if let current, slot < current {
-            throw SegmentLogError(.invalidArgument, "snapshot slot \(slot) is below the current snapshot \(current)")
-        }
-        try maintenance.withLock {
-            try SnapshotFile.write(slot: slot, data: data, directory: directory, fileSystem: fileSystem)
-        }
-        let marker = try RecordCodec.encode([.snapshot(slot: slot)], compressionThreshold: .max, maxRecordBytes: options.maxRecordBytes)
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-            enqueue(marker, .continuation(continuation))
-        }
-        // The marker is durable: snapshots it supersedes are garbage.
+    }
+
+    /// Deletes snapshot files older than the current snapshot, once the marker naming a newer
+    /// one is durable. An open ``SnapshotReader`` on a deleted file keeps reading it (POSIX
+    /// unlink semantics), so a transfer in progress is not cut short.
+    func removeSupersededSnapshots() {
         maintenance.withLock {
-            let now = lock.withLock { shared.log.snapshotSlot } ?? slot
+            guard let now = lock.withLock({ shared.log.snapshotSlot }) else { return }
             guard let names = try? fileSystem.listDirectory(directory) else { return }
             var removed = false
             for name in names {
@@ -145,7 +123,6 @@ extension SegmentStore {
             }
             if removed { try? fileSystem.syncDirectory(directory) }
         }
-        logger.info("wrote snapshot", metadata: ["slot": "\(slot)", "bytes": "\(data.count)"])
     }
 
     /// The latest durable snapshot, read and verified, or nil if there is none.

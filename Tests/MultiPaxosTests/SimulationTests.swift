@@ -20,20 +20,28 @@ enum SimulationSeeds {
 @Suite struct SimulationTests {
     func runSeeds(replicas: Int, base: UInt64) {
         var ticks = 0, steps = 0, sent = 0, dropped = 0, dup = 0, crashes = 0, partitions = 0, chosen = 0, acked = 0
+        var compactions = 0, installed = 0
         let seeds = SimulationSeeds.seeds(base: base)
         for seed in seeds {
             var o = SimulationOptions(replicas: replicas, seed: seed)
             if SimulationSeeds.replaying { o.trace = { print($0) } }
+            // PAXOS_SIM_COMPACTION=0 turns compaction (and so snapshot transfer) off, to bisect.
+            if let rate = SimulationSeeds.env["PAXOS_SIM_COMPACTION"].flatMap(Double.init) { o.compactionRate = rate }
             var sim = Simulation(o)
             let r = sim.run()
             ticks += r.ticks; steps += r.steps; sent += r.sent; dropped += r.dropped; dup += r.duplicated
             crashes += r.crashes; partitions += r.partitions; chosen += r.chosenSlots; acked += r.acknowledged
+            compactions += r.compactions; installed += r.snapshotsInstalled
             if r.violation != nil {
                 Issue.record("simulation failed:\n\(r)")
                 return
             }
         }
-        print("simulation replicas=\(replicas) seeds=\(seeds.count) ticks=\(ticks) steps=\(steps) sent=\(sent) dropped=\(dropped) duplicated=\(dup) crashes=\(crashes) partitions=\(partitions) chosen=\(chosen) acked=\(acked)")
+        print("simulation replicas=\(replicas) seeds=\(seeds.count) ticks=\(ticks) steps=\(steps) sent=\(sent) dropped=\(dropped) duplicated=\(dup) crashes=\(crashes) partitions=\(partitions) compactions=\(compactions) snapshots_installed=\(installed) chosen=\(chosen) acked=\(acked)")
+        // The snapshot paths must actually run, or the invariants above say nothing about them.
+        if seeds.count >= 100 {
+            #expect(compactions > 0 && installed > 0, "no snapshot was installed in \(seeds.count) runs")
+        }
     }
 
     @Test func threeReplicas() { runSeeds(replicas: 3, base: 1_000) }

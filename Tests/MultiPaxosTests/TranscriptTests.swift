@@ -247,6 +247,9 @@ struct TranscriptHarness {
         case .heartbeatReply(let h): body = "heartbeatReply(\(h.ballot) chosen \(h.chosenThrough) last \(h.lastAccepted))"
         case .catchUpRequest(let c): body = "catchUpRequest(\(c.fromSlot)...\(c.throughSlot))"
         case .catchUpReply(let c): body = "catchUpReply(chosen \(c.chosenThrough) \(fmt(c.entries)))"
+        case .snapshotOffer(let o): body = "snapshotOffer(\(o.slot) \(o.length)B)"
+        case .snapshotChunk(let c): body = "snapshotChunk(\(c.slot) @\(c.offset) \(c.data.count)B\(c.done ? " done" : ""))"
+        case .snapshotAck(let a): body = "snapshotAck(\(a.slot) next \(a.nextOffset) \(a.status))"
         }
         return "\(e.from)->\(e.to) \(body)"
     }

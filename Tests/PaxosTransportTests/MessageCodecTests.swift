@@ -30,6 +30,13 @@ import Testing
             .heartbeatReply(HeartbeatReply(ballot: b, chosenThrough: 3, lastAccepted: 4)),
             .catchUpRequest(CatchUpRequest(fromSlot: 1, throughSlot: 100)),
             .catchUpReply(CatchUpReply(entries: entries, chosenThrough: 7)),
+            .snapshotOffer(SnapshotOffer(slot: 1000, length: 100 << 20, checksum: 0xDEAD_BEEF, chosenThrough: 1200)),
+            .snapshotChunk(SnapshotChunk(slot: 1000, offset: 1 << 20, data: Array(repeating: 0x5A, count: 4096), done: false)),
+            .snapshotChunk(SnapshotChunk(slot: 1000, offset: 0, data: [], done: true)),
+            .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 2 << 20, status: .next)),
+            .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 0, status: .resend)),
+            .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 100 << 20, status: .installed)),
+            .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 0, status: .refused)),
         ]
         // Every case is covered (a new case must be added here and in the codec).
         #expect(Set(messages.map { MessageCodec.messageType(of: $0) }) == Set(MessageCodec.MessageType.allCases))
@@ -78,6 +85,17 @@ import Testing
         MessageCodec.encode(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: .zero, firstSlot: 1, values: [.noop], chosenThrough: 0))), into: &badValue)
         badValue.setInteger(UInt8(9), at: badValue.writerIndex - 1)  // the value tag
         #expect(throws: WireError.self) { try MessageCodec.decode(&badValue) }
+
+        // An unknown snapshot-ack status is malformed, not a crash.
+        var badStatus = ByteBuffer()
+        MessageCodec.encode(Envelope(from: 1, to: 2, message: .snapshotAck(SnapshotAck(slot: 1, nextOffset: 0, status: .next))), into: &badStatus)
+        badStatus.setInteger(UInt8(77), at: badStatus.writerIndex - 1)
+        #expect(throws: WireError.self) { try MessageCodec.decode(&badStatus) }
+        // A chunk's `done` flag must be a boolean.
+        var badDone = ByteBuffer()
+        MessageCodec.encode(Envelope(from: 1, to: 2, message: .snapshotChunk(SnapshotChunk(slot: 1, offset: 0, data: [1], done: false))), into: &badDone)
+        badDone.setInteger(UInt8(2), at: 4 + 4 + 1 + 8 + 8)
+        #expect(throws: WireError.self) { try MessageCodec.decode(&badDone) }
     }
 
     /// A forged element count must fail before reserving memory for it.

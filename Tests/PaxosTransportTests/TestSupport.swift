@@ -58,6 +58,15 @@ enum Gen {
         case .heartbeatReply: return .heartbeatReply(HeartbeatReply(ballot: ballot(&rng), chosenThrough: slot(&rng), lastAccepted: slot(&rng)))
         case .catchUpRequest: return .catchUpRequest(CatchUpRequest(fromSlot: slot(&rng), throughSlot: slot(&rng)))
         case .catchUpReply: return .catchUpReply(CatchUpReply(entries: entries(&rng), chosenThrough: slot(&rng)))
+        case .snapshotOffer:
+            return .snapshotOffer(SnapshotOffer(slot: slot(&rng), length: UInt64.random(in: 0...UInt64.max, using: &rng),
+                                                checksum: UInt32.random(in: 0...UInt32.max, using: &rng), chosenThrough: slot(&rng)))
+        case .snapshotChunk:
+            return .snapshotChunk(SnapshotChunk(slot: slot(&rng), offset: UInt64.random(in: 0...UInt64.max, using: &rng),
+                                                data: bytes(Int.random(in: 0...2000, using: &rng), &rng), done: Bool.random(using: &rng)))
+        case .snapshotAck:
+            let status = [SnapshotAck.Status.next, .resend, .installed, .refused][Int.random(in: 0...3, using: &rng)]
+            return .snapshotAck(SnapshotAck(slot: slot(&rng), nextOffset: UInt64.random(in: 0...UInt64.max, using: &rng), status: status))
         }
     }
 

@@ -20,6 +20,8 @@ struct Paxlog: AsyncParsableCommand {
             Dump.self,
             Verify.self,
             Repair.self,
+            Compact.self,
+            KVSnapshotter.self,
         ]
     )
 

@@ -4,6 +4,6 @@ import ArgumentParser
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput and latency.",
-        subcommands: [BenchLocal.self, BenchCore.self, BenchCrashWriter.self]
+        subcommands: [BenchLocal.self, BenchCore.self, BenchCrashWriter.self, BenchCompaction.self]
     )
 }

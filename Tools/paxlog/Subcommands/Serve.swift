@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the shared secret.") var secretFile: String?
     @Option(help: "Sync policy: always, interval, never.") var sync: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(help: "Run this built-in state machine over the log (kv) and compact by --snapshot-every.") var stateMachine: String?
+    @Option(help: "With --state-machine: compact after this many applied entries.") var snapshotEvery: Int?
+    @Option(help: "Segment file size in bytes (default 64 MiB).") var segmentSize: Int?
     @Flag(help: .hidden) var exitWithParent = false
 
     func run() async throws {
@@ -59,11 +62,24 @@ struct Serve: AsyncParsableCommand {
         configuration.logger = Logger(label: "paxlog.serve.\(nodeID)")
         if let s = keys["sync"] { configuration.storage.syncPolicy = try parseSyncPolicy(s) }
 
+        if let size = segmentSize { configuration.storage.segmentSize = size }
+        if let m = stateMachine, m != "kv" { throw ValidationError("--state-machine: only 'kv' is built in") }
+        if let n = snapshotEvery, n < 1 { throw ValidationError("--snapshot-every must be positive") }
+
         let server = try await PaxosLogServer.start(configuration)
+        var runnerTask: Task<Void, Never>? = nil
+        if stateMachine != nil {
+            let runner = StateMachineRunner<KeyValueStateMachine>(log: server.log, policy: SnapshotPolicy(everyEntries: snapshotEvery))
+            let logger = configuration.logger
+            runnerTask = Task {
+                do { try await runner.run() } catch { logger.error("state machine stopped: \(error)") }
+            }
+        }
         FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
         await Self.waitForTermination(orParentExit: exitWithParent)
         configuration.logger.info("shutting down")
         try await server.shutdown()
+        await runnerTask?.value
     }
 
     /// Signal sources live as long as the process: a released source stops delivering.

@@ -1,0 +1,299 @@
+import Atomics
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Streams a snapshot into a store chunk by chunk, so neither side needs the whole snapshot in
+/// memory. Get one from ``SegmentStore/beginSnapshot(slot:)``.
+///
+/// Bytes go to a uniquely named temporary file as they arrive, at their final offsets after the
+/// 40-byte header; the CRC is computed incrementally. ``commit(markChosen:)`` then writes the
+/// header, `fdatasync`s, renames the file into place, `fsync`s the directory and only then
+/// appends the snapshot marker: a crash at any step leaves either the old snapshot or the new
+/// one, never half of one (recovery deletes `*.tmp` files and snapshot files no marker names).
+///
+/// Not for concurrent use: one task writes, then commits or aborts. A writer dropped without
+/// either removes its temporary file.
+public final class SnapshotWriter: @unchecked Sendable {
+    /// The snapshot covers every slot through this one.
+    public let slot: UInt64
+    /// Data bytes written so far.
+    public private(set) var length: UInt64 = 0
+    /// crc32 of the data bytes written so far.
+    public private(set) var checksum: UInt32 = 0
+
+    let store: SegmentStore
+    let path: String
+    let temporaryPath: String
+    private var fd: Int32?
+    private var finished = false
+
+    private static let counter = ManagedAtomic<UInt64>(0)
+
+    init(store: SegmentStore, slot: UInt64) throws {
+        self.store = store
+        self.slot = slot
+        path = store.directory + "/" + Format.snapshotFileName(slot)
+        // Unique, so two writers (a local compaction and an incoming transfer) never share a file.
+        let n = Self.counter.loadThenWrappingIncrement(ordering: .relaxed)
+        temporaryPath = path + ".\(getpid())-\(n)" + Format.temporarySuffix
+        do {
+            let fd = try store.fileSystem.open(temporaryPath, mode: .createNew)
+            self.fd = fd
+        } catch {
+            throw SegmentLogError.io(error, "open", temporaryPath)
+        }
+    }
+
+    deinit {
+        if !finished { abort() }
+    }
+
+    /// Appends `bytes` to the snapshot data.
+    /// - Throws: `.io` if the write fails (the writer is then aborted), `.invalidArgument` after
+    ///   `commit` or `abort`.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let fd, !finished else { throw SegmentLogError(.invalidArgument, "snapshot writer already finished") }
+        guard bytes.count > 0 else { return }
+        do {
+            try store.fileSystem.writeAll(fd, bytes, at: Int64(Format.snapshotHeaderSize) + Int64(length))
+        } catch {
+            abort()
+            throw SegmentLogError.io(error, "pwrite", temporaryPath)
+        }
+        checksum = Format.crc(checksum, bytes)
+        length += UInt64(bytes.count)
+    }
+
+    /// Appends `bytes` to the snapshot data.
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Appends `bytes` to the snapshot data.
+    public func write(_ bytes: ArraySlice<UInt8>) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Makes the snapshot durable and the store's snapshot: header, `fdatasync`, rename,
+    /// directory `fsync`, then the marker record (and, with `markChosen`, a chosen record
+    /// through `slot` in the same write). Superseded snapshot files are deleted afterwards.
+    ///
+    /// - Parameters:
+    ///   - expectedLength: when set, the data must be exactly this long (a received transfer).
+    ///   - expectedChecksum: when set, the data's crc32 must equal it.
+    ///   - markChosen: also record every slot through `slot` as chosen — for a snapshot
+    ///     installed from a peer, whose slots this replica never saw chosen.
+    /// - Throws: `.invalidArgument` on a length or checksum mismatch or a slot below the current
+    ///   snapshot; `.io`/`.syncFailed`; append errors. On error the temporary file is removed
+    ///   (unless the rename already happened, in which case recovery removes the unnamed file).
+    public func commit(expectedLength: UInt64? = nil, expectedChecksum: UInt32? = nil, markChosen: Bool = false) async throws {
+        guard let fd, !finished else { throw SegmentLogError(.invalidArgument, "snapshot writer already finished") }
+        if let expectedLength, expectedLength != length {
+            abort()
+            throw SegmentLogError(.invalidArgument, "snapshot has \(length) bytes, expected \(expectedLength)")
+        }
+        if let expectedChecksum, expectedChecksum != checksum {
+            abort()
+            throw SegmentLogError(.invalidArgument, "snapshot crc32 \(hex(checksum)) differs from the expected \(hex(expectedChecksum))")
+        }
+        let fs = store.fileSystem
+        var step = "pwrite header"
+        do {
+            try store.checkSnapshotSlot(slot)
+            try SnapshotFile.encodeHeader(slot: slot, length: length, dataCRC: checksum).withUnsafeBytes {
+                try fs.writeAll(fd, $0, at: 0)
+            }
+            step = "fdatasync"
+            try fs.fdatasync(fd)
+            try? fs.close(fd)
+            self.fd = nil
+            step = "rename"
+            try store.maintenance.withLock { try fs.rename(temporaryPath, to: path) }
+            finished = true
+            step = "directory fsync"
+            try fs.syncDirectory(store.directory)
+        } catch let error as SegmentLogError {
+            if !finished { abort() }
+            finished = true
+            throw error
+        } catch {
+            if !finished { abort() }
+            finished = true
+            let code = (error as? FileSystemError)?.errno ?? EIO
+            if step == "fdatasync" || step == "directory fsync" {
+                throw SegmentLogError(.syncFailed(errno: code, path: path), "writing snapshot: \(step)", cause: error as? FileSystemError)
+            }
+            throw SegmentLogError(.io(errno: code, path: temporaryPath), "writing snapshot: \(step)", cause: error as? FileSystemError)
+        }
+        var records: [LogRecord] = [.snapshot(slot: slot)]
+        if markChosen { records.append(.chosen(through: slot)) }
+        let marker = try RecordCodec.encode(records, compressionThreshold: .max, maxRecordBytes: store.options.maxRecordBytes)
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+            store.enqueue(marker, .continuation(continuation))
+        }
+        store.removeSupersededSnapshots()
+        store.logger.info("wrote snapshot", metadata: ["slot": "\(slot)", "bytes": "\(length)"])
+    }
+
+    /// Discards the snapshot: closes and removes the temporary file. Safe to call twice.
+    public func abort() {
+        if let fd {
+            try? store.fileSystem.close(fd)
+            self.fd = nil
+        }
+        if !finished {
+            finished = true
+            try? store.fileSystem.remove(temporaryPath)
+        }
+    }
+}
+
+/// Reads a durable snapshot in chunks: the file stays open, so a newer compaction that deletes
+/// it does not cut a reader (a transfer to a lagging peer) short. Get one from
+/// ``SegmentStore/openSnapshot()``; call ``close()`` when done (or drop it).
+public final class SnapshotReader: @unchecked Sendable {
+    /// The snapshot covers every slot through this one.
+    public let slot: UInt64
+    /// Data length in bytes.
+    public let length: UInt64
+    /// crc32 of the data, from the verified header.
+    public let checksum: UInt32
+    public let path: String
+    private let fileSystem: any FileSystem
+    private let lock = PosixLock()
+    private var fd: Int32?
+
+    init(path: String, fileSystem: any FileSystem) throws {
+        let (fd, slot, length, checksum) = try SnapshotFile.open(path: path, fileSystem: fileSystem)
+        self.fd = fd
+        self.slot = slot
+        self.length = length
+        self.checksum = checksum
+        self.path = path
+        self.fileSystem = fileSystem
+    }
+
+    deinit { close() }
+
+    /// Reads up to `maxCount` data bytes at `offset` (fewer only at the end of the data).
+    /// - Throws: `.invalidArgument` for an offset beyond the data, `.corruption` if the file is
+    ///   shorter than its header says, `.io`, `.closed` after `close()`.
+    public func read(at offset: UInt64, maxCount: Int) throws -> [UInt8] {
+        guard offset <= length else { throw SegmentLogError(.invalidArgument, "offset \(offset) is beyond the snapshot's \(length) bytes") }
+        let count = Int(Swift.min(UInt64(Swift.max(maxCount, 0)), length - offset))
+        return try lock.withLock {
+            guard let fd else { throw SegmentLogError(.closed, "snapshot reader closed") }
+            var out = [UInt8](repeating: 0, count: count)
+            let got: Int
+            do {
+                got = try out.withUnsafeMutableBytes { try fileSystem.readFully(fd, into: $0, at: Int64(Format.snapshotHeaderSize) + Int64(offset)) }
+            } catch {
+                throw SegmentLogError.io(error, "pread", path)
+            }
+            guard got == count else {
+                throw SegmentLogError.corruption(path, Format.snapshotHeaderSize + Int(offset) + got, "snapshot data truncated")
+            }
+            return out
+        }
+    }
+
+    /// Reads the whole data in chunks of `chunkSize` and checks its crc32 against the header.
+    /// - Throws: `.corruption` on a mismatch.
+    public func verify(chunkSize: Int = 1 << 20) throws {
+        var crc: UInt32 = 0
+        var offset: UInt64 = 0
+        while offset < length {
+            let chunk = try read(at: offset, maxCount: chunkSize)
+            crc = chunk.withUnsafeBytes { Format.crc(crc, $0) }
+            offset += UInt64(chunk.count)
+        }
+        guard crc == checksum else {
+            throw SegmentLogError.corruption(path, Format.snapshotHeaderSize, "snapshot data CRC mismatch: stored \(hex(checksum)), computed \(hex(crc))")
+        }
+    }
+
+    public func close() {
+        lock.withLock {
+            if let fd { try? fileSystem.close(fd) }
+            fd = nil
+        }
+    }
+}
+
+/// crc32 (zlib, IEEE) of `bytes` continuing from `seed`: what ``SnapshotWriter/checksum`` and
+/// ``SnapshotReader/checksum`` use, for callers that check a snapshot received elsewhere.
+public func snapshotChecksum(_ seed: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    Format.crc(seed, bytes)
+}
+
+extension SegmentStore {
+    /// Starts streaming a snapshot covering every slot through `slot`.
+    /// - Throws: `.invalidArgument` if `slot` is below the current snapshot; `.closed`,
+    ///   `.storeFailed`; `.io` if the temporary file cannot be created.
+    public func beginSnapshot(slot: UInt64) throws -> SnapshotWriter {
+        try checkSnapshotSlot(slot)
+        return try SnapshotWriter(store: self, slot: slot)
+    }
+
+    func checkSnapshotSlot(_ slot: UInt64) throws {
+        let current: UInt64? = try lock.withLock {
+            if shared.closing { throw SegmentLogError(.closed, "") }
+            if let failure = shared.failure { throw SegmentLogError(.storeFailed, "", cause: failure) }
+            return shared.log.snapshotSlot
+        }
+        if let current, slot < current {
+            throw SegmentLogError(.invalidArgument, "snapshot slot \(slot) is below the current snapshot \(current)")
+        }
+    }
+
+    /// Opens the latest durable snapshot for chunked reading (header verified, data not yet:
+    /// see ``SnapshotReader/verify(chunkSize:)``), or nil when there is none.
+    public func openSnapshot() throws -> SnapshotReader? {
+        var attempts = 0
+        while true {
+            let slot: UInt64? = try lock.withLock {
+                if shared.closed { throw SegmentLogError(.closed, "") }
+                return shared.log.snapshotSlot
+            }
+            guard let slot else { return nil }
+            do {
+                return try SnapshotReader(path: directory + "/" + Format.snapshotFileName(slot), fileSystem: fileSystem)
+            } catch {
+                // A newer snapshot may have replaced this one between the two steps.
+                attempts += 1
+                let now = lock.withLock { shared.log.snapshotSlot }
+                if now == slot || attempts >= 3 { throw error }
+            }
+        }
+    }
+
+    /// One segment file that a prefix truncation would delete.
+    public struct SegmentInfo: Sendable, Hashable {
+        public var path: String
+        public var sequence: UInt64
+        public var bytes: Int64
+        /// Highest slot with an entry in it, if any.
+        public var maxSlot: UInt64?
+    }
+
+    /// The segments ``truncatePrefix(below:)`` would delete now, oldest first (for dry runs and
+    /// reports); nothing is changed.
+    public func segmentsWhollyBelow(_ slot: UInt64) throws -> [SegmentInfo] {
+        let files: [(SegmentFile, UInt64?)] = try lock.withLock {
+            if shared.closed { throw SegmentLogError(.closed, "") }
+            var out: [(SegmentFile, UInt64?)] = []
+            for file in shared.segments.dropLast() {
+                if let m = file.maxSlot, m >= slot { break }
+                out.append((file, file.maxSlot))
+            }
+            return out
+        }
+        return files.map { f, maxSlot in
+            SegmentInfo(path: f.path, sequence: f.sequence, bytes: (try? fileSystem.size(f.fd)) ?? 0, maxSlot: maxSlot)
+        }
+    }
+}

@@ -1,0 +1,289 @@
+import Foundation
+import Logging
+import MultiPaxos
+import NIOConcurrencyHelpers
+import NIOPosix
+import PaxosLog
+import PaxosLogTesting
+import PaxosTransport
+import SegmentLog
+import Testing
+
+/// Runs `paxlog` with `arguments`; returns its exit status (or signal), stdout and stderr.
+func runPaxlog(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, signaled: Bool, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try paxlogExecutable())
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, p.terminationReason == .uncaughtSignal, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// Names and sizes of a directory's files: "nothing changed" means this is equal before and after.
+func listing(_ dir: String) -> [String: Int] {
+    var out: [String: Int] = [:]
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+        out[name] = (try? FileManager.default.attributesOfItem(atPath: "\(dir)/\(name)")[.size] as? Int) ?? -1
+    }
+    return out
+}
+
+/// The kv state a data directory holds: its snapshot, then its chosen entries after it.
+func kvState(_ dir: String) throws -> (machine: KeyValueStateMachine, snapshot: UInt64?, chosen: UInt64) {
+    let store = try SegmentStore.open(directory: dir, logger: Logger(label: "verify"))
+    defer { try? store.close() }
+    let s = store.state
+    var machine = KeyValueStateMachine()
+    if let snap = try store.readSnapshot() { machine = try KeyValueStateMachine(snapshot: snap.data) }
+    let from = (s.snapshotSlot ?? 0) + 1
+    let chosen = s.chosenThrough ?? 0
+    if from <= chosen {
+        let entries = try store.entries(from: from, through: chosen)
+        #expect(entries.map(\.slot) == Array(from...chosen), "\(dir): chosen entries above the snapshot are missing")
+        for e in entries where !e.isNoop { machine.apply(e.payload) }
+    }
+    return (machine, s.snapshotSlot, chosen)
+}
+
+func kvRecord(_ i: Int) -> [UInt8] {
+    i % 9 == 8 ? KeyValueStateMachine.delete("key\(i % 37)") : KeyValueStateMachine.set("key\(i % 37)", "value-\(i)")
+}
+
+@Suite(.serialized) struct CompactionProcessTests {
+    /// A replica directory written directly: entries 1…400 (kv records), chosen through 380,
+    /// 2 KiB segments so compaction has many files to delete.
+    func makeDirectory(_ dir: String) async throws -> [[UInt8]] {
+        var options = SegmentStore.Options()
+        options.segmentSize = 2048
+        let store = try SegmentStore.open(directory: dir, options: options, logger: Logger(label: "setup"))
+        let records = (0..<400).map(kvRecord)
+        for start in stride(from: 0, to: 400, by: 20) {
+            var batch: [LogEntry] = []
+            for i in start..<start + 20 {
+                let noop = i % 50 == 49
+                batch.append(LogEntry(slot: UInt64(i + 1), ballot: LogBallot(round: 1, node: 1), isNoop: noop, payload: noop ? [] : records[i]))
+            }
+            try await store.append([.accepted(batch)])
+        }
+        try await store.append([.chosen(through: 380)])
+        try store.close()
+        return (0..<400).map { $0 % 50 == 49 ? [] : records[$0] }
+    }
+
+    func expected(_ records: [[UInt8]], through: Int) -> KeyValueStateMachine {
+        var m = KeyValueStateMachine()
+        for r in records.prefix(through) where !r.isEmpty { m.apply(r) }
+        return m
+    }
+
+    func copyDirectory(_ from: String, _ to: String) throws {
+        try? FileManager.default.removeItem(atPath: to)
+        try FileManager.default.copyItem(atPath: from, toPath: to)
+    }
+
+    @Test func offlineCompactRefusesAndCompacts() async throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-offline-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let pristine = "\(base)/pristine"
+        let records = try await makeDirectory(pristine)
+        let before = listing(pristine)
+
+        // Refusals: exit 1, one line on stderr, nothing changed.
+        for (args, reason) in [
+            (["--through", "381", "--state-machine", "kv"], "beyond the chosen watermark"),
+            (["--through", "100", "--snapshotter", "cat >/dev/null; exit 3"], "snapshotter failed"),
+            (["--through", "100", "--snapshotter", "cat >/dev/null"], "wrote nothing"),
+            (["--through", "100", "--snapshotter", "true"], "wrote nothing"),
+        ] {
+            let r = try runPaxlog(["compact", pristine] + args)
+            #expect(r.status == 1 && !r.signaled, "\(args): exit \(r.status)")
+            #expect(r.stderr.contains(reason) && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+            #expect(listing(pristine) == before, "\(args) changed the directory")
+        }
+        // Usage errors: two sources, or none.
+        #expect(try runPaxlog(["compact", pristine, "--through", "5", "--state-machine", "kv", "--snapshot", "/dev/null"]).status != 0)
+        #expect(try runPaxlog(["compact", pristine, "--through", "5"]).status != 0)
+        // A directory held by a live store.
+        do {
+            let held = try SegmentStore.open(directory: pristine, logger: Logger(label: "holder"))
+            let r = try runPaxlog(["compact", pristine, "--through", "100", "--state-machine", "kv"])
+            try held.close()
+            #expect(r.status == 1 && r.stderr.contains("locked"), "\(r.stderr)")
+        }
+        #expect(listing(pristine).filter { $0.key != "LOCK" } == before.filter { $0.key != "LOCK" })
+        // Dry run: says what it would do, changes nothing.
+        let dry = try runPaxlog(["compact", pristine, "--through", "300", "--state-machine", "kv", "--dry-run", "--json"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        let plan = try JSONSerialization.jsonObject(with: Data(dry.stdout.utf8)) as? [String: Any]
+        let planned = plan?["segments_deleted"] as? Int ?? 0
+        #expect(planned > 5)
+        #expect(listing(pristine) == before)
+
+        // The three sources give the same snapshot for the kv machine.
+        var snapshots: [[UInt8]] = []
+        for (name, args) in [
+            ("kv", ["--state-machine", "kv"]),
+            ("snapshotter", ["--snapshotter", "'\(try paxlogExecutable())' kv-snapshotter"]),
+        ] {
+            let dir = "\(base)/\(name)"
+            try copyDirectory(pristine, dir)
+            let r = try runPaxlog(["compact", dir, "--through", "300", "--json"] + args)
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            #expect(report?["snapshot_slot"] as? Int == 300)
+            #expect(report?["segments_deleted"] as? Int == planned)
+            #expect((report?["bytes_freed"] as? Int ?? 0) > 0)
+            let state = try kvState(dir)
+            #expect(state.snapshot == 300 && state.chosen == 380)
+            #expect(state.machine == expected(records, through: 380))
+            let store = try SegmentStore.open(directory: dir, logger: Logger(label: "t"))
+            snapshots.append(try store.readSnapshot()!.data)
+            try store.close()
+        }
+        #expect(snapshots[0] == snapshots[1])
+        #expect(try KeyValueStateMachine(snapshot: snapshots[0]) == expected(records, through: 300))
+        // --snapshot FILE, and a second compaction on top of the first.
+        let file = "\(base)/snap.bin"
+        try Data(expected(records, through: 350).snapshot()).write(to: URL(fileURLWithPath: file))
+        let again = try runPaxlog(["compact", "\(base)/kv", "--through", "350", "--snapshot", file])
+        #expect(again.status == 0, "\(again.stderr)")
+        let state = try kvState("\(base)/kv")
+        #expect(state.snapshot == 350 && state.machine == expected(records, through: 380))
+        // Not above the current snapshot: refused.
+        #expect(try runPaxlog(["compact", "\(base)/kv", "--through", "350", "--state-machine", "kv"]).status == 1)
+    }
+
+    /// SIGKILL at each step of a compaction: the directory opens (strict recovery verifies every
+    /// record), holds every chosen entry above whatever snapshot it has, and a second compaction
+    /// then completes.
+    @Test(arguments: ["snapshot-write", "snapshot-sync", "snapshot-rename", "snapshot-renamed", "record", "recorded", "delete:1", "delete:3", "deleted"])
+    func killedAtEachStepOfCompaction(step: String) async throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-kill-\(step.replacingOccurrences(of: ":", with: "-"))-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let dir = "\(base)/data"
+        let records = try await makeDirectory(dir)
+        let r = try runPaxlog(["compact", dir, "--through", "300", "--state-machine", "kv"], environment: ["PAXLOG_KILL_AT": step])
+        #expect(r.signaled && r.status == SIGKILL, "step \(step): not killed (exit \(r.status)): \(r.stderr)")
+        let after = try kvState(dir)
+        #expect(after.chosen == 380)
+        #expect(after.snapshot == nil || after.snapshot == 300)
+        #expect(after.machine == expected(records, through: 380), "step \(step): state differs after the crash")
+        #expect(!listing(dir).keys.contains { $0.hasSuffix(".tmp") })
+        // Finishing the job (or redoing it) works from any crash point.
+        let redo = try runPaxlog(["compact", dir, "--through", after.snapshot == 300 ? "301" : "300", "--state-machine", "kv"])
+        #expect(redo.status == 0, "step \(step): \(redo.stderr)")
+        let final = try kvState(dir)
+        #expect(final.machine == expected(records, through: 380))
+    }
+
+    /// Three `paxlog serve` replicas running the kv machine and compacting every 150 entries,
+    /// under load; then one is killed, more load, it comes back and must catch up through a
+    /// snapshot. Every replica's state (snapshot + log after it) equals the state of the chosen
+    /// log computed without compaction.
+    @Test func compactionUnderLoadAndCatchUpThroughASnapshot() async throws {
+        let cluster = try makeCluster("compaction", extra: ["--state-machine", "kv", "--snapshot-every", "150", "--segment-size", "16384"])
+        defer { try? FileManager.default.removeItem(atPath: cluster.baseDirectory) }
+        try cluster.startAll()
+        let leader = try await cluster.waitForLeader()
+        let load = KVLoad()
+        var running = Task { await load.run(cluster, streams: 4) }
+        try await eventually("appends with compaction", seconds: 60) { load.ackCount >= 400 }
+        // A follower goes down; the others keep appending and compacting past it.
+        let victim = cluster.nodes.map(\.id).first { $0 != leader }!
+        cluster.kill(victim)
+        let before = load.ackCount
+        try await eventually("appends without the victim", seconds: 60) { load.ackCount >= before + 500 }
+        load.stop()
+        await running.value
+        try cluster.start(victim)
+        load.reset()
+        running = Task { await load.run(cluster, streams: 2) }
+        try await eventually("appends after the restart", seconds: 60) { load.ackCount >= 20 }
+        load.stop()
+        await running.value
+        let top = load.allAcks.map(\.slot).max() ?? 0
+        for n in cluster.nodes { try await eventually("node \(n.id) catching up", seconds: 60) { await chosenThrough(cluster, n.id) >= top } }
+        cluster.terminateAll()
+
+        let log = (try? String(contentsOfFile: cluster.node(victim).logFile, encoding: .utf8)) ?? ""
+        #expect(log.contains("installed snapshot"), "node \(victim) caught up without a snapshot")
+        var states: [KeyValueStateMachine] = []
+        var chosen: [UInt64] = []
+        for n in cluster.nodes {
+            let s = try kvState(n.dataDirectory)
+            #expect(s.snapshot != nil, "node \(n.id) never compacted")
+            states.append(s.machine)
+            chosen.append(s.chosen)
+        }
+        // Same chosen prefix → same state; compare replicas that reached the same watermark,
+        // and every replica against the acknowledged records when no append failed.
+        for i in 1..<states.count where chosen[i] == chosen[0] { #expect(states[i] == states[0], "node \(i + 1) state differs") }
+        if load.failures.withLockedValue({ $0 }) == 0, chosen.allSatisfy({ $0 == top }) {
+            var reference = KeyValueStateMachine()
+            for a in load.allAcks.sorted(by: { $0.slot < $1.slot }) { reference.apply(a.bytes) }
+            #expect(states[0] == reference)
+        }
+        #expect(states[0].values.count > 10)
+    }
+}
+
+/// Closed-loop kv appenders (like `Load`, with kv records).
+final class KVLoad: Sendable {
+    let acks = NIOLockedValueBox<[Load.Ack]>([])
+    let older = NIOLockedValueBox<[Load.Ack]>([])
+    let failures = NIOLockedValueBox(0)
+    let stopFlag = NIOLockedValueBox(false)
+    let counter = NIOLockedValueBox(0)
+
+    func run(_ cluster: LocalCluster, streams: Int) async {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<streams {
+                group.addTask {
+                    var client: PaxosClient?
+                    while !self.stopFlag.withLockedValue({ $0 }) {
+                        do {
+                            if client == nil {
+                                var c = PaxosClientConfiguration(addresses: cluster.clientAddresses, clusterName: cluster.clusterName)
+                                c.connectTimeout = .milliseconds(300)
+                                client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "load"))
+                            }
+                            let i = self.counter.withLockedValue { n -> Int in n += 1; return n }
+                            let bytes = kvRecord(i)
+                            let slot = try await client!.append([bytes])[0]
+                            self.acks.withLockedValue { $0.append(Load.Ack(slot: slot, bytes: bytes)) }
+                        } catch {
+                            self.failures.withLockedValue { $0 += 1 }
+                            if let c = client { await c.close() }
+                            client = nil
+                            try? await Task.sleep(nanoseconds: 20_000_000)
+                        }
+                    }
+                    if let c = client { await c.close() }
+                }
+            }
+        }
+    }
+
+    func stop() { stopFlag.withLockedValue { $0 = true } }
+    /// Starts a new round: acks so far move to `older`, the count restarts.
+    func reset() {
+        let a = acks.withLockedValue { a -> [Load.Ack] in defer { a = [] }; return a }
+        older.withLockedValue { $0 += a }
+        stopFlag.withLockedValue { $0 = false }
+    }
+    var ackCount: Int { acks.withLockedValue { $0.count } }
+    var allAcks: [Load.Ack] { older.withLockedValue { $0 } + acks.withLockedValue { $0 } }
+}

@@ -35,6 +35,7 @@ struct BenchCluster: AsyncParsableCommand {
             }
             var logs: [PaxosLog] = []
             for m in members {
+                try FileManager.default.createDirectory(atPath: "\(directory)/node-\(m.id)", withIntermediateDirectories: true)
                 var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(directory)/node-\(m.id)")
                 c.clusterName = "paxlog-bench"
                 c.storage = options.storageOptions()

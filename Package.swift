@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "PaxosLog", targets: ["PaxosLog"]),
         .library(name: "SegmentLog", targets: ["SegmentLog"]),
         .library(name: "MultiPaxos", targets: ["MultiPaxos"]),
+        .library(name: "PaxosTransport", targets: ["PaxosTransport"]),
         .library(name: "PaxosLogTesting", targets: ["PaxosLogTesting"]),
         .executable(name: "paxlog", targets: ["paxlog"]),
     ],
@@ -91,6 +92,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             path: "Tools/paxlog"
         ),

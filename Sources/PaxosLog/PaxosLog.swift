@@ -123,6 +123,10 @@ public final class PaxosLog: Sendable {
         return try Entries.read(store: driver.store, from: Swift.max(position, 1), through: readable, maxCount: maxCount)
     }
 
+    /// This replica's storage counters since open (appends, group commits, fdatasyncs, bytes
+    /// written, compression): what benchmarks read the disk's work from.
+    public var storageStatistics: SegmentStore.Statistics { driver.store.statistics }
+
     /// This replica's view of the cluster.
     public func status() async throws -> Status {
         try await driver.status().get()

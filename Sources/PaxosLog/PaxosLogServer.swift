@@ -76,6 +76,13 @@ struct ClientService: Sendable {
                 let s = try await log.status()
                 var details = [ClientStatus.Detail("is_leader", "\(s.isLeader)")]
                 if let failure = s.failure { details.append(.init("failure", failure)) }
+                let st = log.storageStatistics
+                details += [
+                    .init("storage_appends", "\(st.appends)"), .init("storage_group_commits", "\(st.groupCommits)"),
+                    .init("storage_fsyncs", "\(st.dataSyncs)"), .init("storage_bytes_written", "\(st.bytesWritten)"),
+                    .init("storage_raw_payload_bytes", "\(st.rawPayloadBytes)"),
+                    .init("storage_stored_payload_bytes", "\(st.storedPayloadBytes)"),
+                ]
                 return .status(ClientStatus(nodeID: s.nodeID, leaderID: s.leader, ballot: s.ballot, chosenThrough: s.chosenThrough, lastAccepted: s.lastAccepted, details: details))
             } catch {
                 return .error(ClientError(code: .shuttingDown, message: "\(error)"))

@@ -61,11 +61,14 @@ private let output = LineWriter()
 enum RecordSource: Sendable {
     case lines([[UInt8]])
     case generated(count: Int, size: Int)
+    /// `count` records from a benchmark's payload generator (`paxlog bench processes`).
+    case payload(PayloadGenerator, count: Int)
 
     var count: Int {
         switch self {
         case .lines(let l): return l.count
         case .generated(let n, _): return n
+        case .payload(_, let n): return n
         }
     }
 
@@ -73,6 +76,7 @@ enum RecordSource: Sendable {
     func record(_ i: Int) -> [UInt8] {
         switch self {
         case .lines(let l): return l[i]
+        case .payload(let g, _): return g.record(i)
         case .generated(_, let size):
             var r = Array("r\(i) ".utf8)
             if r.count > size { r.removeLast(r.count - size) }
@@ -102,6 +106,9 @@ struct AppendLoad: Sendable {
         var summary: Summary
         var acknowledged: [(index: Int, position: UInt64)]
         var errors: [String: Int]
+        /// Per-record latencies in microseconds, and the wall time of the whole load.
+        var histogram: Histogram<UInt64>
+        var seconds: Double
     }
 
     private struct Shared {
@@ -178,7 +185,7 @@ struct AppendLoad: Sendable {
         let s = shared.withLockedValue { $0 }
         return Result(
             summary: Summary(acknowledged: s.acked.count, failed: s.failed, records_per_second: Double(s.acked.count) / Swift.max(seconds, 1e-9), latency_us: LatencySummary(s.histogram)),
-            acknowledged: s.acked, errors: s.errors
+            acknowledged: s.acked, errors: s.errors, histogram: s.histogram, seconds: seconds
         )
     }
 

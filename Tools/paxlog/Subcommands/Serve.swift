@@ -27,6 +27,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Cluster name; peers and clients of another cluster are refused.") var cluster: String?
     @Option(help: "File holding the shared secret.") var secretFile: String?
     @Option(help: "Sync policy: always, interval, never.") var sync: String?
+    @Option(help: "LZ4 compression of large batch records: on (default) or off.") var compression: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
     @Option(help: "Run this built-in state machine over the log (kv) and compact by --snapshot-every.") var stateMachine: String?
     @Option(help: "With --state-machine: compact after this many applied entries.") var snapshotEvery: Int?
@@ -61,6 +62,11 @@ struct Serve: AsyncParsableCommand {
         configuration.secret = try readSecret(keys["secret-file"])
         configuration.logger = Logger(label: "paxlog.serve.\(nodeID)")
         if let s = keys["sync"] { configuration.storage.syncPolicy = try parseSyncPolicy(s) }
+        switch compression {
+        case nil, "on": break
+        case "off": configuration.storage.compressionThreshold = Int.max
+        case let other?: throw ValidationError("--compression must be on or off, not '\(other)'")
+        }
 
         if let size = segmentSize { configuration.storage.segmentSize = size }
         if let m = stateMachine, m != "kv" { throw ValidationError("--state-machine: only 'kv' is built in") }

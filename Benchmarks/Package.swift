@@ -12,6 +12,7 @@ let package = Package(
         .package(name: "PaxosLog", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         // zlib and liblz4 directly (the root package's shims are not products).
@@ -27,6 +28,7 @@ let package = Package(
                 .product(name: "PaxosLogTesting", package: "PaxosLog"),
                 .product(name: "PaxosTransport", package: "PaxosLog"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/PaxosLogBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

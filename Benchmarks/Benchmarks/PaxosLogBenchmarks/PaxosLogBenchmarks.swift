@@ -5,6 +5,7 @@ import Benchmark
 import CBenchLZ4
 import CBenchZlib
 import Foundation
+import Logging
 import MultiPaxos
 import NIOCore
 import PaxosLogTesting
@@ -73,7 +74,7 @@ let benchmarks: @Sendable () -> Void = {
             let directory = NSTemporaryDirectory() + "/paxlog-microbench-\(UUID().uuidString)"
             var options = SegmentStore.Options(syncPolicy: .never)
             options.segmentSize = 256 << 20
-            let store = try SegmentStore.open(directory: directory, options: options)
+            let store = try SegmentStore.open(directory: directory, options: options, logger: Logger(label: "microbench"))
             defer {
                 try? store.close()
                 try? FileManager.default.removeItem(atPath: directory)

@@ -46,7 +46,7 @@ final class SnapshotTransfers: @unchecked Sendable {
 
 extension ReplicaDriver {
     static let snapshotChunkSize = 1 << 20
-    static let snapshotWindowBytes: UInt64 = 8 << 20
+    static let snapshotWindowBytes: UInt64 = 16 << 20
 
     // MARK: - Sending
 

@@ -89,6 +89,20 @@ import Testing
         try await task.value
     }
 
+    /// Appends through whichever replica leads, retrying only when the record was certainly not
+    /// proposed (`notLeader`, `overloaded`): a leader may change under a loaded machine.
+    func appendToLeader(_ logs: [PaxosLog], _ records: [[UInt8]]) async throws -> [PaxosLog.Position] {
+        for _ in 0..<200 {
+            let leader = try await InProcessClusterTests.waitForLeader(logs)
+            do {
+                return try await leader.append(contentsOf: records)
+            } catch let e as PaxosLogError where e.code == .notLeader || e.code == .overloaded {
+                try await Task.sleep(nanoseconds: 50_000_000)
+            }
+        }
+        throw ClusterError("no leader took the append")
+    }
+
     /// Node 3 is closed; the others take appends (one 3 MiB record, so the snapshot streams in
     /// several chunks) and compact; node 3 reopens and must catch up through the snapshot.
     @Test func laggingReplicaCatchesUpThroughASnapshot() async throws {
@@ -105,12 +119,11 @@ import Testing
             return c
         }
         var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
-        let leader = try await InProcessClusterTests.waitForLeader(logs)
         let big = KeyValueStateMachine.set("big", String(repeating: "x", count: 3 << 20))
         let records = [big] + kvRecords(300)
         var positions: [PaxosLog.Position] = []
         for chunk in stride(from: 0, to: records.count, by: 50) {
-            positions += try await leader.append(contentsOf: Array(records[chunk..<Swift.min(chunk + 50, records.count)]))
+            positions += try await appendToLeader(logs, Array(records[chunk..<Swift.min(chunk + 50, records.count)]))
         }
         let cut = positions[250]
         for l in logs {
@@ -121,13 +134,12 @@ import Testing
         // a snapshot can bring it up to date.
         for l in logs { try await l.close() }
         logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
-        let leader2 = try await InProcessClusterTests.waitForLeader(logs)
         let lagging = try await PaxosLog.open(config(3))
         logs.append(lagging)
         let runner = StateMachineRunner<KeyValueStateMachine>(log: lagging, policy: .never)
         let task = Task { try await runner.run() }
         // A fresh append after the lagging replica is back: it must learn everything.
-        let last = try await leader2.append(KeyValueStateMachine.set("after", "1"))
+        let last = try await appendToLeader(logs, [KeyValueStateMachine.set("after", "1")])[0]
         for _ in 0..<1500 where runner.state.applied < last { try await Task.sleep(nanoseconds: 20_000_000) }
         #expect(runner.state.applied >= last)
         #expect(runner.state.machine == kv(records + [KeyValueStateMachine.set("after", "1")]))

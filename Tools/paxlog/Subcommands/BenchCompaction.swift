@@ -38,16 +38,23 @@ struct BenchCompaction: AsyncParsableCommand {
         options.syncPolicy = .never
         let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
         var store = try SegmentStore.open(directory: logDir, options: options, logger: logger)
-        let payload = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7919 >> 3) ^ 0x5A }
+        // Incompressible payloads (xorshift), so the log really is `logMiB` on disk.
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
         let perRecord = 64
-        let total = (logMiB << 20) / payload.count
+        let total = (logMiB << 20) / 4096
         var slot: UInt64 = 0
         while slot < UInt64(total) {
             var entries: [LogEntry] = []
             for _ in 0..<perRecord {
                 slot += 1
-                var p = payload
-                p[0] = UInt8(truncatingIfNeeded: slot); p[1] = UInt8(truncatingIfNeeded: slot >> 8)  // defeat LZ4 across entries
+                let p = [UInt8](unsafeUninitializedCapacity: 4096) { buffer, count in
+                    let words = UnsafeMutableRawBufferPointer(buffer).bindMemory(to: UInt64.self)
+                    for k in 0..<words.count {
+                        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                        words[k] = x
+                    }
+                    count = 4096
+                }
                 entries.append(LogEntry(slot: slot, ballot: LogBallot(round: 1, node: 1), payload: p))
             }
             try await store.append([.accepted(entries)])

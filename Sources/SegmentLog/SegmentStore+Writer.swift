@@ -27,6 +27,8 @@ final class Writer: @unchecked Sendable {
     var bytesWritten = 0
     var rawPayloadBytes = 0
     var storedPayloadBytes = 0
+    /// The next segment, being zero-filled in the background once the active one is half full.
+    var spare: SpareSegment?
 
     init(active: SegmentFile, end: Int, log: LogState) {
         self.active = active
@@ -87,12 +89,11 @@ struct SyncQueue {
 
 // Two threads make the commit pipeline: the writer copies queued appends into one buffer and
 // `pwrite`s it, then hands the group to the syncer and goes straight back for the next group; the
-// syncer runs `fdatasync` back to back, each one covering every group written before it started.
-// While one sync is in flight the next group is being written, so a sync covers all appenders that
-// arrived during the previous one (not half of them, as with write-then-sync on one thread).
+// syncer runs `fdatasync` back to back. Before each sync the syncer also writes whatever queued up
+// since the writer's last group (taking the writer's role under `writeLock`), so a sync covers every
+// append that arrived before it started, not only those the writer happened to have written.
 extension SegmentStore {
     func writerLoop() {
-        var batch: [Pending] = []
         while true {
             // At most one written group waits for the syncer: while the syncer is busy with the
             // previous sync, appends pile up in the queue and go out as one write.
@@ -120,20 +121,14 @@ extension SegmentStore {
                 }
                 shared.writerWaiting = false
             }
-            let exiting = shared.queue.isEmpty && shared.closing
-            let failure = shared.failure
-            swap(&batch, &shared.queue)
             lock.unlock()
 
-            if !batch.isEmpty {
-                if let failure {
-                    let error = SegmentLogError(.storeFailed, "", cause: failure)
-                    for p in batch { p.waiter.finish(.failure(error)) }
-                } else {
-                    process(batch)
-                }
-                batch.removeAll(keepingCapacity: true)
-            } else if exiting {
+            writeLock.lock()
+            defer { writeLock.unlock() }
+            if writeQueued() { continue }
+            // The syncer may have written the queue meanwhile: look again before exiting or syncing.
+            let exiting = lock.withLock { shared.queue.isEmpty && shared.closing }
+            if exiting {
                 handOff(SyncGroup(pending: [], staged: [], segment: writer.active, needsSync: true, isFinal: true))
                 return
             } else if syncDue {
@@ -142,6 +137,26 @@ extension SegmentStore {
                 handOff(SyncGroup(pending: [], staged: [], segment: writer.active, needsSync: true))
             }
         }
+    }
+
+    /// Writes everything queued as one group and hands it to the syncer. Caller holds `writeLock`,
+    /// which keeps queue order: the queue is only taken, and written, under it.
+    /// - Returns: whether there was anything to write.
+    @discardableResult
+    func writeQueued() -> Bool {
+        let (batch, failure): ([Pending], SegmentLogError?) = lock.withLock {
+            var batch: [Pending] = []
+            swap(&batch, &shared.queue)
+            return (batch, shared.failure)
+        }
+        guard !batch.isEmpty else { return false }
+        if let failure {
+            let error = SegmentLogError(.storeFailed, "", cause: failure)
+            for p in batch { p.waiter.finish(.failure(error)) }
+        } else {
+            process(batch)
+        }
+        return true
     }
 
     private func process(_ batch: [Pending]) {
@@ -256,6 +271,10 @@ extension SegmentStore {
         writer.end += writer.used
         writer.bytesWritten += writer.used
         writer.used = 0
+        if options.preallocate, writer.spare == nil, writer.end > options.segmentSize / 2 {
+            writer.spare = SpareSegment.prepare(sequence: writer.active.sequence + 1, directory: directory,
+                                                size: options.segmentSize, fileSystem: fileSystem)
+        }
     }
 
     /// `fdatasync` on the writer thread, before a roll.
@@ -281,7 +300,13 @@ extension SegmentStore {
         let sequence = writer.active.sequence + 1
         let header = SegmentHeader(sequence: sequence, promised: writer.promised,
                                    chosenThrough: writer.chosenThrough, snapshotSlot: writer.snapshotSlot)
-        let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem)
+        var prepared: Int32?
+        if let spare = writer.spare {
+            writer.spare = nil
+            if spare.sequence == sequence { prepared = spare.take() } else { spare.discard() }
+        }
+        let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem,
+                                          prepared: prepared)
         lock.withLock {
             shared.segments.append(file)
             shared.stats.segmentsCreated += 1
@@ -291,19 +316,25 @@ extension SegmentStore {
         logger.debug("rolled to a new segment", metadata: ["segment": "\(file.path)"])
     }
 
+    /// - Parameter prepared: the open descriptor of the zero-filled `SpareSegment` for this
+    ///   sequence, if one is ready; its header is written over its first bytes.
     static func createSegment(_ header: SegmentHeader, directory: String, options: Options,
-                              fileSystem: any FileSystem) throws -> SegmentFile {
+                              fileSystem: any FileSystem, prepared: Int32? = nil) throws -> SegmentFile {
         guard header.sequence <= UInt64(UInt32.max) else {
             throw SegmentLogError(.invalidArgument, "segment sequence space exhausted")
         }
         let path = directory + "/" + Format.segmentFileName(header.sequence)
         let temporary = path + Format.temporarySuffix
         let fd: Int32
-        do { fd = try fileSystem.open(temporary, mode: .readWriteCreate) } catch { throw SegmentLogError.io(error, "open", temporary) }
+        if let prepared {
+            fd = prepared
+        } else {
+            do { fd = try fileSystem.open(temporary, mode: .readWriteCreate) } catch { throw SegmentLogError.io(error, "open", temporary) }
+        }
         var step = "ftruncate"
         do {
-            try fileSystem.truncate(fd, to: 0)
-            if options.preallocate {
+            if prepared == nil { try fileSystem.truncate(fd, to: 0) }
+            if options.preallocate && prepared == nil {
                 step = "fallocate"
                 do {
                     try fileSystem.allocate(fd, offset: 0, length: Int64(options.segmentSize))
@@ -382,6 +413,12 @@ extension SegmentStore {
                 syncQueue.syncerWaiting = true
                 syncLock.wait()
             }
+            syncLock.unlock()
+            // Write what queued up since the writer's last group, so this sync covers it too.
+            // (The writer waits for the syncer to take its group, so without this, appends that
+            // arrived during the previous sync would wait a whole extra sync.)
+            writeLock.withLock { _ = writeQueued() }
+            syncLock.lock()
             swap(&groups, &syncQueue.groups)
             let failure = syncQueue.failure
             let wakeWriter = syncQueue.writerWaiting

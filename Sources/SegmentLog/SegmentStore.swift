@@ -17,8 +17,8 @@ import Darwin
 /// A store owns its directory (an `flock` on `LOCK`) until `close()`, which must be called: the
 /// writer thread keeps the store alive until then.
 public final class SegmentStore: @unchecked Sendable {
-    // Thread-safety: `shared` is guarded by `lock`; `writer` belongs to the writer thread (and to
-    // `open`/`close`, before it starts and after it is joined); the rest is immutable.
+    // Thread-safety: `shared` is guarded by `lock`; `writer` by `writeLock` (and belongs to
+    // `open`/`close`, before the threads start and after they are joined); the rest is immutable.
 
     /// The data directory.
     public let directory: String
@@ -30,6 +30,9 @@ public final class SegmentStore: @unchecked Sendable {
     let writer: Writer
     private var thread: OSThread?
     private var syncerThread: OSThread?
+    /// Held while taking the queue and writing it (by the writer thread, or the syncer just before
+    /// a sync): guards `writer` and keeps appends in queue order.
+    let writeLock = PosixLock()
     /// Guards `syncQueue`, the hand-off from the writer thread to the syncer thread.
     let syncLock = PosixLock()
     var syncQueue = SyncQueue()
@@ -367,6 +370,8 @@ public final class SegmentStore: @unchecked Sendable {
             shared.log = LogState()
         }
         writer.active = nil
+        writer.spare?.discard()
+        writer.spare = nil
         try? fileSystem.close(lockFD)
         if let error = syncLock.withLock({ syncQueue.closeError }) { throw error }
         logger.info("closed segment log", metadata: ["directory": "\(directory)"])

@@ -126,7 +126,8 @@ extension SegmentStore {
     public struct Statistics: Sendable, Hashable {
         /// `append` calls acknowledged.
         public var appends: Int = 0
-        /// Group commits: one write (plus a sync under `.always`) for all appends in the group.
+        /// Group commits: appends acknowledged together after one sync (under `.always`), however
+        /// many writes that sync covered.
         public var groupCommits: Int = 0
         /// `fdatasync` calls on segment files.
         public var dataSyncs: Int = 0

@@ -28,7 +28,9 @@ enum RecordCodec {
     /// Frames `records`. Accepted batches larger than `maxRecordBytes` are split over several
     /// frames; payloads above `compressionThreshold` are LZ4-compressed when that shrinks them.
     /// - Throws: `.recordTooLarge` when one entry alone exceeds `maxRecordBytes`.
-    static func encode(_ records: [LogRecord], compressionThreshold: Int, maxRecordBytes: Int) throws -> EncodedBatch {
+    /// - Parameter gate: skips compressing while recent payloads did not compress (may be nil).
+    static func encode(_ records: [LogRecord], compressionThreshold: Int, maxRecordBytes: Int,
+                       gate: CompressionGate? = nil) throws -> EncodedBatch {
         // Pass 1: the exact size without compression (compression only ever shrinks a frame).
         var total = 0
         var opCount = 0
@@ -64,108 +66,127 @@ enum RecordCodec {
         var rawBytes = 0
         var storedBytes = 0
         let bytes = [UInt8](unsafeUninitializedCapacity: total) { buffer, count in
-            let out = UnsafeMutableRawBufferPointer(buffer)
-            var pos = 0
-            var frame: UInt32 = 0
-
-            func finishFrame(start: Int, type: Format.RecordType, codec: Format.Codec, raw: Int, stored: Int) {
-                out.putLE(UInt32(stored), at: start + 4)
-                out.putLE(UInt32(raw), at: start + 8)
-                out[start + 12] = type.rawValue
-                out[start + 13] = codec.rawValue
-                out.putLE(UInt16(0), at: start + 14)
-                let crc = Format.crc(0, UnsafeRawBufferPointer(rebasing: out[(start + 4)..<(start + Format.recordHeaderSize + stored)]))
-                out.putLE(crc, at: start)
-                pos = start + Format.recordHeaderSize + stored
-                frame += 1
-                rawBytes += raw
-                storedBytes += stored
-            }
-
-            func small(_ type: Format.RecordType, _ a: UInt64, _ node: UInt32?) {
-                let start = pos
-                out.putLE(a, at: start + 16)
-                var length = 8
-                if let node {
-                    out.putLE(node, at: start + 24)
-                    length = 12
-                }
-                finishFrame(start: start, type: type, codec: .raw, raw: length, stored: length)
-            }
-
-            func accepted(_ entries: ArraySlice<LogEntry>, rawSize: Int) {
-                let start = pos
-                let payloadStart = start + Format.recordHeaderSize
-                let compress = rawSize > compressionThreshold
-                // Compressed frames are encoded into scratch memory first, then compressed into place.
-                let scratch: UnsafeMutableRawBufferPointer = compress
-                    ? .allocate(byteCount: rawSize, alignment: 8)
-                    : UnsafeMutableRawBufferPointer(rebasing: out[payloadStart..<(payloadStart + rawSize)])
-                defer { if compress { scratch.deallocate() } }
-                scratch.putLE(UInt32(entries.count), at: 0)
-                var p = 4
-                for entry in entries {
-                    ops.append(.entry(slot: entry.slot, frame: frame, entryOffset: UInt32(p)))
-                    scratch.putLE(entry.slot, at: p)
-                    scratch.putLE(entry.ballot.round, at: p + 8)
-                    scratch.putLE(entry.ballot.node, at: p + 16)
-                    scratch[p + 20] = entry.isNoop ? Format.entryFlagNoop : 0
-                    scratch.putLE(UInt32(entry.payload.count), at: p + 21)
-                    p += Format.entryHeaderSize
-                    entry.payload.withUnsafeBytes { value in
-                        if value.count > 0 {
-                            UnsafeMutableRawBufferPointer(rebasing: scratch[p..<(p + value.count)]).copyMemory(from: value)
-                        }
-                    }
-                    p += entry.payload.count
-                }
-                if compress {
-                    let packed = LZ4_compress_default(
-                        scratch.baseAddress!.assumingMemoryBound(to: CChar.self),
-                        (out.baseAddress! + payloadStart).assumingMemoryBound(to: CChar.self),
-                        Int32(rawSize), Int32(rawSize - 1))
-                    if packed > 0 {
-                        finishFrame(start: start, type: .accepted, codec: .lz4, raw: rawSize, stored: Int(packed))
-                        return
-                    }
-                    UnsafeMutableRawBufferPointer(rebasing: out[payloadStart..<(payloadStart + rawSize)])
-                        .copyMemory(from: UnsafeRawBufferPointer(scratch))
-                }
-                finishFrame(start: start, type: .accepted, codec: .raw, raw: rawSize, stored: rawSize)
-            }
-
+            var out = FrameWriter(out: UnsafeMutableRawBufferPointer(buffer), gate: gate)
             for record in records {
                 switch record {
                 case .promise(let ballot):
                     ops.append(.promise(ballot))
-                    small(.promise, ballot.round, ballot.node)
+                    out.small(.promise, ballot.round, ballot.node)
                 case .chosen(let through):
                     ops.append(.chosen(through))
-                    small(.chosen, through, nil)
+                    out.small(.chosen, through, nil)
                 case .snapshot(let slot):
                     ops.append(.snapshot(slot))
-                    small(.snapshot, slot, nil)
+                    out.small(.snapshot, slot, nil)
                 case .suffixTruncated(let from):
                     ops.append(.truncateFrom(from))
-                    small(.truncateSuffix, from, nil)
+                    out.small(.truncateSuffix, from, nil)
                 case .accepted(let entries):
                     var chunkStart = entries.startIndex
                     var chunk = 4
                     for i in entries.indices {
                         let size = Format.entryHeaderSize + entries[i].payload.count
                         if i > chunkStart && chunk + size > maxRecordBytes {
-                            accepted(entries[chunkStart..<i], rawSize: chunk)
+                            out.accepted(entries[chunkStart..<i], rawSize: chunk, compress: chunk > compressionThreshold, ops: &ops)
                             chunkStart = i
                             chunk = 4
                         }
                         chunk += size
                     }
-                    if chunkStart < entries.endIndex { accepted(entries[chunkStart...], rawSize: chunk) }
+                    if chunkStart < entries.endIndex {
+                        out.accepted(entries[chunkStart...], rawSize: chunk, compress: chunk > compressionThreshold, ops: &ops)
+                    }
                 }
             }
-            count = pos
+            count = out.pos
+            rawBytes = out.rawBytes
+            storedBytes = out.storedBytes
         }
         return EncodedBatch(bytes: bytes, ops: ops, rawPayloadBytes: rawBytes, storedPayloadBytes: storedBytes)
+    }
+
+    /// Writes frames one after another into a buffer sized by `encode`'s first pass. A struct with
+    /// mutating methods rather than closures over locals: captured locals are boxed and every
+    /// access to them is checked for exclusivity at run time, on the hot path of every append.
+    private struct FrameWriter {
+        let out: UnsafeMutableRawBufferPointer
+        let gate: CompressionGate?
+        var pos = 0
+        var frame: UInt32 = 0
+        var rawBytes = 0
+        var storedBytes = 0
+
+        init(out: UnsafeMutableRawBufferPointer, gate: CompressionGate?) {
+            self.out = out
+            self.gate = gate
+        }
+
+        mutating func finishFrame(start: Int, type: Format.RecordType, codec: Format.Codec, raw: Int, stored: Int) {
+            out.putLE(UInt32(stored), at: start + 4)
+            out.putLE(UInt32(raw), at: start + 8)
+            out[start + 12] = type.rawValue
+            out[start + 13] = codec.rawValue
+            out.putLE(UInt16(0), at: start + 14)
+            let crc = Format.crc(0, UnsafeRawBufferPointer(rebasing: out[(start + 4)..<(start + Format.recordHeaderSize + stored)]))
+            out.putLE(crc, at: start)
+            pos = start + Format.recordHeaderSize + stored
+            frame += 1
+            rawBytes += raw
+            storedBytes += stored
+        }
+
+        mutating func small(_ type: Format.RecordType, _ a: UInt64, _ node: UInt32?) {
+            let start = pos
+            out.putLE(a, at: start + 16)
+            var length = 8
+            if let node {
+                out.putLE(node, at: start + 24)
+                length = 12
+            }
+            finishFrame(start: start, type: type, codec: .raw, raw: length, stored: length)
+        }
+
+        mutating func accepted(_ entries: ArraySlice<LogEntry>, rawSize: Int, compress wanted: Bool, ops: inout [BatchOp]) {
+            let start = pos
+            let payloadStart = start + Format.recordHeaderSize
+            let compress = wanted && (gate?.shouldTry() ?? true)
+            // Compressed frames are encoded into scratch memory first, then compressed into place.
+            let scratch: UnsafeMutableRawBufferPointer = compress
+                ? .allocate(byteCount: rawSize, alignment: 8)
+                : UnsafeMutableRawBufferPointer(rebasing: out[payloadStart..<(payloadStart + rawSize)])
+            defer { if compress { scratch.deallocate() } }
+            scratch.putLE(UInt32(entries.count), at: 0)
+            var p = 4
+            for entry in entries {
+                ops.append(.entry(slot: entry.slot, frame: frame, entryOffset: UInt32(p)))
+                scratch.putLE(entry.slot, at: p)
+                scratch.putLE(entry.ballot.round, at: p + 8)
+                scratch.putLE(entry.ballot.node, at: p + 16)
+                scratch[p + 20] = entry.isNoop ? Format.entryFlagNoop : 0
+                scratch.putLE(UInt32(entry.payload.count), at: p + 21)
+                p += Format.entryHeaderSize
+                entry.payload.withUnsafeBytes { value in
+                    if value.count > 0 {
+                        UnsafeMutableRawBufferPointer(rebasing: scratch[p..<(p + value.count)]).copyMemory(from: value)
+                    }
+                }
+                p += entry.payload.count
+            }
+            if compress {
+                let packed = LZ4_compress_default(
+                    scratch.baseAddress!.assumingMemoryBound(to: CChar.self),
+                    (out.baseAddress! + payloadStart).assumingMemoryBound(to: CChar.self),
+                    Int32(rawSize), Int32(rawSize - 1))
+                gate?.record(raw: rawSize, packed: Int(packed))
+                if packed > 0 {
+                    finishFrame(start: start, type: .accepted, codec: .lz4, raw: rawSize, stored: Int(packed))
+                    return
+                }
+                UnsafeMutableRawBufferPointer(rebasing: out[payloadStart..<(payloadStart + rawSize)])
+                    .copyMemory(from: UnsafeRawBufferPointer(scratch))
+            }
+            finishFrame(start: start, type: .accepted, codec: .raw, raw: rawSize, stored: rawSize)
+        }
     }
 
     /// Decompresses an LZ4 payload that must inflate to exactly `rawLength` bytes.

@@ -37,6 +37,7 @@ public final class SegmentStore: @unchecked Sendable {
     let syncLock = PosixLock()
     var syncQueue = SyncQueue()
     private let lockFD: Int32
+    let compressionGate = CompressionGate()
     /// Serializes snapshot and truncation file work (not appends).
     let maintenance = PosixLock()
 
@@ -199,7 +200,7 @@ public final class SegmentStore: @unchecked Sendable {
             }
         }
         return try RecordCodec.encode(records, compressionThreshold: options.compressionThreshold,
-                                      maxRecordBytes: options.maxRecordBytes)
+                                      maxRecordBytes: options.maxRecordBytes, gate: compressionGate)
     }
 
     func enqueue(_ batch: EncodedBatch, _ waiter: Waiter) {

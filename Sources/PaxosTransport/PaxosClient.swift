@@ -186,6 +186,7 @@ public final class PaxosClient: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let current: NIOLockedValueBox<ClientConnection?>
+    private let coalescer = AppendCoalescer()
 
     private init(configuration: PaxosClientConfiguration, group: any EventLoopGroup, logger: Logger, connection: ClientConnection) {
         self.configuration = configuration
@@ -233,10 +234,16 @@ public final class PaxosClient: Sendable {
     /// Appends records and returns their slots, in order, once chosen; follows redirects.
     /// - Throws: ``TransportError`` `.serverError` with the server's ``ClientError`` (e.g.
     ///   overloaded, noQuorum), `.redirect` when redirects cannot be followed, `.connectionClosed`.
+    ///
+    /// Concurrent calls share requests: while ``AppendCoalescer``'s few requests are in flight,
+    /// further appends wait and go out together in the next one (each caller still gets exactly
+    /// its own slots). If that merged request fails, every append in it gets the error.
     public func append(_ records: [[UInt8]]) async throws(TransportError) -> [Slot] {
-        switch try await sendFollowingRedirects(.append(records)) {
-        case .appended(let slots): return slots
-        case let other: throw TransportError(.unexpectedResponse, "append answered with \(other)")
+        try await coalescer.append(records) { [self] batch throws(TransportError) in
+            switch try await sendFollowingRedirects(.append(batch)) {
+            case .appended(let slots): return slots
+            case let other: throw TransportError(.unexpectedResponse, "append answered with \(other)")
+            }
         }
     }
 

@@ -429,7 +429,7 @@ public struct PaxosCore: Sendable {
             let s = chosenThrough + 1
             guard let e = log[s], anyBallot || e.ballot == b else { break }
             chosenThrough = s
-            ready.chosen.append(ChosenEntry(slot: s, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: s, ballot: e.ballot, value: e.value))
         }
         requestCatchUpIfBehind()
     }
@@ -471,7 +471,7 @@ public struct PaxosCore: Sendable {
             log.set(e.slot, ballot: e.ballot, value: e.value)
             learned.append(e)
             chosenThrough = e.slot
-            ready.chosen.append(ChosenEntry(slot: e.slot, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: e.slot, ballot: e.ballot, value: e.value))
         }
         // Stored as votes so a restart keeps them; the chosen record (in takeReady) follows them.
         if !learned.isEmpty { appendRecord(.learned(learned)) }
@@ -580,7 +580,7 @@ public struct PaxosCore: Sendable {
             acks.removeFirst()
             chosenThrough += 1
             uncommittedBytes -= e.value.byteCount
-            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, ballot: e.ballot, value: e.value))
         }
         knownChosen = Swift.max(knownChosen, chosenThrough)
     }
@@ -597,9 +597,9 @@ public struct PaxosCore: Sendable {
         while let m = acks.first, m.nonzeroBitCount >= quorum {
             acks.removeFirst()
             chosenThrough += 1
-            let v = log[chosenThrough]!.value
-            uncommittedBytes -= v.byteCount
-            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: v))
+            let e = log[chosenThrough]!
+            uncommittedBytes -= e.value.byteCount
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, ballot: e.ballot, value: e.value))
         }
         knownChosen = Swift.max(knownChosen, chosenThrough)
     }

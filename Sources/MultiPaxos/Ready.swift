@@ -36,10 +36,16 @@ public struct AcceptedBatch: Hashable, Sendable {
 /// A slot this replica has learned is chosen, with its value.
 public struct ChosenEntry: Hashable, Sendable {
     public var slot: Slot
+    /// The ballot of this replica's vote for the chosen value (a majority accepted the value,
+    /// not necessarily in this ballot). A leader proposes at most one value per slot in a
+    /// ballot, so a proposer that sees its own ballot here knows the value is the one it proposed;
+    /// a different ballot may carry the same bytes from another client.
+    public var ballot: Ballot
     public var value: Value
 
-    public init(slot: Slot, value: Value) {
+    public init(slot: Slot, ballot: Ballot, value: Value) {
         self.slot = slot
+        self.ballot = ballot
         self.value = value
     }
 }

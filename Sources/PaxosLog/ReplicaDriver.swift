@@ -54,6 +54,8 @@ final class ReplicaDriver: @unchecked Sendable {
 
     struct Waiter {
         let bytes: [UInt8]
+        /// The ballot the value was proposed under: what tells our value from identical bytes.
+        let ballot: Ballot
         let batch: AppendBatch
         let index: Int
         let start: NIODeadline
@@ -128,10 +130,8 @@ final class ReplicaDriver: @unchecked Sendable {
             for (i, bytes) in records.enumerated() {
                 switch self.core.propose(.data(bytes)) {
                 case .proposed(let slot):
-                    if let old = self.waiters.updateValue(Waiter(bytes: bytes, batch: batch, index: i, start: now), forKey: slot) {
-                        old.batch.fail(PaxosLogError(.superseded, "slot \(slot) was reassigned by a new leadership"))
-                    }
-                    self.deadlines.append((slot, deadline))
+                    let ballot = self.core.entry(at: slot)!.ballot
+                    self.wait(for: slot, Waiter(bytes: bytes, ballot: ballot, batch: batch, index: i, start: now), until: deadline)
                 case .notLeader(let leader):
                     let known = leader.map { "node \($0)" } ?? "unknown"
                     batch.fail(PaxosLogError(.notLeader, "node \(self.configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
@@ -144,6 +144,15 @@ final class ReplicaDriver: @unchecked Sendable {
             self.appendsCounter.increment(by: Int64(records.count))
             self.scheduleDrain()
         }
+    }
+
+    private func wait(for slot: Slot, _ waiter: Waiter, until deadline: NIODeadline) {
+        if let old = waiters.updateValue(waiter, forKey: slot) {
+            // A new leadership of ours found no vote for the slot in a majority, yet a minority
+            // may hold the old value and a later leader may still choose it.
+            old.batch.fail(PaxosLogError(.timeout, "slot \(slot) was reassigned by a new leadership; the record may still be appended"))
+        }
+        deadlines.append((slot, deadline))
     }
 
     private static func partial(_ proposed: Int) -> String {
@@ -318,11 +327,14 @@ final class ReplicaDriver: @unchecked Sendable {
         let now = NIODeadline.now()
         for c in chosen {
             guard let w = waiters.removeValue(forKey: c.slot) else { continue }
-            if case .data(let bytes) = c.value, bytes == w.bytes {
+            switch AppendOutcome.of(proposed: w.bytes, under: w.ballot, chosen: c) {
+            case .appended:
                 appendLatency.recordNanoseconds(Int64((now - w.start).nanoseconds))
                 w.batch.complete(index: w.index, slot: c.slot)
-            } else {
+            case .superseded:
                 w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended"))
+            case .unknown:
+                w.batch.fail(PaxosLogError(.timeout, "a record with the same bytes was chosen at slot \(c.slot) in ballot \(c.ballot), not in ballot \(w.ballot) this append was proposed in; it may be this record or another client's, so the outcome is unknown"))
             }
         }
     }

@@ -76,7 +76,7 @@ import Testing
         #expect(r2.chosen.isEmpty, "chosen only once its own vote is durable")
         c.persisted(through: r2.persistThrough)
         let r3 = c.takeReady()
-        #expect(r3.chosen == [ChosenEntry(slot: 1, value: .data([42]))])
+        #expect(r3.chosen == [ChosenEntry(slot: 1, ballot: Ballot(round: 1, node: 7), value: .data([42]))])
         #expect(r3.records == [.chosen(through: 1)])
     }
 

@@ -73,6 +73,10 @@ public struct PaxosCore: Sendable {
     var phase1From: Slot = 1
     /// Highest-ballot vote per slot reported in Phase 1 (own vote included).
     var phase1: [Slot: Entry] = [:]
+    /// Client values offered during Phase 1, proposed in order once it wins (capped like the
+    /// leader's queue, so a long election cannot grow them without bound).
+    var held: Deque<Value> = []
+    var heldBytes = 0
 
     // MARK: Leader
 
@@ -228,11 +232,21 @@ public struct PaxosCore: Sendable {
 
     /// Offers a client value.
     ///
-    /// Only a leader that finished Phase 1 takes proposals; the value is assigned a slot at once
-    /// and sent with the next ``takeReady()``. It is acknowledged when that slot is reported in
-    /// ``Ready/chosen`` with this value.
-    /// - Returns: the slot, or where to go instead, or ``ProposeResult/overloaded``.
+    /// A leader that finished Phase 1 assigns the value a slot at once and sends it with the
+    /// next ``takeReady()``. It is acknowledged when that slot is reported in ``Ready/chosen``
+    /// with this value in the ballot it was proposed in. A candidate holds the value until its
+    /// election ends (see ``Ready/heldProposals``) rather than turn the client away for the
+    /// short Phase 1 that follows every leader change.
+    /// - Returns: the slot, ``ProposeResult/held``, where to go instead, or
+    ///   ``ProposeResult/overloaded``.
     public mutating func propose(_ value: Value) -> ProposeResult {
+        if role == .candidate {
+            if held.count >= configuration.maxQueuedProposals { return .overloaded }
+            if !held.isEmpty, heldBytes + value.byteCount > configuration.maxUncommittedBytes { return .overloaded }
+            held.append(value)
+            heldBytes += value.byteCount
+            return .held
+        }
         guard role == .leader else { return .notLeader(leader: knownLeader) }
         let pending = Int(nextSlot &- 1 &- chosenThrough)
         if pending >= configuration.maxQueuedProposals { return .overloaded }
@@ -536,6 +550,16 @@ public struct PaxosCore: Sendable {
         }
         phase1 = [:]
         nextSlot = top + 1
+        // Then the values clients offered during Phase 1, in the order they came.
+        for v in held {
+            log.set(nextSlot, ballot: ballot, value: v)
+            acks.append(0)
+            uncommittedBytes += v.byteCount
+            ready.heldProposals.append(.proposed(slot: nextSlot, ballot: ballot))
+            nextSlot += 1
+        }
+        held = []
+        heldBytes = 0
         flushedThrough = chosenThrough
         for i in progress.indices { progress[i] = Progress(nextToSend: start) }
         broadcastHeartbeat()
@@ -707,6 +731,10 @@ public struct PaxosCore: Sendable {
     }
 
     mutating func becomeFollower(leader: NodeID?, ballot b: Ballot) {
+        // A lost election: held values were never sent, so the client may safely go elsewhere.
+        for _ in held { ready.heldProposals.append(.dropped(leader: leader)) }
+        held = []
+        heldBytes = 0
         role = .follower
         leaderID = leader
         leaderBallot = b

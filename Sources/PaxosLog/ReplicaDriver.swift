@@ -24,6 +24,10 @@ final class ReplicaDriver: @unchecked Sendable {
     /// Client appends waiting for their slot to be chosen, and their deadlines in slot order.
     private var waiters: [Slot: Waiter] = [:]
     private var deadlines: Deque<(slot: Slot, deadline: NIODeadline)> = []
+    /// Appends the core holds while it campaigns, in the order offered (the order the core
+    /// reports their fate in); the first `heldExpired` already failed with a timeout.
+    private var heldAppends: Deque<(bytes: [UInt8], batch: AppendBatch, index: Int, start: NIODeadline, deadline: NIODeadline)> = []
+    private var heldExpired = 0
     /// Votes (Promises, Accepteds) held until the records they vouch for are durable.
     private var held: Deque<(seq: RecordSequence, messages: [Envelope])> = []
     /// Chosen slots whose records are not yet durable locally: readers must not see them yet.
@@ -132,6 +136,8 @@ final class ReplicaDriver: @unchecked Sendable {
                 case .proposed(let slot):
                     let ballot = self.core.entry(at: slot)!.ballot
                     self.wait(for: slot, Waiter(bytes: bytes, ballot: ballot, batch: batch, index: i, start: now), until: deadline)
+                case .held:
+                    self.heldAppends.append((bytes, batch, i, now, deadline))
                 case .notLeader(let leader):
                     let known = leader.map { "node \($0)" } ?? "unknown"
                     batch.fail(PaxosLogError(.notLeader, "node \(self.configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
@@ -152,7 +158,25 @@ final class ReplicaDriver: @unchecked Sendable {
             // may hold the old value and a later leader may still choose it.
             old.batch.fail(PaxosLogError(.timeout, "slot \(slot) was reassigned by a new leadership; the record may still be appended"))
         }
-        deadlines.append((slot, deadline))
+        // Held appends get their slot late, behind later deadlines: keep the queue sorted.
+        var at = deadlines.endIndex
+        while at > deadlines.startIndex, deadlines[at - 1].deadline > deadline { at -= 1 }
+        deadlines.insert((slot, deadline), at: at)
+    }
+
+    /// The core's election ended for appends it held: register the proposed, fail the dropped.
+    private func resolveHeld(_ outcomes: [HeldProposal]) {
+        for outcome in outcomes {
+            let h = heldAppends.removeFirst()
+            if heldExpired > 0 { heldExpired -= 1 }
+            switch outcome {
+            case .proposed(let slot, let ballot):
+                wait(for: slot, Waiter(bytes: h.bytes, ballot: ballot, batch: h.batch, index: h.index, start: h.start), until: h.deadline)
+            case .dropped(let leader):
+                let known = leader.map { "node \($0)" } ?? "unknown"
+                h.batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) lost its election (leader: \(known)); the record was not appended", leader: leader))
+            }
+        }
     }
 
     private static func partial(_ proposed: Int) -> String {
@@ -245,6 +269,7 @@ final class ReplicaDriver: @unchecked Sendable {
                 held.append((seq, ready.messagesAfterPersist))
             }
         }
+        if !ready.heldProposals.isEmpty { resolveHeld(ready.heldProposals) }
         // 5. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
         if let last = ready.chosen.last {
             chosenCounter.increment(by: Int64(ready.chosen.count))
@@ -367,8 +392,13 @@ final class ReplicaDriver: @unchecked Sendable {
     }
 
     private func expireAppends() {
-        guard let first = deadlines.first, first.deadline <= .now() else { return }
         let now = NIODeadline.now()
+        // Held appends stay queued (the core may still propose them); only their clients give up.
+        while heldExpired < heldAppends.count, heldAppends[heldExpired].deadline <= now {
+            heldAppends[heldExpired].batch.fail(PaxosLogError(.timeout, "no leader elected within \(configuration.appendTimeout); the record may still be appended"))
+            heldExpired += 1
+        }
+        guard let first = deadlines.first, first.deadline <= now else { return }
         while let d = deadlines.first, d.deadline <= now {
             deadlines.removeFirst()
             if let w = waiters.removeValue(forKey: d.slot) {
@@ -381,6 +411,9 @@ final class ReplicaDriver: @unchecked Sendable {
         for (_, w) in waiters { w.batch.fail(error) }
         waiters = [:]
         deadlines = []
+        for h in heldAppends { h.batch.fail(error) }
+        heldAppends = []
+        heldExpired = 0
     }
 }
 

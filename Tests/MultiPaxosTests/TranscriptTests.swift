@@ -12,7 +12,7 @@ import Testing
         return String(here[..<here.lastIndex(of: "/")!]) + "/Transcripts"
     }()
 
-    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up"])
+    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "held_proposals"])
     func transcript(_ name: String) throws {
         let path = "\(Self.directory)/\(name).txt"
         let text = try String(contentsOfFile: path, encoding: .utf8)

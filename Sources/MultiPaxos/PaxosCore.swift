@@ -426,6 +426,15 @@ public struct PaxosCore: Sendable {
             send(to: from, .reject(Reject(ballot: h.ballot, promised: promised)), gated: false)
             return
         }
+        // Following a leader means learning chosen slots from it: promise its ballot first. A
+        // deposed leader of a lower ballot that still heartbeats us is then refused; otherwise
+        // our chosen watermark (learned in this newer ballot) would let it count its own,
+        // different values chosen (see adoptChosen). The promise record precedes anything we
+        // learn, so a restart keeps it whenever it keeps what we learned.
+        if h.ballot > promised {
+            promised = h.ballot
+            appendRecord(.promise(h.ballot))
+        }
         followLeader(from, ballot: h.ballot)
         learn(leaderChosen: h.chosenThrough, ballot: h.ballot, leader: from)
         send(to: from, .heartbeatReply(HeartbeatReply(ballot: h.ballot, chosenThrough: chosenThrough,
@@ -598,6 +607,11 @@ public struct PaxosCore: Sendable {
     /// so waiting for its Accepted could wait forever. Having finished Phase 1, this leader's
     /// value for every open slot is the one a majority may have chosen (a chosen value is
     /// re-proposed by every later ballot), so it may count those slots chosen at once.
+    ///
+    /// That holds only for values chosen in ballots up to ours. The follower answered our
+    /// heartbeat, so its promise is at most our ballot, and it learns chosen slots only from
+    /// leaders it promised (``onHeartbeat(from:_:)``, ``onAccept(from:_:)``): its knowledge
+    /// comes from a ballot no newer than ours.
     mutating func adoptChosen(through peerChosen: Slot) {
         let limit = Swift.min(peerChosen, nextSlot &- 1)
         while chosenThrough < limit, !acks.isEmpty, let e = log[chosenThrough + 1] {

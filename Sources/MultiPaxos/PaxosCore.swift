@@ -73,6 +73,10 @@ public struct PaxosCore: Sendable {
     var phase1From: Slot = 1
     /// Highest-ballot vote per slot reported in Phase 1 (own vote included).
     var phase1: [Slot: Entry] = [:]
+    /// Client values offered during Phase 1, proposed in order once it wins (capped like the
+    /// leader's queue, so a long election cannot grow them without bound).
+    var held: Deque<Value> = []
+    var heldBytes = 0
 
     // MARK: Leader
 
@@ -228,11 +232,21 @@ public struct PaxosCore: Sendable {
 
     /// Offers a client value.
     ///
-    /// Only a leader that finished Phase 1 takes proposals; the value is assigned a slot at once
-    /// and sent with the next ``takeReady()``. It is acknowledged when that slot is reported in
-    /// ``Ready/chosen`` with this value.
-    /// - Returns: the slot, or where to go instead, or ``ProposeResult/overloaded``.
+    /// A leader that finished Phase 1 assigns the value a slot at once and sends it with the
+    /// next ``takeReady()``. It is acknowledged when that slot is reported in ``Ready/chosen``
+    /// with this value in the ballot it was proposed in. A candidate holds the value until its
+    /// election ends (see ``Ready/heldProposals``) rather than turn the client away for the
+    /// short Phase 1 that follows every leader change.
+    /// - Returns: the slot, ``ProposeResult/held``, where to go instead, or
+    ///   ``ProposeResult/overloaded``.
     public mutating func propose(_ value: Value) -> ProposeResult {
+        if role == .candidate {
+            if held.count >= configuration.maxQueuedProposals { return .overloaded }
+            if !held.isEmpty, heldBytes + value.byteCount > configuration.maxUncommittedBytes { return .overloaded }
+            held.append(value)
+            heldBytes += value.byteCount
+            return .held
+        }
         guard role == .leader else { return .notLeader(leader: knownLeader) }
         let pending = Int(nextSlot &- 1 &- chosenThrough)
         if pending >= configuration.maxQueuedProposals { return .overloaded }
@@ -412,6 +426,15 @@ public struct PaxosCore: Sendable {
             send(to: from, .reject(Reject(ballot: h.ballot, promised: promised)), gated: false)
             return
         }
+        // Following a leader means learning chosen slots from it: promise its ballot first. A
+        // deposed leader of a lower ballot that still heartbeats us is then refused; otherwise
+        // our chosen watermark (learned in this newer ballot) would let it count its own,
+        // different values chosen (see adoptChosen). The promise record precedes anything we
+        // learn, so a restart keeps it whenever it keeps what we learned.
+        if h.ballot > promised {
+            promised = h.ballot
+            appendRecord(.promise(h.ballot))
+        }
         followLeader(from, ballot: h.ballot)
         learn(leaderChosen: h.chosenThrough, ballot: h.ballot, leader: from)
         send(to: from, .heartbeatReply(HeartbeatReply(ballot: h.ballot, chosenThrough: chosenThrough,
@@ -429,7 +452,7 @@ public struct PaxosCore: Sendable {
             let s = chosenThrough + 1
             guard let e = log[s], anyBallot || e.ballot == b else { break }
             chosenThrough = s
-            ready.chosen.append(ChosenEntry(slot: s, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: s, ballot: e.ballot, value: e.value))
         }
         requestCatchUpIfBehind()
     }
@@ -471,7 +494,7 @@ public struct PaxosCore: Sendable {
             log.set(e.slot, ballot: e.ballot, value: e.value)
             learned.append(e)
             chosenThrough = e.slot
-            ready.chosen.append(ChosenEntry(slot: e.slot, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: e.slot, ballot: e.ballot, value: e.value))
         }
         // Stored as votes so a restart keeps them; the chosen record (in takeReady) follows them.
         if !learned.isEmpty { appendRecord(.learned(learned)) }
@@ -536,6 +559,16 @@ public struct PaxosCore: Sendable {
         }
         phase1 = [:]
         nextSlot = top + 1
+        // Then the values clients offered during Phase 1, in the order they came.
+        for v in held {
+            log.set(nextSlot, ballot: ballot, value: v)
+            acks.append(0)
+            uncommittedBytes += v.byteCount
+            ready.heldProposals.append(.proposed(slot: nextSlot, ballot: ballot))
+            nextSlot += 1
+        }
+        held = []
+        heldBytes = 0
         flushedThrough = chosenThrough
         for i in progress.indices { progress[i] = Progress(nextToSend: start) }
         broadcastHeartbeat()
@@ -574,13 +607,18 @@ public struct PaxosCore: Sendable {
     /// so waiting for its Accepted could wait forever. Having finished Phase 1, this leader's
     /// value for every open slot is the one a majority may have chosen (a chosen value is
     /// re-proposed by every later ballot), so it may count those slots chosen at once.
+    ///
+    /// That holds only for values chosen in ballots up to ours. The follower answered our
+    /// heartbeat, so its promise is at most our ballot, and it learns chosen slots only from
+    /// leaders it promised (``onHeartbeat(from:_:)``, ``onAccept(from:_:)``): its knowledge
+    /// comes from a ballot no newer than ours.
     mutating func adoptChosen(through peerChosen: Slot) {
         let limit = Swift.min(peerChosen, nextSlot &- 1)
         while chosenThrough < limit, !acks.isEmpty, let e = log[chosenThrough + 1] {
             acks.removeFirst()
             chosenThrough += 1
             uncommittedBytes -= e.value.byteCount
-            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: e.value))
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, ballot: e.ballot, value: e.value))
         }
         knownChosen = Swift.max(knownChosen, chosenThrough)
     }
@@ -597,9 +635,9 @@ public struct PaxosCore: Sendable {
         while let m = acks.first, m.nonzeroBitCount >= quorum {
             acks.removeFirst()
             chosenThrough += 1
-            let v = log[chosenThrough]!.value
-            uncommittedBytes -= v.byteCount
-            ready.chosen.append(ChosenEntry(slot: chosenThrough, value: v))
+            let e = log[chosenThrough]!
+            uncommittedBytes -= e.value.byteCount
+            ready.chosen.append(ChosenEntry(slot: chosenThrough, ballot: e.ballot, value: e.value))
         }
         knownChosen = Swift.max(knownChosen, chosenThrough)
     }
@@ -707,6 +745,10 @@ public struct PaxosCore: Sendable {
     }
 
     mutating func becomeFollower(leader: NodeID?, ballot b: Ballot) {
+        // A lost election: held values were never sent, so the client may safely go elsewhere.
+        for _ in held { ready.heldProposals.append(.dropped(leader: leader)) }
+        held = []
+        heldBytes = 0
         role = .follower
         leaderID = leader
         leaderBallot = b

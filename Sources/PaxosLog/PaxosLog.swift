@@ -88,9 +88,12 @@ public final class PaxosLog: Sendable {
 
     /// Appends one record and returns its position once it is chosen (durable on a majority).
     ///
+    /// A replica in the middle of an election holds the record until the election ends: it is
+    /// proposed if this replica wins, and fails with `notLeader` (never proposed) if it loses.
     /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader) on a follower configured to
-    ///   redirect, `overloaded`, `timeout` (outcome unknown), `superseded` (not appended),
-    ///   `closed`, `storage`.
+    ///   redirect, `overloaded`, `timeout` (outcome unknown: not chosen in time, or an identical
+    ///   record won the slot in another leader's ballot), `superseded` (not appended), `closed`,
+    ///   `storage`.
     public func append(_ record: [UInt8]) async throws -> Position {
         try await append(contentsOf: [record])[0]
     }

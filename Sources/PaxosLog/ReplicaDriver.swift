@@ -24,6 +24,10 @@ final class ReplicaDriver: @unchecked Sendable {
     /// Client appends waiting for their slot to be chosen, and their deadlines in slot order.
     private var waiters: [Slot: Waiter] = [:]
     private var deadlines: Deque<(slot: Slot, deadline: NIODeadline)> = []
+    /// Appends the core holds while it campaigns, in the order offered (the order the core
+    /// reports their fate in); the first `heldExpired` already failed with a timeout.
+    private var heldAppends: Deque<(bytes: [UInt8], batch: AppendBatch, index: Int, start: NIODeadline, deadline: NIODeadline)> = []
+    private var heldExpired = 0
     /// Votes (Promises, Accepteds) held until the records they vouch for are durable.
     private var held: Deque<(seq: RecordSequence, messages: [Envelope])> = []
     /// Chosen slots whose records are not yet durable locally: readers must not see them yet.
@@ -54,6 +58,8 @@ final class ReplicaDriver: @unchecked Sendable {
 
     struct Waiter {
         let bytes: [UInt8]
+        /// The ballot the value was proposed under: what tells our value from identical bytes.
+        let ballot: Ballot
         let batch: AppendBatch
         let index: Int
         let start: NIODeadline
@@ -128,10 +134,10 @@ final class ReplicaDriver: @unchecked Sendable {
             for (i, bytes) in records.enumerated() {
                 switch self.core.propose(.data(bytes)) {
                 case .proposed(let slot):
-                    if let old = self.waiters.updateValue(Waiter(bytes: bytes, batch: batch, index: i, start: now), forKey: slot) {
-                        old.batch.fail(PaxosLogError(.superseded, "slot \(slot) was reassigned by a new leadership"))
-                    }
-                    self.deadlines.append((slot, deadline))
+                    let ballot = self.core.entry(at: slot)!.ballot
+                    self.wait(for: slot, Waiter(bytes: bytes, ballot: ballot, batch: batch, index: i, start: now), until: deadline)
+                case .held:
+                    self.heldAppends.append((bytes, batch, i, now, deadline))
                 case .notLeader(let leader):
                     let known = leader.map { "node \($0)" } ?? "unknown"
                     batch.fail(PaxosLogError(.notLeader, "node \(self.configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
@@ -143,6 +149,33 @@ final class ReplicaDriver: @unchecked Sendable {
             }
             self.appendsCounter.increment(by: Int64(records.count))
             self.scheduleDrain()
+        }
+    }
+
+    private func wait(for slot: Slot, _ waiter: Waiter, until deadline: NIODeadline) {
+        if let old = waiters.updateValue(waiter, forKey: slot) {
+            // A new leadership of ours found no vote for the slot in a majority, yet a minority
+            // may hold the old value and a later leader may still choose it.
+            old.batch.fail(PaxosLogError(.timeout, "slot \(slot) was reassigned by a new leadership; the record may still be appended"))
+        }
+        // Held appends get their slot late, behind later deadlines: keep the queue sorted.
+        var at = deadlines.endIndex
+        while at > deadlines.startIndex, deadlines[at - 1].deadline > deadline { at -= 1 }
+        deadlines.insert((slot, deadline), at: at)
+    }
+
+    /// The core's election ended for appends it held: register the proposed, fail the dropped.
+    private func resolveHeld(_ outcomes: [HeldProposal]) {
+        for outcome in outcomes {
+            let h = heldAppends.removeFirst()
+            if heldExpired > 0 { heldExpired -= 1 }
+            switch outcome {
+            case .proposed(let slot, let ballot):
+                wait(for: slot, Waiter(bytes: h.bytes, ballot: ballot, batch: h.batch, index: h.index, start: h.start), until: h.deadline)
+            case .dropped(let leader):
+                let known = leader.map { "node \($0)" } ?? "unknown"
+                h.batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) lost its election (leader: \(known)); the record was not appended", leader: leader))
+            }
         }
     }
 
@@ -236,6 +269,7 @@ final class ReplicaDriver: @unchecked Sendable {
                 held.append((seq, ready.messagesAfterPersist))
             }
         }
+        if !ready.heldProposals.isEmpty { resolveHeld(ready.heldProposals) }
         // 5. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
         if let last = ready.chosen.last {
             chosenCounter.increment(by: Int64(ready.chosen.count))
@@ -318,11 +352,14 @@ final class ReplicaDriver: @unchecked Sendable {
         let now = NIODeadline.now()
         for c in chosen {
             guard let w = waiters.removeValue(forKey: c.slot) else { continue }
-            if case .data(let bytes) = c.value, bytes == w.bytes {
+            switch AppendOutcome.of(proposed: w.bytes, under: w.ballot, chosen: c) {
+            case .appended:
                 appendLatency.recordNanoseconds(Int64((now - w.start).nanoseconds))
                 w.batch.complete(index: w.index, slot: c.slot)
-            } else {
+            case .superseded:
                 w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended"))
+            case .unknown:
+                w.batch.fail(PaxosLogError(.timeout, "a record with the same bytes was chosen at slot \(c.slot) in ballot \(c.ballot), not in ballot \(w.ballot) this append was proposed in; it may be this record or another client's, so the outcome is unknown"))
             }
         }
     }
@@ -355,8 +392,13 @@ final class ReplicaDriver: @unchecked Sendable {
     }
 
     private func expireAppends() {
-        guard let first = deadlines.first, first.deadline <= .now() else { return }
         let now = NIODeadline.now()
+        // Held appends stay queued (the core may still propose them); only their clients give up.
+        while heldExpired < heldAppends.count, heldAppends[heldExpired].deadline <= now {
+            heldAppends[heldExpired].batch.fail(PaxosLogError(.timeout, "no leader elected within \(configuration.appendTimeout); the record may still be appended"))
+            heldExpired += 1
+        }
+        guard let first = deadlines.first, first.deadline <= now else { return }
         while let d = deadlines.first, d.deadline <= now {
             deadlines.removeFirst()
             if let w = waiters.removeValue(forKey: d.slot) {
@@ -369,6 +411,9 @@ final class ReplicaDriver: @unchecked Sendable {
         for (_, w) in waiters { w.batch.fail(error) }
         waiters = [:]
         deadlines = []
+        for h in heldAppends { h.batch.fail(error) }
+        heldAppends = []
+        heldExpired = 0
     }
 }
 

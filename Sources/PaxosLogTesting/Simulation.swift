@@ -99,6 +99,8 @@ public struct Simulation: Sendable {
         var learned: [Value] = []
         var restartAt: Int? = nil
         var incarnation = 0
+        /// Values the core holds while campaigning (`ProposeResult.held`), oldest first.
+        var held: [Value] = []
         /// Snapshot transfers (volatile: a crash loses them, and a partial receive with them).
         var senders: [NodeID: SnapshotSender] = [:]
         var receiver: SnapshotReceiver? = nil
@@ -222,6 +224,8 @@ public struct Simulation: Sendable {
             switch nodes[target].core!.propose(value) {
             case .proposed(let slot):
                 pending.append(PendingProposal(node: target, incarnation: nodes[target].incarnation, slot: slot, value: value))
+            case .held:
+                nodes[target].held.append(value)
             case .notLeader(let leader):
                 if let l = leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
                 drain(target)
@@ -250,6 +254,12 @@ public struct Simulation: Sendable {
                 for e in r.messagesAfterPersist { send(e) }
             } else {
                 nodes[i].gated.append((r.persistThrough, r.messagesAfterPersist))
+            }
+        }
+        for outcome in r.heldProposals {
+            let value = nodes[i].held.removeFirst()
+            if case .proposed(let slot, _) = outcome {
+                pending.append(PendingProposal(node: i, incarnation: nodes[i].incarnation, slot: slot, value: value))
             }
         }
         for c in r.chosen {
@@ -354,6 +364,7 @@ public struct Simulation: Sendable {
         nodes[i].storage.pending.removeAll()
         nodes[i].core = nil
         nodes[i].gated.removeAll()
+        nodes[i].held.removeAll()
         nodes[i].senders = [:]
         nodes[i].receiver = nil
         nodes[i].receivedBytes = []

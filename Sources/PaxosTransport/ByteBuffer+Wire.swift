@@ -53,6 +53,19 @@ extension ByteBuffer {
         return count
     }
 
+    /// Reads an array: a `u32` element count (checked like ``readWireCount(_:minimumElementSize:)``)
+    /// then that many elements, each read by `readElement`.
+    mutating func readWireArray<Element>(
+        _ field: StaticString, minimumElementSize: Int,
+        _ readElement: (inout ByteBuffer) throws(WireError) -> Element
+    ) throws(WireError) -> [Element] {
+        let count = try readWireCount(field, minimumElementSize: minimumElementSize)
+        var elements: [Element] = []
+        elements.reserveCapacity(count)
+        for _ in 0..<count { elements.append(try readElement(&self)) }
+        return elements
+    }
+
     func checkFullyRead(_ what: StaticString) throws(WireError) {
         guard readableBytes == 0 else {
             throw WireError(.trailingBytes, "\(what): \(readableBytes) bytes after the last field")
@@ -65,6 +78,12 @@ extension ByteBuffer {
 
     mutating func writeBool(_ value: Bool) {
         writeInteger(value ? 1 : 0, as: UInt8.self)
+    }
+
+    /// Writes an array: a `u32` element count, then each element with `writeElement`.
+    mutating func writeWireArray<C: Collection>(_ elements: C, _ writeElement: (inout ByteBuffer, C.Element) -> Void) {
+        writeWire(UInt32(truncatingIfNeeded: elements.count))
+        for element in elements { writeElement(&self, element) }
     }
 
     mutating func writeWireBytes(_ bytes: [UInt8]) {

@@ -167,8 +167,7 @@ public struct ClientRequestFrame: Hashable, Sendable {
         switch request {
         case .append(let records):
             buffer.writeWire(ClientRequest.Kind.append.rawValue)
-            buffer.writeWire(UInt32(truncatingIfNeeded: records.count))
-            for record in records { buffer.writeWireBytes(record) }
+            buffer.writeWireArray(records) { $0.writeWireBytes($1) }
         case .read(let fromSlot, let maxCount):
             buffer.writeWire(ClientRequest.Kind.read.rawValue)
             buffer.writeWire(fromSlot)
@@ -186,11 +185,9 @@ public struct ClientRequestFrame: Hashable, Sendable {
         let request: ClientRequest
         switch ClientRequest.Kind(rawValue: raw) {
         case .append:
-            let count = try buffer.readWireCount("append.records", minimumElementSize: 4)
-            var records: [[UInt8]] = []
-            records.reserveCapacity(count)
-            for _ in 0..<count { records.append(try buffer.readWireBytes("append.record")) }
-            request = .append(records)
+            request = .append(try buffer.readWireArray("append.records", minimumElementSize: 4) { buffer throws(WireError) in
+                try buffer.readWireBytes("append.record")
+            })
         case .read:
             request = .read(fromSlot: try buffer.readWire(Slot.self, "read.fromSlot"), maxCount: try buffer.readWire(UInt32.self, "read.maxCount"))
         case .status:
@@ -225,8 +222,7 @@ public struct ClientResponseFrame: Hashable, Sendable {
         switch response {
         case .appended(let slots):
             buffer.writeWire(ClientResponse.Kind.appended.rawValue)
-            buffer.writeWire(UInt32(truncatingIfNeeded: slots.count))
-            for slot in slots { buffer.writeWire(slot) }
+            buffer.writeWireArray(slots) { $0.writeWire($1) }
         case .redirect(let leaderID, let leaderAddress):
             buffer.writeWire(ClientResponse.Kind.redirect.rawValue)
             buffer.writeBool(leaderID != nil)
@@ -240,8 +236,7 @@ public struct ClientResponseFrame: Hashable, Sendable {
         case .entries(let result):
             buffer.writeWire(ClientResponse.Kind.entries.rawValue)
             buffer.writeWire(result.nextSlot)
-            buffer.writeWire(UInt32(truncatingIfNeeded: result.entries.count))
-            for entry in result.entries {
+            buffer.writeWireArray(result.entries) { buffer, entry in
                 buffer.writeWire(entry.slot)
                 buffer.writeWireBytes(entry.bytes)
             }
@@ -270,11 +265,9 @@ public struct ClientResponseFrame: Hashable, Sendable {
         let response: ClientResponse
         switch ClientResponse.Kind(rawValue: raw) {
         case .appended:
-            let count = try buffer.readWireCount("appended.slots", minimumElementSize: 8)
-            var slots: [Slot] = []
-            slots.reserveCapacity(count)
-            for _ in 0..<count { slots.append(try buffer.readWire(Slot.self, "appended.slot")) }
-            response = .appended(slots)
+            response = .appended(try buffer.readWireArray("appended.slots", minimumElementSize: 8) { buffer throws(WireError) in
+                try buffer.readWire(Slot.self, "appended.slot")
+            })
         case .redirect:
             let leaderID: NodeID? = try buffer.readBool("redirect.hasLeaderID") ? try buffer.readWire(NodeID.self, "redirect.leaderID") : nil
             let address: String? = try buffer.readBool("redirect.hasAddress") ? try buffer.readWireString("redirect.leaderAddress") : nil
@@ -284,12 +277,9 @@ public struct ClientResponseFrame: Hashable, Sendable {
             response = .error(ClientError(code: ClientErrorCode(rawValue: code), message: try buffer.readWireString("error.message")))
         case .entries:
             let nextSlot = try buffer.readWire(Slot.self, "entries.nextSlot")
-            let count = try buffer.readWireCount("entries.entries", minimumElementSize: 12)
-            var entries: [ClientEntry] = []
-            entries.reserveCapacity(count)
-            for _ in 0..<count {
+            let entries = try buffer.readWireArray("entries.entries", minimumElementSize: 12) { buffer throws(WireError) in
                 let slot = try buffer.readWire(Slot.self, "entry.slot")
-                entries.append(ClientEntry(slot: slot, bytes: try buffer.readWireBytes("entry.bytes")))
+                return ClientEntry(slot: slot, bytes: try buffer.readWireBytes("entry.bytes"))
             }
             response = .entries(ReadResult(entries: entries, nextSlot: nextSlot))
         case .status:

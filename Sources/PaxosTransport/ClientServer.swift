@@ -111,31 +111,17 @@ public final class ClientServer: Sendable {
             }
         }
         state.withLockedValue { $0.runner = runner }
-        let listen = configuration.listenAddress
-        let server: any Channel
-        do {
-            server = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                // Reads are issued by ClientServerHandler, which holds them back when too many
-                // requests are in flight.
-                .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
-                }
-                .bind(host: listen.host, port: listen.port)
-                .get()
-        } catch {
-            throw TransportError(.bindFailed, "cannot listen on \(listen): \(error)")
-        }
-        let keep = state.withLockedValue { state -> Bool in
-            if state.shutDown { return false }
-            state.server = server
-            return true
-        }
-        guard keep, let address = server.localAddress else {
-            try? await server.close()
-            throw TransportError(.shutDown, "shut down while starting")
-        }
+        let address = try await Listener.bind(configuration.listenAddress, group: group, adopt: { server in
+            state.withLockedValue { state -> Bool in
+                if state.shutDown { return false }
+                state.server = server
+                return true
+            }
+        }, initializeChild: { [self] channel in
+            // Reads are issued by ClientServerHandler, which holds them back when too many
+            // requests are in flight.
+            try self.configure(channel)
+        })
         logger.debug("listening for clients", metadata: ["address": "\(address)"])
         return address
     }

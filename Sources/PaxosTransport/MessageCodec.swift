@@ -58,8 +58,7 @@ public enum MessageCodec {
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.fromSlot)
             buffer.writeWire(m.chosenThrough)
-            buffer.writeWire(UInt32(truncatingIfNeeded: m.accepted.count))
-            for entry in m.accepted { buffer.writeEntry(entry) }
+            buffer.writeWireArray(m.accepted) { $0.writeEntry($1) }
         case .reject(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeBallot(m.promised)
@@ -67,8 +66,7 @@ public enum MessageCodec {
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)
             buffer.writeWire(m.chosenThrough)
-            buffer.writeWire(UInt32(truncatingIfNeeded: m.values.count))
-            for value in m.values { buffer.writeValue(value) }
+            buffer.writeWireArray(m.values) { $0.writeValue($1) }
         case .accepted(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)
@@ -85,8 +83,7 @@ public enum MessageCodec {
             buffer.writeWire(m.throughSlot)
         case .catchUpReply(let m):
             buffer.writeWire(m.chosenThrough)
-            buffer.writeWire(UInt32(truncatingIfNeeded: m.entries.count))
-            for entry in m.entries { buffer.writeEntry(entry) }
+            buffer.writeWireArray(m.entries) { $0.writeEntry($1) }
         case .snapshotOffer(let m):
             buffer.writeWire(m.slot)
             buffer.writeWire(m.length)
@@ -122,10 +119,7 @@ public enum MessageCodec {
             let ballot = try buffer.readBallot()
             let fromSlot = try buffer.readWire(Slot.self, "promise.fromSlot")
             let chosenThrough = try buffer.readWire(Slot.self, "promise.chosenThrough")
-            let count = try buffer.readWireCount("promise.accepted", minimumElementSize: WireSize.minEntry)
-            var accepted: [Entry] = []
-            accepted.reserveCapacity(count)
-            for _ in 0..<count { accepted.append(try buffer.readEntry()) }
+            let accepted = try buffer.readWireArray("promise.accepted", minimumElementSize: WireSize.minEntry) { buffer throws(WireError) in try buffer.readEntry() }
             message = .promise(Promise(ballot: ballot, fromSlot: fromSlot, accepted: accepted, chosenThrough: chosenThrough))
         case .reject:
             message = .reject(Reject(ballot: try buffer.readBallot(), promised: try buffer.readBallot()))
@@ -133,10 +127,7 @@ public enum MessageCodec {
             let ballot = try buffer.readBallot()
             let firstSlot = try buffer.readWire(Slot.self, "accept.firstSlot")
             let chosenThrough = try buffer.readWire(Slot.self, "accept.chosenThrough")
-            let count = try buffer.readWireCount("accept.values", minimumElementSize: WireSize.minValue)
-            var values: [Value] = []
-            values.reserveCapacity(count)
-            for _ in 0..<count { values.append(try buffer.readValue()) }
+            let values = try buffer.readWireArray("accept.values", minimumElementSize: WireSize.minValue) { buffer throws(WireError) in try buffer.readValue() }
             message = .accept(Accept(ballot: ballot, firstSlot: firstSlot, values: values, chosenThrough: chosenThrough))
         case .accepted:
             message = .accepted(Accepted(
@@ -156,10 +147,7 @@ public enum MessageCodec {
                 throughSlot: try buffer.readWire(Slot.self, "catchUpRequest.throughSlot")))
         case .catchUpReply:
             let chosenThrough = try buffer.readWire(Slot.self, "catchUpReply.chosenThrough")
-            let count = try buffer.readWireCount("catchUpReply.entries", minimumElementSize: WireSize.minEntry)
-            var entries: [Entry] = []
-            entries.reserveCapacity(count)
-            for _ in 0..<count { entries.append(try buffer.readEntry()) }
+            let entries = try buffer.readWireArray("catchUpReply.entries", minimumElementSize: WireSize.minEntry) { buffer throws(WireError) in try buffer.readEntry() }
             message = .catchUpReply(CatchUpReply(entries: entries, chosenThrough: chosenThrough))
         case .snapshotOffer:
             message = .snapshotOffer(SnapshotOffer(

@@ -125,34 +125,16 @@ public final class PeerTransport: Sendable {
         guard let listen = configuration.listenAddress ?? configuration.members[configuration.nodeID] else {
             throw TransportError(.invalidConfiguration, "no listen address")
         }
-        let server: any Channel
-        do {
-            server = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try self.configureInbound(channel) }
-                }
-                .bind(host: listen.host, port: listen.port)
-                .get()
-        } catch {
-            throw TransportError(.bindFailed, "cannot listen on \(listen): \(error)")
-        }
-        let keep = state.withLockedValue { state -> Bool in
-            if state.shutDown { return false }
-            state.server = server
-            return true
-        }
-        guard keep else {
-            try? await server.close()
-            throw TransportError(.shutDown, "shut down while starting")
-        }
-        logger.debug("listening for peers", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        let address = try await Listener.bind(listen, group: group, adopt: { server in
+            state.withLockedValue { state -> Bool in
+                if state.shutDown { return false }
+                state.server = server
+                return true
+            }
+        }, initializeChild: { [self] channel in try self.configureInbound(channel) })
+        logger.debug("listening for peers", metadata: ["address": "\(address)"])
         for link in links.values {
             link.eventLoop.execute { self.connect(link) }
-        }
-        guard let address = server.localAddress else {
-            throw TransportError(.bindFailed, "the listening socket on \(listen) has no local address")
         }
         return address
     }

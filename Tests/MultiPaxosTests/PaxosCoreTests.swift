@@ -9,11 +9,13 @@ import Testing
         return c
     }
 
-    /// Elects node 1 of three, persisting and delivering by hand.
-    func electedLeader() -> (PaxosCore, [PaxosCore]) {
+    /// Elects node 1 of three, persisting and delivering by hand; `whileCampaigning` runs on the
+    /// candidate before its Prepares are answered. `won` is the Ready that reports the victory.
+    func electedLeader(whileCampaigning: (inout PaxosCore) -> Void = { _ in }) -> (PaxosCore, [PaxosCore], won: Ready) {
         var leader = PaxosCore(configuration: config(1))
         var followers = [PaxosCore(configuration: config(2)), PaxosCore(configuration: config(3))]
         leader.campaign()
+        whileCampaigning(&leader)
         var r = leader.takeReady()
         #expect(r.messages.isEmpty, "a Prepare must wait for the promise naming its ballot")
         leader.persisted(through: r.persistThrough)
@@ -29,11 +31,11 @@ import Testing
         r = leader.takeReady()
         #expect(leader.isLeader)
         #expect(r.leadership == Leadership(leader: 1, ballot: Ballot(round: 1, node: 1), isLeader: true))
-        return (leader, followers)
+        return (leader, followers, r)
     }
 
     @Test func nonLeaderNamesTheLeaderItKnows() {
-        var (leader, followers) = electedLeader()
+        var (leader, followers, _) = electedLeader()
         #expect(followers[0].propose(.noop) == .notLeader(leader: nil))
         _ = leader.tick(); _ = leader.tick()
         for e in leader.takeReady().messages where e.to == 2 { followers[0].step(e) }
@@ -41,13 +43,53 @@ import Testing
     }
 
     @Test func capsAnswerOverloaded() {
-        var (leader, _) = electedLeader()
+        var (leader, _, _) = electedLeader()
         #expect(leader.propose(.data([1, 2, 3, 4, 5, 6])) == .proposed(slot: 1))
         #expect(leader.propose(.data([1, 2, 3, 4, 5, 6])) == .overloaded, "uncommitted bytes cap")
         #expect(leader.propose(.noop) == .proposed(slot: 2))
         #expect(leader.propose(.noop) == .proposed(slot: 3))
         #expect(leader.propose(.noop) == .proposed(slot: 4))
         #expect(leader.propose(.noop) == .overloaded, "queued proposals cap")
+    }
+
+    /// Proposals that arrive during Phase 1 wait for its outcome instead of bouncing.
+    @Test func candidateHoldsProposalsUntilItLeads() {
+        var results: [ProposeResult] = []
+        let (_, _, won) = electedLeader { candidate in
+            for v in [Value.data([1]), .data([2])] { results.append(candidate.propose(v)) }
+        }
+        #expect(results == [.held, .held])
+        let ballot = Ballot(round: 1, node: 1)
+        #expect(won.heldProposals == [.proposed(slot: 1, ballot: ballot), .proposed(slot: 2, ballot: ballot)])
+        let accepts = won.messages.compactMap { e -> Accept? in
+            if case .accept(let a) = e.message { return a } else { return nil }
+        }
+        #expect(accepts.count == 2 && accepts.allSatisfy { $0.firstSlot == 1 && $0.values == [.data([1]), .data([2])] })
+    }
+
+    @Test func candidateDropsHeldProposalsWhenItLoses() {
+        var c = PaxosCore(configuration: config(1))
+        c.campaign()
+        _ = c.takeReady()
+        #expect(c.propose(.data([1])) == .held)
+        #expect(c.propose(.noop) == .held)
+        // Node 2 leads in a higher ballot: the election is lost.
+        c.step(Envelope(from: 2, to: 1, message: .heartbeat(Heartbeat(ballot: Ballot(round: 5, node: 2), chosenThrough: 0))))
+        let r = c.takeReady()
+        #expect(r.heldProposals == [.dropped(leader: 2), .dropped(leader: 2)])
+        #expect(c.propose(.noop) == .notLeader(leader: 2))
+        #expect(c.takeReady().heldProposals.isEmpty)
+    }
+
+    @Test func heldProposalsAreCapped() {
+        var c = PaxosCore(configuration: config(1))
+        c.campaign()
+        #expect(c.propose(.data([1, 2, 3, 4, 5, 6])) == .held)
+        #expect(c.propose(.data([1, 2, 3, 4, 5, 6])) == .overloaded, "uncommitted bytes cap")
+        #expect(c.propose(.noop) == .held)
+        #expect(c.propose(.noop) == .held)
+        #expect(c.propose(.noop) == .held)
+        #expect(c.propose(.noop) == .overloaded, "queued proposals cap")
     }
 
     @Test func restartNeverReusesABallot() {
@@ -76,7 +118,7 @@ import Testing
         #expect(r2.chosen.isEmpty, "chosen only once its own vote is durable")
         c.persisted(through: r2.persistThrough)
         let r3 = c.takeReady()
-        #expect(r3.chosen == [ChosenEntry(slot: 1, value: .data([42]))])
+        #expect(r3.chosen == [ChosenEntry(slot: 1, ballot: Ballot(round: 1, node: 7), value: .data([42]))])
         #expect(r3.records == [.chosen(through: 1)])
     }
 

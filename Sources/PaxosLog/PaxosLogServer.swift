@@ -97,6 +97,7 @@ struct ClientService: Sendable {
             return .redirect(leaderID: error.leader, leaderAddress: address)
         case .overloaded: return .error(ClientError(code: .overloaded, message: error.message))
         case .timeout: return .error(ClientError(code: .timeout, message: error.message))
+        case .superseded: return .error(ClientError(code: .superseded, message: error.message))
         case .closed: return .error(ClientError(code: .shuttingDown, message: error.message))
         case .compacted: return .error(ClientError(code: .compacted, message: error.message))
         case .invalidArgument: return .error(ClientError(code: .invalidRequest, message: error.message))

@@ -68,7 +68,7 @@ public final class LocalCluster: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = ["serve", "--id", "\(id)", "--members", membersArgument, "--data", n.dataDirectory, "--cluster", clusterName, "--exit-with-parent"] + extraArguments
-        if !FileManager.default.fileExists(atPath: n.logFile) { FileManager.default.createFile(atPath: n.logFile, contents: nil) }
+        if !FileManager.default.fileExists(atPath: n.logFile) { _ = FileManager.default.createFile(atPath: n.logFile, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: n.logFile))
         log.seekToEndOfFile()
         p.standardOutput = log

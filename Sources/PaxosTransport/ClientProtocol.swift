@@ -40,6 +40,9 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
     public static let `internal` = ClientErrorCode(rawValue: 7)
     /// The request timed out on the server; the outcome of an append is unknown.
     public static let timeout = ClientErrorCode(rawValue: 8)
+    /// Another value was chosen at the slot after a leader change: the append was not applied,
+    /// and retrying it is safe.
+    public static let superseded = ClientErrorCode(rawValue: 9)
 
     public var description: String {
         switch self {
@@ -51,6 +54,7 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
         case .shuttingDown: return "shutting down"
         case .internal: return "internal"
         case .timeout: return "timeout"
+        case .superseded: return "superseded"
         default: return "error \(rawValue)"
         }
     }

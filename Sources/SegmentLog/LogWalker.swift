@@ -359,7 +359,7 @@ struct LogWalker {
                 report.notes.append("leftover temporary file \(name) (recovery deletes it)")
             } else if name.contains(Format.segmentSuffix + Format.tornSuffix) {
                 report.notes.append("side file \(name): bytes cut from a torn or damaged tail by an earlier recovery or repair")
-            } else if name.hasSuffix(Format.segmentSuffix + ".discarded") {
+            } else if name.contains(Format.segmentSuffix + ".discarded") {
                 report.notes.append("side file \(name): a segment set aside by tolerant recovery or repair")
             } else if name != Format.lockFileName && Format.segmentSequence(fileName: name) == nil
                         && Format.snapshotSlot(fileName: name) == nil {

@@ -324,7 +324,14 @@ struct Recovery {
     private func setAside(_ sequences: [UInt64]) throws {
         for sequence in sequences {
             let from = path(Format.segmentFileName(sequence))
-            do { try fileSystem.rename(from, to: from + ".discarded") } catch { throw SegmentLogError.io(error, "rename", from) }
+            // Never over an earlier set-aside file: a later segment may reuse this sequence number.
+            var to = from + ".discarded"
+            var n = 1
+            while fileSystem.fileExists(to) {
+                to = from + ".discarded.\(n)"
+                n += 1
+            }
+            do { try fileSystem.rename(from, to: to) } catch { throw SegmentLogError.io(error, "rename", from) }
         }
         if !sequences.isEmpty { try syncDirectory() }
     }

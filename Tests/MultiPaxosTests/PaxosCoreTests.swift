@@ -37,7 +37,7 @@ import Testing
     @Test func nonLeaderNamesTheLeaderItKnows() {
         var (leader, followers, _) = electedLeader()
         #expect(followers[0].propose(.noop) == .notLeader(leader: nil))
-        _ = leader.tick(); _ = leader.tick()
+        leader.tick(); leader.tick()
         for e in leader.takeReady().messages where e.to == 2 { followers[0].step(e) }
         #expect(followers[0].propose(.noop) == .notLeader(leader: 1))
     }

@@ -58,8 +58,10 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<100 {
                 group.addTask {
-                    let slots = try await client.append([[0]])
-                    #expect(slots == [1])
+                    // `send`, not `append`: appends on one client share requests, and this test
+                    // needs 100 separate requests in flight.
+                    let response = try await client.send(.append([[0]]))
+                    #expect(response == .appended([1]))
                 }
             }
             try await group.waitForAll()

@@ -271,7 +271,7 @@ extension SegmentStore {
         writer.end += writer.used
         writer.bytesWritten += writer.used
         writer.used = 0
-        if ABTEST.spare, options.preallocate, writer.spare == nil, writer.end > options.segmentSize / 2 {
+        if options.preallocate, writer.spare == nil, writer.end > options.segmentSize / 2 {
             writer.spare = SpareSegment.prepare(sequence: writer.active.sequence + 1, directory: directory,
                                                 size: options.segmentSize, fileSystem: fileSystem)
         }
@@ -417,7 +417,7 @@ extension SegmentStore {
             // Write what queued up since the writer's last group, so this sync covers it too.
             // (The writer waits for the syncer to take its group, so without this, appends that
             // arrived during the previous sync would wait a whole extra sync.)
-            if ABTEST.absorb { writeLock.withLock { _ = writeQueued() } }
+            writeLock.withLock { _ = writeQueued() }
             syncLock.lock()
             swap(&groups, &syncQueue.groups)
             let failure = syncQueue.failure
@@ -514,10 +514,4 @@ extension SegmentStore.Shared {
             }
         }
     }
-}
-
-import Foundation
-enum ABTEST {
-    static let absorb = ProcessInfo.processInfo.environment["AB_NOABSORB"] == nil
-    static let spare = ProcessInfo.processInfo.environment["AB_NOSPARE"] == nil
 }

@@ -152,7 +152,7 @@ extension SegmentStore {
         guard !batch.isEmpty else { return false }
         if let failure {
             let error = SegmentLogError(.storeFailed, "", cause: failure)
-            for p in batch { p.waiter.finish(.failure(error)) }
+            acknowledger.finish(batch.map(\.waiter), .failure(error))
         } else {
             process(batch)
         }
@@ -385,7 +385,7 @@ extension SegmentStore {
     private func fail(_ pending: ArraySlice<Pending>, _ error: SegmentLogError) {
         writer.staged.removeAll(keepingCapacity: true)
         writer.used = 0
-        for p in pending { p.waiter.finish(.failure(error)) }
+        acknowledger.finish(pending.map(\.waiter), .failure(error))
     }
 
     /// Records a write-path failure: from now on the store refuses writes.
@@ -487,15 +487,11 @@ extension SegmentStore {
             if acknowledged > 0 { shared.stats.groupCommits += 1 }
             shared.stats.appends += acknowledged
         }
-        for group in groups {
-            for p in group.pending { p.waiter.finish(.success(())) }
-        }
+        acknowledger.finish(groups.flatMap { $0.pending.map(\.waiter) }, .success(()))
     }
 
     private func failAll(_ groups: [SyncGroup], _ error: SegmentLogError) {
-        for group in groups {
-            for p in group.pending { p.waiter.finish(.failure(error)) }
-        }
+        acknowledger.finish(groups.flatMap { $0.pending.map(\.waiter) }, .failure(error))
     }
 }
 

@@ -30,6 +30,8 @@ public final class SegmentStore: @unchecked Sendable {
     let writer: Writer
     private var thread: OSThread?
     private var syncerThread: OSThread?
+    /// Finishes appends for the syncer thread, in commit order.
+    let acknowledger: Acknowledger
     /// Held while taking the queue and writing it (by the writer thread, or the syncer just before
     /// a sync): guards `writer` and keeps appends in queue order.
     let writeLock = PosixLock()
@@ -76,7 +78,7 @@ public final class SegmentStore: @unchecked Sendable {
     }
 
     private init(directory: String, options: Options, fileSystem: any FileSystem, logger: Logger,
-                 lockFD: Int32, recovered: RecoveredLog) {
+                 lockFD: Int32, recovered: RecoveredLog) throws {
         self.directory = directory
         self.options = options
         self.fileSystem = fileSystem
@@ -84,6 +86,7 @@ public final class SegmentStore: @unchecked Sendable {
         self.lockFD = lockFD
         self.shared = Shared(log: recovered.log, segments: recovered.segments)
         self.writer = Writer(active: recovered.segments.last!, end: recovered.activeEnd, log: recovered.log)
+        self.acknowledger = try Acknowledger()
     }
 
     /// Opens (creating if needed) the log in `directory`, recovering it: verifies every record,
@@ -114,7 +117,7 @@ public final class SegmentStore: @unchecked Sendable {
         let lockFD = try acquireLock(directory: directory, fileSystem: fileSystem)
         do {
             let recovered = try Recovery(directory: directory, options: options, fileSystem: fileSystem, logger: logger).run()
-            let store = SegmentStore(directory: directory, options: options, fileSystem: fileSystem, logger: logger,
+            let store = try SegmentStore(directory: directory, options: options, fileSystem: fileSystem, logger: logger,
                                      lockFD: lockFD, recovered: recovered)
             store.syncerThread = try OSThread.start { [store] in store.syncerLoop() }
             store.thread = try OSThread.start { [store] in store.writerLoop() }
@@ -212,7 +215,8 @@ public final class SegmentStore: @unchecked Sendable {
         }
         if let failure = shared.failure {
             lock.unlock()
-            waiter.finish(.failure(SegmentLogError(.storeFailed, "", cause: failure)))
+            // After the acknowledgements of earlier appends, which may still be on their way.
+            acknowledger.finish([waiter], .failure(SegmentLogError(.storeFailed, "", cause: failure)))
             return
         }
         shared.queue.append(Pending(batch: batch, waiter: waiter))
@@ -365,6 +369,7 @@ public final class SegmentStore: @unchecked Sendable {
         thread = nil
         syncerThread?.join()
         syncerThread = nil
+        acknowledger.stop()
         lock.withLock {
             shared.closed = true
             shared.segments = []

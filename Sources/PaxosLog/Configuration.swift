@@ -100,6 +100,10 @@ extension PaxosLog {
         /// Largest record `append` takes; larger ones fail with ``PaxosLogError/Code/invalidArgument``
         /// before anything is proposed. Must fit a storage record and a transport frame.
         public var maxRecordSize = 4 << 20
+        /// Caps how fast ``PaxosLog/compact(through:snapshot:)`` writes the snapshot, so its
+        /// writeback leaves the disk to the log's syncs; nil (the default): no cap. Snapshots
+        /// received from a peer are never capped.
+        public var snapshotWriteBytesPerSecond: Int? = nil
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID

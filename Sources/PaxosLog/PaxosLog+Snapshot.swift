@@ -81,7 +81,8 @@ extension PaxosLog {
     ///   or below the current snapshot, or while another compaction runs; `storage`; `closed`.
     @discardableResult
     public func compact(through position: Position, snapshot: [UInt8]) async throws -> CompactionResult {
-        try await compact(through: position) { writer in try writer.write(snapshot) }
+        // The writes block (syncs every MiB, an optional rate limit): not on the cooperative pool.
+        try await compact(through: position) { writer in try await NIOThreadPool.singleton.runIfActive { try writer.write(snapshot) } }
     }
 
     /// Like ``compact(through:snapshot:)``, streaming: the chunks of `snapshot` are written as
@@ -118,6 +119,7 @@ extension PaxosLog {
         do { writer = try store.beginSnapshot(slot: position) } catch {
             throw PaxosLogError(.storage, "starting snapshot: \(error)")
         }
+        writer.bytesPerSecond = configuration.snapshotWriteBytesPerSecond
         do {
             try await produce(writer)
             try await writer.commit()

@@ -21,6 +21,7 @@ struct BenchCompaction: AsyncParsableCommand {
     @Option(help: "Snapshot size, in MB (10^6 bytes).") var snapshotMB = 100
     @Option(help: "Directory for the data (default: a new temporary directory).") var dir: String?
     @Option(help: "Seconds of appends for each latency phase.") var latencySeconds: Double = 5
+    @Option(help: "Cap the snapshot writes of the latency phase's compactions, in MiB/s (default: no cap).") var snapshotRateMib: Int?
     @Flag(help: "Print the results as one JSON object.") var json = false
 
     func run() async throws {
@@ -117,7 +118,9 @@ struct BenchCompaction: AsyncParsableCommand {
 
         // 3. Append latency on a local WAL (sync always), without and then with compactions of
         // the big snapshot running back to back.
-        let local = try await PaxosLog.open(.local(dataDirectory: base + "/local"))
+        var localConfiguration = PaxosLog.Configuration.local(dataDirectory: base + "/local")
+        localConfiguration.snapshotWriteBytesPerSecond = snapshotRateMib.map { $0 << 20 }
+        let local = try await PaxosLog.open(localConfiguration)
         let without = try await appendLatencies(local, seconds: latencySeconds, compacting: nil)
         let with = try await appendLatencies(local, seconds: latencySeconds, compacting: snapshot)
         try await local.close()

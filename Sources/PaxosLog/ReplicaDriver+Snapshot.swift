@@ -50,9 +50,10 @@ extension ReplicaDriver {
     /// links busy while the receiver syncs (16 MiB made the sender idle during every sync).
     static let snapshotChunkSize = 2 << 20
     static let snapshotWindowBytes: UInt64 = 64 << 20
-    /// Intermediate sync step of a received snapshot: bigger than a local compaction's (the
-    /// transfer's rate matters more than the receiver's append latency while it lags anyway).
-    static let receivedSnapshotSyncInterval = 16 << 20
+    /// A received snapshot starts the writeback of every 4 MiB without waiting for it, so the
+    /// disk writes while the transfer goes on (with waiting syncs it idled between them) and
+    /// the final sync has at most a few MiB left.
+    static let receivedSnapshotSyncInterval = 4 << 20
 
     // MARK: - Sending
 
@@ -160,6 +161,7 @@ extension ReplicaDriver {
         do {
             writer = try store.beginSnapshot(slot: offer.slot)
             writer.syncInterval = Self.receivedSnapshotSyncInterval
+            writer.writesBehind = true
         } catch {
             logger.warning("cannot receive snapshot", metadata: ["from": "\(peer)", "slot": "\(offer.slot)", "error": "\(error)"])
             return reply(SnapshotAck(slot: offer.slot, nextOffset: 0, status: .refused))

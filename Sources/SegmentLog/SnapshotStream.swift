@@ -60,6 +60,13 @@ public final class SnapshotWriter: @unchecked Sendable {
     /// snapshot received from a peer uses bigger steps for throughput. Set before writing.
     public var syncInterval: Int = 1 << 20
 
+    /// When true, each ``syncInterval`` step only starts its writeback (`sync_file_range`)
+    /// instead of waiting in `fdatasync`: the disk then works while the next bytes arrive,
+    /// and only ``commit(expectedLength:expectedChecksum:markChosen:)`` waits. For a received
+    /// snapshot, whose rate is bound by the disk; a local compaction waits at each step so its
+    /// dirty data stays small. Set before writing.
+    public var writesBehind = false
+
     /// When set, `write` sleeps as needed so the data goes to
     /// disk at most this fast, leaving the disk's bandwidth to the log (RocksDB's
     /// `rate_limiter`). Nil: as fast as the disk takes it. Set before writing.
@@ -86,7 +93,11 @@ public final class SnapshotWriter: @unchecked Sendable {
                 length += UInt64(n)
                 done += n
                 if length % step == 0 {
-                    try store.fileSystem.fdatasync(fd)
+                    if writesBehind {
+                        store.fileSystem.startWriteback(fd, offset: Int64(Format.snapshotHeaderSize) + Int64(length - step), length: Int64(step))
+                    } else {
+                        try store.fileSystem.fdatasync(fd)
+                    }
                     throttle()
                 }
             } catch {

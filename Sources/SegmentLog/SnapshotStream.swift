@@ -57,7 +57,7 @@ public final class SnapshotWriter: @unchecked Sendable {
     /// Small steps keep the log's own `fdatasync` short: on ext4 (data=ordered) a journal
     /// commit the log needs may have to flush the snapshot's dirty pages first, so it waits for
     /// at most one step. The default, 1 MiB, suits a local compaction beside live appends; a
-    /// snapshot received from a peer uses bigger steps for throughput. Set before writing.
+    /// snapshot received from a peer uses ``writesBehind`` instead. Set before writing.
     public var syncInterval: Int = 1 << 20
 
     /// When true, each ``syncInterval`` step only starts its writeback (`sync_file_range`)
@@ -67,9 +67,10 @@ public final class SnapshotWriter: @unchecked Sendable {
     /// dirty data stays small. Set before writing.
     public var writesBehind = false
 
-    /// When set, `write` sleeps as needed so the data goes to
-    /// disk at most this fast, leaving the disk's bandwidth to the log (RocksDB's
-    /// `rate_limiter`). Nil: as fast as the disk takes it. Set before writing.
+    /// When set, `write` sleeps as needed so the data goes to disk at most this fast, leaving
+    /// the disk's bandwidth to the log (RocksDB's `rate_limiter`); the budget counts from the
+    /// first write, so a slow producer is not slowed further. Nil: as fast as the disk takes
+    /// it. Set before writing.
     public var bytesPerSecond: Int? = nil
 
     private var started: UInt64? = nil

@@ -100,6 +100,12 @@ extension PaxosLog {
         /// Largest record `append` takes; larger ones fail with ``PaxosLogError/Code/invalidArgument``
         /// before anything is proposed. Must fit a storage record and a transport frame.
         public var maxRecordSize = 4 << 20
+        /// Caps how fast ``PaxosLog/compact(through:snapshot:)`` writes the snapshot, so its
+        /// writeback leaves the disk to the log's syncs. Default 64 MiB/s (a 100 MB snapshot
+        /// then takes about 1.5 s; measured: append p99 during back-to-back compactions stays
+        /// under twice the p99 without, where no cap gave 3–10×); nil: no cap. Snapshots
+        /// received from a peer are never capped.
+        public var snapshotWriteBytesPerSecond: Int? = 64 << 20
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID

@@ -1,15 +1,25 @@
 import Logging
 import NIOConcurrencyHelpers
 
-/// When ``StateMachineRunner`` compacts: after this many applied entries or bytes since the last
-/// snapshot, whichever comes first. Both nil: never.
+/// When ``StateMachineRunner`` compacts: a snapshot is taken after this many applied entries or
+/// bytes since the last one, whichever comes first (both nil: never), and the log is compacted
+/// through it once ``retainedEntries`` more entries are applied.
 public struct SnapshotPolicy: Hashable, Sendable {
     public var everyEntries: Int?
     public var everyBytes: Int?
+    /// Chosen entries the log keeps above the snapshot position, at least, when the runner
+    /// compacts: a follower fewer than this many entries behind catches up from the log
+    /// instead of receiving the whole snapshot. Default 128.
+    ///
+    /// The runner takes the snapshot when the policy fires, holds its bytes in memory, and
+    /// compacts through its position once this many more entries are applied (0: at once).
+    /// Meanwhile the policy does not fire again, so at most one snapshot is held.
+    public var retainedEntries: Int
 
-    public init(everyEntries: Int? = nil, everyBytes: Int? = nil) {
+    public init(everyEntries: Int? = nil, everyBytes: Int? = nil, retainedEntries: Int = 128) {
         self.everyEntries = everyEntries
         self.everyBytes = everyBytes
+        self.retainedEntries = Swift.max(0, retainedEntries)
     }
 
     public static let never = SnapshotPolicy()
@@ -46,6 +56,8 @@ public final class StateMachineRunner<Machine: ReplicatedStateMachine>: Sendable
             var (machine, applied) = try restore()
             current.withLockedValue { $0.machine = machine; $0.applied = applied }
             var entriesSince = 0, bytesSince = 0
+            // A snapshot taken, waiting for `retainedEntries` more entries before it compacts.
+            var pending: (position: PaxosLog.Position, bytes: [UInt8])? = nil
             do {
                 for try await entry in log.entries(from: applied + 1) {
                     machine.apply(entry.bytes)
@@ -53,11 +65,15 @@ public final class StateMachineRunner<Machine: ReplicatedStateMachine>: Sendable
                     entriesSince += 1
                     bytesSince += entry.bytes.count
                     current.withLockedValue { $0.machine = machine; $0.applied = applied }
-                    if due(entries: entriesSince, bytes: bytesSince) {
+                    if pending == nil, due(entries: entriesSince, bytes: bytesSince) {
                         entriesSince = 0
                         bytesSince = 0
+                        pending = (applied, machine.snapshot())
+                    }
+                    if let p = pending, applied >= p.position + UInt64(policy.retainedEntries) {
+                        pending = nil
                         do {
-                            try await log.compact(through: applied, snapshot: machine.snapshot())
+                            try await log.compact(through: p.position, snapshot: p.bytes)
                             current.withLockedValue { $0.compactions += 1 }
                         } catch let error as PaxosLogError where error.code == .closed {
                             return

@@ -1,3 +1,5 @@
+import Dispatch
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -109,19 +111,50 @@ extension SegmentStore {
 
     /// Deletes snapshot files older than the current snapshot, once the marker naming a newer
     /// one is durable. An open ``SnapshotReader`` on a deleted file keeps reading it (POSIX
-    /// unlink semantics), so a transfer in progress is not cut short.
+    /// unlink semantics), so a transfer in progress is not cut short; a file nobody reads is
+    /// released in steps (see ``releaseGradually(_:)``).
     func removeSupersededSnapshots() {
         maintenance.withLock {
             guard let now = lock.withLock({ shared.log.snapshotSlot }) else { return }
             guard let names = try? fileSystem.listDirectory(directory) else { return }
             var removed = false
             for name in names {
-                if let s = Format.snapshotSlot(fileName: name), s < now {
-                    try? fileSystem.remove(directory + "/" + name)
-                    removed = true
+                guard let s = Format.snapshotSlot(fileName: name), s < now else { continue }
+                let path = directory + "/" + name
+                // Decided under the registry's lock: a reader opening the file now waits, then
+                // finds no file; one that registered first keeps the whole file until it closes.
+                let fd: Int32? = OpenSnapshotFiles.shared.ifUnread(path) {
+                    let fd = try? fileSystem.open(path, mode: .readWrite)
+                    try? fileSystem.remove(path)
+                    return fd
+                } ?? nil
+                if let fd {
+                    releaseGradually(fd)
+                    try? fileSystem.close(fd)
+                } else {
+                    try? fileSystem.remove(path)
                 }
+                removed = true
             }
             if removed { try? fileSystem.syncDirectory(directory) }
+        }
+    }
+
+    /// Bytes freed per step when a deleted file's blocks are released.
+    static let releaseStep: Int64 = 8 << 20
+
+    /// Shrinks an unlinked file to nothing in ``releaseStep`` steps before it is closed.
+    ///
+    /// Freeing a 64 MiB segment or a 100 MB snapshot in one `close` is one long file-system
+    /// transaction (ext4 frees every extent under one journal handle); the log's next
+    /// `fdatasync` needs a journal commit and waits for it. Small truncations let those commits
+    /// slip in between (RocksDB's `bytes_max_delete_chunk`). Only for files no one else reads.
+    func releaseGradually(_ fd: Int32) {
+        guard var size = try? fileSystem.size(fd) else { return }
+        while size > 0 {
+            size = Swift.max(0, size - Self.releaseStep)
+            if (try? fileSystem.truncate(fd, to: size)) == nil { return }
+            sched_yield()
         }
     }
 
@@ -156,7 +189,7 @@ extension SegmentStore {
     @discardableResult
     public func truncatePrefix(below slot: UInt64) throws -> Int {
         try maintenance.withLock {
-            let victims: [SegmentFile] = try lock.withLock {
+            var victims: [SegmentFile] = try lock.withLock {
                 if shared.closing { throw SegmentLogError(.closed, "") }
                 guard slot == 0 || (shared.log.snapshotSlot.map { slot - 1 <= $0 } ?? false) else {
                     throw SegmentLogError(.invalidArgument,
@@ -176,9 +209,13 @@ extension SegmentStore {
             defer {
                 lock.withLock { shared.segmentsDeleted += deleted }
             }
-            for file in victims {
+            // Taken out of the array one by one, so `file` is the only reference the store holds.
+            while !victims.isEmpty {
+                var file = victims.removeFirst()
                 do { try fileSystem.remove(file.path) } catch { throw SegmentLogError.io(error, "unlink", file.path) }
                 deleted += 1
+                // A reader that still holds the file keeps it whole; it is freed when it closes.
+                if isKnownUniquelyReferenced(&file) { releaseGradually(file.fd) }
             }
             do { try fileSystem.syncDirectory(directory) } catch {
                 throw SegmentLogError(.syncFailed(errno: (error as? FileSystemError)?.errno ?? EIO, path: directory),
@@ -198,5 +235,38 @@ extension SegmentStore {
         }
         guard slot < .max else { return }
         try await append([.suffixTruncated(from: slot + 1)])
+    }
+}
+
+/// Paths of snapshot files some ``SnapshotReader`` has open (a count per path), so deleting a
+/// superseded snapshot never truncates a file a transfer is still sending. Process-wide: two
+/// stores never share a directory (the LOCK file).
+final class OpenSnapshotFiles: @unchecked Sendable {
+    static let shared = OpenSnapshotFiles()
+    private let lock = PosixLock()
+    private var counts: [String: Int] = [:]
+
+    func retain(_ path: String) {
+        lock.withLock { counts[path, default: 0] += 1 }
+    }
+
+    func release(_ path: String) {
+        lock.withLock {
+            let n = (counts[path] ?? 1) - 1
+            counts[path] = n > 0 ? n : nil
+        }
+    }
+
+    /// Runs `body` with the registry locked when no reader has `path` open; nil otherwise.
+    func ifUnread<T>(_ path: String, _ body: () throws -> T) rethrows -> T? {
+        try lock.withLock { counts[path] == nil ? try body() : nil }
+    }
+}
+
+/// Runs blocking file work (syncs, renames, unlinks) on a Dispatch thread, so an async caller
+/// does not hold one of the few threads of Swift's cooperative pool for as long as the disk takes.
+func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withUnsafeThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
     }
 }

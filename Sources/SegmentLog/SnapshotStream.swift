@@ -52,24 +52,55 @@ public final class SnapshotWriter: @unchecked Sendable {
         if !finished { abort() }
     }
 
-    /// Appends `bytes` to the snapshot data.
+    /// Bytes written between intermediate `fdatasync`s (like RocksDB's `bytes_per_sync`).
+    ///
+    /// Small steps keep the log's own `fdatasync` short: on ext4 (data=ordered) a journal
+    /// commit the log needs may have to flush the snapshot's dirty pages first, so it waits for
+    /// at most one step. The default, 1 MiB, suits a local compaction beside live appends; a
+    /// snapshot received from a peer uses ``writesBehind`` instead. Set before writing.
+    public var syncInterval: Int = 1 << 20
+
+    /// When true, each ``syncInterval`` step only starts its writeback (`sync_file_range`)
+    /// instead of waiting in `fdatasync`: the disk then works while the next bytes arrive,
+    /// and only ``commit(expectedLength:expectedChecksum:markChosen:)`` waits. For a received
+    /// snapshot, whose rate is bound by the disk; a local compaction waits at each step so its
+    /// dirty data stays small. Set before writing.
+    public var writesBehind = false
+
+    /// When set, `write` sleeps as needed so the data goes to disk at most this fast, leaving
+    /// the disk's bandwidth to the log (RocksDB's `rate_limiter`); the budget counts from the
+    /// first write, so a slow producer is not slowed further. Nil: as fast as the disk takes
+    /// it. Set before writing.
+    public var bytesPerSecond: Int? = nil
+
+    private var started: UInt64? = nil
+
+    /// Appends `bytes` to the snapshot data. Blocks (writes, syncs every ``syncInterval``
+    /// bytes, and sleeps under a ``bytesPerSecond`` budget): call it off the event loop and off
+    /// Swift's cooperative pool.
     /// - Throws: `.io` if the write fails (the writer is then aborted), `.invalidArgument` after
     ///   `commit` or `abort`.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard let fd, !finished else { throw SegmentLogError(.invalidArgument, "snapshot writer already finished") }
+        let step = UInt64(Swift.max(4096, syncInterval))
+        if started == nil { started = monotonicNanoseconds() }
         var done = 0
         while done < bytes.count {
-            // Sync every `syncEvery` bytes (like RocksDB's bytes_per_sync): the final sync then
-            // has little left to flush, and the log's own fdatasync never queues behind a
-            // 100 MB flush of snapshot data (on ext4 a journal commit may wait for it).
-            let n = Swift.min(bytes.count - done, Self.syncEvery - Int(length % UInt64(Self.syncEvery)))
+            let n = Swift.min(bytes.count - done, Int(step - length % step))
             let slice = UnsafeRawBufferPointer(rebasing: bytes[done..<done + n])
             do {
                 try store.fileSystem.writeAll(fd, slice, at: Int64(Format.snapshotHeaderSize) + Int64(length))
                 checksum = Format.crc(checksum, slice)
                 length += UInt64(n)
                 done += n
-                if length % UInt64(Self.syncEvery) == 0 { try store.fileSystem.fdatasync(fd) }
+                if length % step == 0 {
+                    if writesBehind {
+                        store.fileSystem.startWriteback(fd, offset: Int64(Format.snapshotHeaderSize) + Int64(length - step), length: Int64(step))
+                    } else {
+                        try store.fileSystem.fdatasync(fd)
+                    }
+                    throttle()
+                }
             } catch {
                 abort()
                 throw SegmentLogError.io(error, "pwrite", temporaryPath)
@@ -77,8 +108,13 @@ public final class SnapshotWriter: @unchecked Sendable {
         }
     }
 
-    /// Bytes written between intermediate `fdatasync`s of a snapshot being written.
-    static let syncEvery = 8 << 20
+    /// Sleeps until `length` bytes are within the ``bytesPerSecond`` budget since the first write.
+    private func throttle() {
+        guard let rate = bytesPerSecond, rate > 0, let started else { return }
+        let due = started + length * 1_000_000_000 / UInt64(rate)
+        let now = monotonicNanoseconds()
+        if due > now { usleep(UInt32(Swift.min(due - now, 1_000_000_000) / 1000)) }
+    }
 
     /// Appends `bytes` to the snapshot data.
     public func write(_ bytes: [UInt8]) throws {
@@ -112,6 +148,21 @@ public final class SnapshotWriter: @unchecked Sendable {
             abort()
             throw SegmentLogError(.invalidArgument, "snapshot crc32 \(hex(checksum)) differs from the expected \(hex(expectedChecksum))")
         }
+        // The header, syncs and rename block for as long as the disk takes: off the caller's
+        // (cooperative) thread, so appends' continuations keep running meanwhile.
+        try await offloaded { try self.finishFile(fd) }
+        var records: [LogRecord] = [.snapshot(slot: slot)]
+        if markChosen { records.append(.chosen(through: slot)) }
+        let marker = try RecordCodec.encode(records, compressionThreshold: .max, maxRecordBytes: store.options.maxRecordBytes)
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+            store.enqueue(marker, .continuation(continuation))
+        }
+        try? await offloaded { [store] in store.removeSupersededSnapshots() }
+        store.logger.info("wrote snapshot", metadata: ["slot": "\(slot)", "bytes": "\(length)"])
+    }
+
+    /// Header, `fdatasync`, rename, directory `fsync`: the file becomes the named snapshot.
+    private func finishFile(_ fd: Int32) throws {
         let fs = store.fileSystem
         var step = "pwrite header"
         do {
@@ -141,14 +192,6 @@ public final class SnapshotWriter: @unchecked Sendable {
             }
             throw SegmentLogError(.io(errno: code, path: temporaryPath), "writing snapshot: \(step)", cause: error as? FileSystemError)
         }
-        var records: [LogRecord] = [.snapshot(slot: slot)]
-        if markChosen { records.append(.chosen(through: slot)) }
-        let marker = try RecordCodec.encode(records, compressionThreshold: .max, maxRecordBytes: store.options.maxRecordBytes)
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-            store.enqueue(marker, .continuation(continuation))
-        }
-        store.removeSupersededSnapshots()
-        store.logger.info("wrote snapshot", metadata: ["slot": "\(slot)", "bytes": "\(length)"])
     }
 
     /// Discards the snapshot: closes and removes the temporary file. Safe to call twice.
@@ -180,7 +223,15 @@ public final class SnapshotReader: @unchecked Sendable {
     private var fd: Int32?
 
     init(path: String, fileSystem: any FileSystem) throws {
-        let (fd, slot, length, checksum) = try SnapshotFile.open(path: path, fileSystem: fileSystem)
+        // Registered before the open, so a superseded file is never truncated under a reader
+        // (see `SegmentStore.removeSupersededSnapshots`).
+        OpenSnapshotFiles.shared.retain(path)
+        let opened: (Int32, UInt64, UInt64, UInt32)
+        do { opened = try SnapshotFile.open(path: path, fileSystem: fileSystem) } catch {
+            OpenSnapshotFiles.shared.release(path)
+            throw error
+        }
+        let (fd, slot, length, checksum) = opened
         self.fd = fd
         self.slot = slot
         self.length = length
@@ -199,13 +250,18 @@ public final class SnapshotReader: @unchecked Sendable {
         let count = Int(Swift.min(UInt64(Swift.max(maxCount, 0)), length - offset))
         return try lock.withLock {
             guard let fd else { throw SegmentLogError(.closed, "snapshot reader closed") }
-            var out = [UInt8](repeating: 0, count: count)
-            let got: Int
-            do {
-                got = try out.withUnsafeMutableBytes { try fileSystem.readFully(fd, into: $0, at: Int64(Format.snapshotHeaderSize) + Int64(offset)) }
-            } catch {
-                throw SegmentLogError.io(error, "pread", path)
+            // Not zero-filled first: the read overwrites it (a transfer reads 100s of MB).
+            var got = 0
+            var failure: (any Error)?
+            let out = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                do {
+                    got = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(buffer), at: Int64(Format.snapshotHeaderSize) + Int64(offset))
+                } catch {
+                    failure = error
+                }
+                initialized = failure == nil ? got : 0
             }
+            if let failure { throw SegmentLogError.io(failure, "pread", path) }
             guard got == count else {
                 throw SegmentLogError.corruption(path, Format.snapshotHeaderSize + Int(offset) + got, "snapshot data truncated")
             }
@@ -230,7 +286,10 @@ public final class SnapshotReader: @unchecked Sendable {
 
     public func close() {
         lock.withLock {
-            if let fd { try? fileSystem.close(fd) }
+            if let fd {
+                try? fileSystem.close(fd)
+                OpenSnapshotFiles.shared.release(path)
+            }
             fd = nil
         }
     }

@@ -70,7 +70,7 @@ import Testing
         let records = kvRecords(500)
         do {
             let log = try await PaxosLog.open(c)
-            let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyEntries: 100))
+            let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 0))
             let task = Task { try await runner.run() }
             let positions = try await log.append(contentsOf: records)
             while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
@@ -85,6 +85,56 @@ import Testing
         let task = Task { try await runner.run() }
         while runner.state.applied < 500 { try await Task.sleep(nanoseconds: 10_000_000) }
         #expect(runner.state.machine == kv(records))
+        try await log.close()
+        try await task.value
+    }
+
+    /// Records of exactly `size` bytes (`set kN xxx…`), so a byte policy fires at known positions.
+    func fixedSizeRecords(_ n: Int, size: Int) -> [[UInt8]] {
+        (0..<n).map { i in
+            let head = "set k\(i % 10) "
+            return Array((head + String(repeating: "x", count: size - head.utf8.count)).utf8)
+        }
+    }
+
+    @Test func runnerCompactsEveryBytes() async throws {
+        let dir = temporaryDirectory("compact-bytes")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = PaxosLog.Configuration.local(dataDirectory: dir)
+        c.storage.segmentSize = 4096
+        // 100-byte records, a snapshot every 1,000 bytes: after records 10, 20, … 90 of 95.
+        let records = fixedSizeRecords(95, size: 100)
+        let log = try await PaxosLog.open(c)
+        let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyBytes: 1_000, retainedEntries: 0))
+        let task = Task { try await runner.run() }
+        let positions = try await log.append(contentsOf: records)
+        while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+        // Each compaction finishes before the next entry is applied.
+        #expect(runner.compactions == 9)
+        #expect(try log.latestSnapshot()?.position == positions[89])
+        #expect(runner.state.machine == kv(records))
+        try await log.close()
+        try await task.value
+    }
+
+    @Test func runnerRetainsEntriesAboveTheSnapshot() async throws {
+        let dir = temporaryDirectory("compact-retain")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = PaxosLog.Configuration.local(dataDirectory: dir)
+        c.storage.segmentSize = 4096
+        let records = kvRecords(430)
+        let log = try await PaxosLog.open(c)
+        // Snapshots taken at 100, 200, 300, 400; each compacts 50 entries later.
+        let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 50))
+        let task = Task { try await runner.run() }
+        let positions = try await log.append(contentsOf: records)
+        while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(runner.compactions == 3)
+        #expect(try log.latestSnapshot()?.position == positions[299])
+        // The retained entries are still in the log; the snapshot covers what is below them.
+        let (kept, _) = try await log.read(from: positions[299] + 1, maxCount: 1000)
+        #expect(kept.map(\.bytes) == Array(records[300...]))
+        await #expect(throws: PaxosLogError.self) { _ = try await log.read(from: positions[299], maxCount: 1) }
         try await log.close()
         try await task.value
     }
@@ -151,5 +201,56 @@ import Testing
         #expect(sent >= 3 << 20)
         for l in logs { try await l.close() }
         try await task.value
+    }
+
+    /// Node 3 falls 60 entries behind while the others compact by policy; with a retention of
+    /// 100 entries it must catch up from the log, without a snapshot (with none, it would need one).
+    @Test func followerAFewEntriesBehindCatchesUpFromTheRetainedLog() async throws {
+        let dir = temporaryDirectory("compact-retained-catchup")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ports = try LocalCluster.freePorts(6)
+        let members = (0..<3).map { i in
+            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
+        }
+        func config(_ id: NodeID) -> PaxosLog.Configuration {
+            var c = PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(dir)/node-\(id)")
+            c.clusterName = "retention"
+            c.storage.segmentSize = 4096
+            return c
+        }
+        let policy = SnapshotPolicy(everyEntries: 50, retainedEntries: 100)
+        var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2)), try await PaxosLog.open(config(3))]
+        let records = kvRecords(160)
+        let early = try await appendToLeader(logs, Array(records[0..<100]))
+        for _ in 0..<1500 where try await logs[2].status().chosenThrough < early.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+        try await logs[2].close()
+        logs.removeLast()
+        var runners = logs.map { StateMachineRunner<KeyValueStateMachine>(log: $0, policy: policy) }
+        var tasks = runners.map { r in Task { try await r.run() } }
+        let positions = try await appendToLeader(logs, Array(records[100...]))
+        for r in runners {
+            for _ in 0..<1500 where r.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+            // The snapshot after record 50 compacted after record 150; the next one waits.
+            #expect(r.compactions == 1)
+        }
+        // Restart the two so that no queued Accept reaches node 3: only the log or a snapshot can.
+        for l in logs { try await l.close() }
+        for t in tasks { try await t.value }
+        logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
+        // Below what node 3 holds (without retention it would be at record 150, above it).
+        for l in logs { #expect(try l.latestSnapshot()?.position ?? .max < early.last!) }
+        runners = logs.map { StateMachineRunner<KeyValueStateMachine>(log: $0, policy: policy) }
+        tasks = runners.map { r in Task { try await r.run() } }
+        let lagging = try await PaxosLog.open(config(3))
+        logs.append(lagging)
+        let last = try await appendToLeader(logs, [KeyValueStateMachine.set("after", "1")])[0]
+        for _ in 0..<1500 where try await lagging.status().chosenThrough < last { try await Task.sleep(nanoseconds: 20_000_000) }
+        #expect(try await lagging.status().chosenThrough >= last)
+        #expect(try await lagging.snapshotTransferCounters().installed == 0)
+        #expect(try lagging.latestSnapshot() == nil)
+        let (all, _) = try await lagging.read(from: 1, maxCount: 1000)
+        #expect(all.map(\.bytes) == records + [KeyValueStateMachine.set("after", "1")])
+        for l in logs { try await l.close() }
+        for t in tasks { try await t.value }
     }
 }

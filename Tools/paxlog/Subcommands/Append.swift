@@ -61,6 +61,9 @@ private let output = LineWriter()
 enum RecordSource: Sendable {
     case lines([[UInt8]])
     case generated(count: Int, size: Int)
+    /// Generated records that are kv commands (`set r<i> <filler>`, one key per record), for
+    /// the demo's state machine.
+    case keyValue(count: Int, size: Int)
     /// `count` records from a benchmark's payload generator (`paxlog bench processes`).
     case payload(PayloadGenerator, count: Int)
 
@@ -68,6 +71,7 @@ enum RecordSource: Sendable {
         switch self {
         case .lines(let l): return l.count
         case .generated(let n, _): return n
+        case .keyValue(let n, _): return n
         case .payload(_, let n): return n
         }
     }
@@ -82,6 +86,8 @@ enum RecordSource: Sendable {
             if r.count > size { r.removeLast(r.count - size) }
             while r.count < size { r.append(UInt8(ascii: "a") + UInt8(r.count % 26)) }
             return r
+        case .keyValue(_, let size):
+            return Array("set ".utf8) + RecordSource.generated(count: 0, size: Swift.max(8, size - 4)).record(i)
         }
     }
 }

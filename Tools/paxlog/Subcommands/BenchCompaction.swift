@@ -21,6 +21,7 @@ struct BenchCompaction: AsyncParsableCommand {
     @Option(help: "Snapshot size, in MB (10^6 bytes).") var snapshotMB = 100
     @Option(help: "Directory for the data (default: a new temporary directory).") var dir: String?
     @Option(help: "Seconds of appends for each latency phase.") var latencySeconds: Double = 5
+    @Option(help: "Cap the snapshot writes of the latency phase's compactions, in MiB/s; 0: no cap (default: the library's, 64).") var snapshotRateMib: Int?
     @Flag(help: "Print the results as one JSON object.") var json = false
 
     func run() async throws {
@@ -108,8 +109,20 @@ struct BenchCompaction: AsyncParsableCommand {
         leader = try await waitForLeader(logs)
         let transferStart = DispatchTime.now().uptimeNanoseconds
         let lagging = try await PaxosLog.open(config(3))
-        while try await lagging.snapshotTransferCounters().installed == 0 { try await Task.sleep(nanoseconds: 2_000_000) }
+        // Phases: until the leader queues its first chunk, until it has queued the last one,
+        // until the lagging replica has the snapshot durable and installed.
+        var firstChunk: UInt64? = nil, lastChunk: UInt64? = nil
+        while try await lagging.snapshotTransferCounters().installed == 0 {
+            var sent: UInt64 = 0
+            for l in logs { sent += try await l.snapshotTransferCounters().sentBytes }
+            let now = DispatchTime.now().uptimeNanoseconds
+            if sent > 0, firstChunk == nil { firstChunk = now }
+            if sent >= UInt64(snapshot.count), lastChunk == nil { lastChunk = now }
+            try await Task.sleep(nanoseconds: 2_000_000)
+        }
         let transferEnd = DispatchTime.now().uptimeNanoseconds
+        results["transfer_until_first_chunk_seconds"] = Double((firstChunk ?? transferEnd) - transferStart) / 1e9
+        results["transfer_until_last_chunk_queued_seconds"] = Double((lastChunk ?? transferEnd) - transferStart) / 1e9
         results["transfer_seconds"] = Double(transferEnd - transferStart) / 1e9
         results["transfer_mb_per_second"] = Double(snapshot.count) / 1e6 / results["transfer_seconds"]!
         try await lagging.close()
@@ -117,7 +130,9 @@ struct BenchCompaction: AsyncParsableCommand {
 
         // 3. Append latency on a local WAL (sync always), without and then with compactions of
         // the big snapshot running back to back.
-        let local = try await PaxosLog.open(.local(dataDirectory: base + "/local"))
+        var localConfiguration = PaxosLog.Configuration.local(dataDirectory: base + "/local")
+        if let rate = snapshotRateMib { localConfiguration.snapshotWriteBytesPerSecond = rate > 0 ? rate << 20 : nil }
+        let local = try await PaxosLog.open(localConfiguration)
         let without = try await appendLatencies(local, seconds: latencySeconds, compacting: nil)
         let with = try await appendLatencies(local, seconds: latencySeconds, compacting: snapshot)
         try await local.close()

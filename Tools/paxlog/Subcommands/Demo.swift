@@ -4,11 +4,13 @@ import Logging
 import MultiPaxos
 import NIOConcurrencyHelpers
 import NIOCore
+import PaxosLog
 import PaxosLogTesting
 import SegmentLog
 
-/// `paxlog demo`: three replica processes, load, the leader SIGKILLed halfway, a restart and
-/// catch-up, then every acknowledged record checked on every replica's disk.
+/// `paxlog demo`: three replica processes running the kv state machine and compacting by
+/// policy, load, the leader SIGKILLed halfway, a restart and catch-up, then every acknowledged
+/// record checked on every replica's disk (through its snapshot and the log after it).
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run 3 replicas, append under load, SIGKILL the leader, restart it, and check nothing acknowledged was lost.",
@@ -20,6 +22,7 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Records per request.") var batch = 1
     @Option(help: "Record size in bytes.") var size = 256
     @Option(help: "Directory for the replicas' data (default: a new temporary directory).") var dir: String?
+    @Option(help: "Each replica's kv state machine compacts every this many entries; 0: no state machine, plain records.") var snapshotEvery = 2_000
     @Flag(help: "Print the result as one JSON object.") var json = false
 
     func validate() throws {
@@ -27,6 +30,7 @@ struct Demo: AsyncParsableCommand {
         guard concurrency >= 1, concurrency <= 4096 else { throw ValidationError("--concurrency must be 1…4096") }
         guard batch >= 1, batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
         guard size >= 16, size <= 1 << 20 else { throw ValidationError("--size must be 16 B…1 MiB") }
+        guard snapshotEvery >= 0 else { throw ValidationError("--snapshot-every must be 0 or positive") }
     }
 
     struct Report: Encodable {
@@ -41,18 +45,25 @@ struct Demo: AsyncParsableCommand {
         var failover_ms: Double?
         var catch_up_ms: Double?
         var replicas_chosen_through: [String: UInt64]
+        /// Per replica: the position its latest snapshot covers (kv mode).
+        var replicas_snapshot: [String: UInt64]?
+        /// Whether every replica's state (snapshot + log) equals the state of the acknowledged
+        /// records applied without compaction, up to appends of unknown outcome (kv mode).
+        var state_matches: Bool?
     }
 
     func run() async throws {
         let base = dir ?? (NSTemporaryDirectory() + "paxlog-demo-\(getpid())")
         let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let cluster = try LocalCluster(executable: exe, size: 3, baseDirectory: base, clusterName: "paxlog-demo")
+        let kv = snapshotEvery > 0
+        let cluster = try LocalCluster(executable: exe, size: 3, baseDirectory: base, clusterName: "paxlog-demo",
+                                       extraArguments: kv ? ["--state-machine", "kv", "--snapshot-every", "\(snapshotEvery)"] : [])
         say("starting 3 replicas in \(base)")
         try cluster.startAll()
         let first = try await cluster.waitForLeader()
         say("node \(first) leads; appending \(size) B records with \(concurrency) streams for \(Int(duration)) s")
 
-        let records = RecordSource.generated(count: Int.max / 2, size: size)
+        let records = kv ? RecordSource.keyValue(count: Int.max / 2, size: size) : RecordSource.generated(count: Int.max / 2, size: size)
         let start = NIODeadline.now()
         let killAt = start + .nanoseconds(Int64(duration / 2 * 1e9))
         let load = AppendLoad(
@@ -95,16 +106,36 @@ struct Demo: AsyncParsableCommand {
 
         var lost = 0
         var chosen: [String: UInt64] = [:]
-        for n in cluster.nodes {
-            let (missing, through) = try Self.check(n.dataDirectory, acknowledged: load_.acknowledged, records: records)
-            lost += missing
-            chosen["\(n.id)"] = through
+        var snapshots: [String: UInt64]? = kv ? [:] : nil
+        var matches: Bool? = nil
+        if kv {
+            // The state computed without compaction: every acknowledged record, in log order.
+            var reference = KeyValueStateMachine()
+            for (index, _) in load_.acknowledged.sorted(by: { $0.position < $1.position }) { reference.apply(records.record(index)) }
+            matches = true
+            for n in cluster.nodes {
+                let (state, snapshot, through) = try Self.kvState(n.dataDirectory)
+                let missing = reference.values.filter { state.values[$0.key] != $0.value }.count
+                // One key per record: extra keys can only be appends whose outcome was unknown.
+                let extra = state.values.count - (reference.values.count - missing)
+                lost += missing
+                if missing > 0 || extra > load_.summary.failed { matches = false }
+                chosen["\(n.id)"] = through
+                snapshots?["\(n.id)"] = snapshot
+            }
+        } else {
+            for n in cluster.nodes {
+                let (missing, through) = try Self.check(n.dataDirectory, acknowledged: load_.acknowledged, records: records)
+                lost += missing
+                chosen["\(n.id)"] = through
+            }
         }
         let report = Report(
             directory: base, appended_attempted: load_.summary.acknowledged + load_.summary.failed,
             acknowledged: load_.summary.acknowledged, failed: load_.summary.failed, lost: lost,
             records_per_second: load_.summary.records_per_second, latency_us: load_.summary.latency_us,
-            killed_leader: victim, failover_ms: failoverMs, catch_up_ms: catchUpMs, replicas_chosen_through: chosen
+            killed_leader: victim, failover_ms: failoverMs, catch_up_ms: catchUpMs, replicas_chosen_through: chosen,
+            replicas_snapshot: snapshots, state_matches: matches
         )
         if json {
             print(jsonLine(report))
@@ -122,12 +153,32 @@ struct Demo: AsyncParsableCommand {
             chosen through        \(chosen.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: ", "))
             data directories      \(base)/node-{1,2,3} (try: paxlog inspect \(base)/node-1)
             """)
+            if let snapshots, let matches {
+                print("""
+                kv state machine      compacting every \(snapshotEvery) entries; snapshots at \(snapshots.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: ", "))
+                state after failover  \(matches ? "equals" : "DIFFERS FROM") the state of the acknowledged records applied without compaction, on every replica\(report.failed > 0 ? " (up to \(report.failed) appends of unknown outcome)" : "")
+                """)
+            }
         }
-        if lost > 0 { throw ExitCode(1) }
+        if lost > 0 || matches == false { throw ExitCode(1) }
     }
 
     private func say(_ s: String) {
         FileHandle.standardError.write(Data("demo: \(s)\n".utf8))
+    }
+
+    /// A stopped replica's kv state: its snapshot, then its chosen entries after it.
+    static func kvState(_ directory: String) throws -> (KeyValueStateMachine, UInt64, UInt64) {
+        let store = try SegmentStore.open(directory: directory, logger: Logger(label: "paxlog.demo"))
+        defer { try? store.close() }
+        var machine = KeyValueStateMachine()
+        if let snapshot = try store.readSnapshot() { machine = try KeyValueStateMachine(snapshot: snapshot.data) }
+        let from = (store.state.snapshotSlot ?? 0) + 1
+        let through = store.state.chosenThrough ?? 0
+        if from <= through {
+            for e in try store.entries(from: from, through: through) where !e.isNoop { machine.apply(e.payload) }
+        }
+        return (machine, store.state.snapshotSlot ?? 0, through)
     }
 
     /// Opens a stopped replica's directory and counts acknowledged records that are not chosen

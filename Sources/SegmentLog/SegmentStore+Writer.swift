@@ -27,8 +27,6 @@ final class Writer: @unchecked Sendable {
     var bytesWritten = 0
     var rawPayloadBytes = 0
     var storedPayloadBytes = 0
-    /// The next segment, being zero-filled in the background once the active one is half full.
-    var spare: SpareSegment?
 
     init(active: SegmentFile, end: Int, log: LogState) {
         self.active = active
@@ -271,10 +269,6 @@ extension SegmentStore {
         writer.end += writer.used
         writer.bytesWritten += writer.used
         writer.used = 0
-        if options.preallocate, writer.spare == nil, writer.end > options.segmentSize / 2 {
-            writer.spare = SpareSegment.prepare(sequence: writer.active.sequence + 1, directory: directory,
-                                                size: options.segmentSize, fileSystem: fileSystem)
-        }
     }
 
     /// `fdatasync` on the writer thread, before a roll.
@@ -300,13 +294,7 @@ extension SegmentStore {
         let sequence = writer.active.sequence + 1
         let header = SegmentHeader(sequence: sequence, promised: writer.promised,
                                    chosenThrough: writer.chosenThrough, snapshotSlot: writer.snapshotSlot)
-        var prepared: Int32?
-        if let spare = writer.spare {
-            writer.spare = nil
-            if spare.sequence == sequence { prepared = spare.take() } else { spare.discard() }
-        }
-        let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem,
-                                          prepared: prepared)
+        let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem)
         lock.withLock {
             shared.segments.append(file)
             shared.stats.segmentsCreated += 1
@@ -316,25 +304,19 @@ extension SegmentStore {
         logger.debug("rolled to a new segment", metadata: ["segment": "\(file.path)"])
     }
 
-    /// - Parameter prepared: the open descriptor of the zero-filled `SpareSegment` for this
-    ///   sequence, if one is ready; its header is written over its first bytes.
     static func createSegment(_ header: SegmentHeader, directory: String, options: Options,
-                              fileSystem: any FileSystem, prepared: Int32? = nil) throws -> SegmentFile {
+                              fileSystem: any FileSystem) throws -> SegmentFile {
         guard header.sequence <= UInt64(UInt32.max) else {
             throw SegmentLogError(.invalidArgument, "segment sequence space exhausted")
         }
         let path = directory + "/" + Format.segmentFileName(header.sequence)
         let temporary = path + Format.temporarySuffix
         let fd: Int32
-        if let prepared {
-            fd = prepared
-        } else {
-            do { fd = try fileSystem.open(temporary, mode: .readWriteCreate) } catch { throw SegmentLogError.io(error, "open", temporary) }
-        }
+        do { fd = try fileSystem.open(temporary, mode: .readWriteCreate) } catch { throw SegmentLogError.io(error, "open", temporary) }
         var step = "ftruncate"
         do {
-            if prepared == nil { try fileSystem.truncate(fd, to: 0) }
-            if options.preallocate && prepared == nil {
+            try fileSystem.truncate(fd, to: 0)
+            if options.preallocate {
                 step = "fallocate"
                 do {
                     try fileSystem.allocate(fd, offset: 0, length: Int64(options.segmentSize))

@@ -376,8 +376,6 @@ public final class SegmentStore: @unchecked Sendable {
             shared.log = LogState()
         }
         writer.active = nil
-        writer.spare?.discard()
-        writer.spare = nil
         try? fileSystem.close(lockFD)
         if let error = syncLock.withLock({ syncQueue.closeError }) { throw error }
         logger.info("closed segment log", metadata: ["directory": "\(directory)"])

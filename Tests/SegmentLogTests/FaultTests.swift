@@ -107,8 +107,7 @@ struct FaultTests {
         defer { TestSupport.remove(dir) }
         let fs = FaultInjectingFileSystem()
         let store = try TestSupport.open(dir, .init(segmentSize: 1024), fileSystem: fs)
-        // The disk is full: the zero-filled spare made in the background fails (silently: the
-        // roll then makes the segment itself), and so does the roll's own reservation.
+        // The disk is full: the next roll cannot reserve its segment.
         fs.inject(.error(ENOSPC), on: .allocate, times: .max)
         var failure: SegmentLogError?
         var slot: UInt64 = 1

@@ -6,9 +6,8 @@ import Foundation
 /// read as a fraction of what the disk and one core can do at that moment (the machine is shared:
 /// a figure from another hour says little).
 ///
-/// - `fdatasync_per_second`: 4 KiB appends to a zero-filled (written and synced) file on the
-///   benchmark's file system, each followed by `fdatasync`: the ceiling on group commits per
-///   second. Written zeros, like the store's segments, so no sync pays for an extent-map change.
+/// - `fdatasync_per_second`: 4 KiB appends to a preallocated file on the benchmark's file system,
+///   each followed by `fdatasync`: the ceiling on group commits per second.
 /// - `seq_write_mb_per_second`: 1 MiB `write`s to a new file and one `fdatasync` at the end.
 /// - `lz4_*_mb_per_second`, `crc32_gb_per_second`: one core, on a buffer made of the benchmark's
 ///   own records (so random records show LZ4's incompressible speed and text its usual one).
@@ -41,20 +40,17 @@ struct MachineLimits: Codable, Sendable {
         )
     }
 
-    /// 4 KiB `pwrite` + `fdatasync` pairs at increasing offsets of a zero-filled 16 MiB file.
+    /// 4 KiB `pwrite` + `fdatasync` pairs at increasing offsets of a preallocated 16 MiB file.
     static func fdatasyncRate(directory: String, seconds: Double) throws -> Double {
         let path = directory + "/limits-fdatasync.tmp"
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw CLIError("cannot create \(path): errno \(errno)") }
         defer { close(fd); unlink(path) }
         let fileSize = 16 << 20
+        if posix_fallocate(fd, 0, off_t(fileSize)) != 0 { _ = ftruncate(fd, off_t(fileSize)) }
+        fsync(fd)
         let page = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
         defer { page.deallocate() }
-        page.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
-        for offset in stride(from: 0, to: fileSize, by: 4096) where pwrite(fd, page, 4096, off_t(offset)) != 4096 {
-            throw CLIError("cannot fill \(path): errno \(errno)")
-        }
-        fsync(fd)
         page.initializeMemory(as: UInt8.self, repeating: 0x5A, count: 4096)
         let start = monotonicSeconds()
         var n = 0

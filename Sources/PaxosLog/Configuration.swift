@@ -19,6 +19,15 @@ extension PaxosLog {
             self.clientAddress = clientAddress
         }
 
+        /// Members 1, 2, … on 127.0.0.1, member `i` on `ports[2i]` (peers) and `ports[2i + 1]`
+        /// (clients): for tests and benchmarks that run a cluster on one machine.
+        public static func loopback(ports: [Int]) -> [Member] {
+            stride(from: 0, to: ports.count - 1, by: 2).map { i in
+                Member(id: NodeID(i / 2 + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[i]),
+                       clientAddress: PeerAddress(host: "127.0.0.1", port: ports[i + 1]))
+            }
+        }
+
         /// Parses `ID=HOST:PORT[:CLIENTPORT]`; the client port defaults to `PORT + 1000`.
         public init?(parsing text: Substring) {
             let parts = text.split(separator: "=", maxSplits: 1)

@@ -158,10 +158,7 @@ import Testing
     @Test func laggingReplicaCatchesUpThroughASnapshot() async throws {
         let dir = temporaryDirectory("compact-catchup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ports = try LocalCluster.freePorts(6)
-        let members = (0..<3).map { i in
-            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
-        }
+        let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         func config(_ id: NodeID) -> PaxosLog.Configuration {
             var c = PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(dir)/node-\(id)")
             c.clusterName = "compaction"
@@ -208,10 +205,7 @@ import Testing
     @Test func followerAFewEntriesBehindCatchesUpFromTheRetainedLog() async throws {
         let dir = temporaryDirectory("compact-retained-catchup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ports = try LocalCluster.freePorts(6)
-        let members = (0..<3).map { i in
-            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
-        }
+        let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         func config(_ id: NodeID) -> PaxosLog.Configuration {
             var c = PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(dir)/node-\(id)")
             c.clusterName = "retention"

@@ -115,10 +115,7 @@ func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throw
     /// Replicas that also serve clients (forwarding goes to the leader's client port).
     static func startServers(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect) async throws -> (servers: [PaxosLogServer], dir: String) {
         let dir = temporaryDirectory(name)
-        let ports = try LocalCluster.freePorts(6)
-        let members = (0..<3).map { i in
-            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
-        }
+        let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         var servers: [PaxosLogServer] = []
         for m in members {
             var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(dir)/node-\(m.id)")

@@ -28,11 +28,7 @@ struct BenchCluster: AsyncParsableCommand {
         for concurrency in options.concurrencies! {
             let directory = "\(base)/cluster-c\(concurrency)"
             try? FileManager.default.removeItem(atPath: directory)
-            let ports = try LocalCluster.freePorts(2 * replicas)
-            let members = (0..<replicas).map { i in
-                PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]),
-                                clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
-            }
+            let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(2 * replicas))
             var logs: [PaxosLog] = []
             for m in members {
                 try FileManager.default.createDirectory(atPath: "\(directory)/node-\(m.id)", withIntermediateDirectories: true)

@@ -87,10 +87,7 @@ struct BenchCompaction: AsyncParsableCommand {
 
         // 2. Snapshot transfer on loopback: two replicas take a few appends and compact with the
         // big snapshot; a third opens empty and must install it.
-        let ports = try LocalCluster.freePorts(6)
-        let members = (0..<3).map { i in
-            PaxosLog.Member(id: NodeID(i + 1), peerAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i]), clientAddress: PeerAddress(host: "127.0.0.1", port: ports[2 * i + 1]))
-        }
+        let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         func config(_ id: NodeID) -> PaxosLog.Configuration {
             var c = PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(base)/node-\(id)")
             c.clusterName = "bench-transfer"

@@ -115,13 +115,8 @@ struct SegmentParser {
         self.mask = Format.segmentMask(sequence)
     }
 
+    /// The frame at `offset`, checked (header and CRC), or the end of the records, or damage.
     func step(at offset: Int) -> ParseStep {
-        step(at: offset, verifyCRC: true)
-    }
-
-    /// Like `step(at:)`; without `verifyCRC` a frame is returned after its header checks only, and
-    /// the caller must verify it (recovery does so on several threads).
-    func step(at offset: Int, verifyCRC: Bool) -> ParseStep {
         let remaining = bytes.count - offset
         if remaining == 0 { return .end }
         if remaining < Format.recordHeaderSize {
@@ -136,7 +131,6 @@ struct SegmentParser {
         case .failure(let failure):
             return .damage(offset: offset, reason: failure.reason, frame: nil)
         case .success(var frame):
-            if !verifyCRC { return .frame(frame) }
             frame.crcComputed = computeCRC(frame)
             if frame.crcComputed != frame.crcStored {
                 return .damage(offset: offset,

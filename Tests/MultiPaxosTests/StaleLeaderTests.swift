@@ -13,6 +13,8 @@ import Testing
     @Test func scenarioCatchesFollowWithoutPromise() {
         withKnownIssue("planted bug followWithoutPromise: the stale leader counts its own value chosen") {
             Self.checkScenario(plantedBug: .followWithoutPromise)
+        } matching: { issue in
+            issue.comments.contains { $0.rawValue.contains("but w was chosen") }
         }
     }
 

@@ -78,4 +78,8 @@ public struct Configuration: Sendable, Hashable {
     case ballotReusedAfterRestart
     /// An acceptor answers Accept before its accepted record is durable.
     case acceptedBeforeDurable
+    /// A follower follows a higher-ballot leader by heartbeat without promising its ballot, so
+    /// it may answer a deposed leader's heartbeat with chosen slots learned from the newer one
+    /// (the bug fixed by "A follower promises the ballot of a leader it follows by heartbeat").
+    case followWithoutPromise
 }

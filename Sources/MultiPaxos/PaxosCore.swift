@@ -431,7 +431,7 @@ public struct PaxosCore: Sendable {
         // our chosen watermark (learned in this newer ballot) would let it count its own,
         // different values chosen (see adoptChosen). The promise record precedes anything we
         // learn, so a restart keeps it whenever it keeps what we learned.
-        if h.ballot > promised {
+        if h.ballot > promised, configuration.plantedBug != .followWithoutPromise {
             promised = h.ballot
             appendRecord(.promise(h.ballot))
         }

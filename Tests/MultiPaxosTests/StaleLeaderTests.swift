@@ -5,7 +5,22 @@ import Testing
 /// that replica learned them from the newer leader.
 @Suite struct StaleLeaderTests {
     @Test func staleLeaderDoesNotAdoptAChosenValueItDidNotPropose() {
+        Self.checkScenario(plantedBug: nil)
+    }
+
+    /// The seeded simulation does not reach this scenario (see ``PlantedBugTests/seededBlindSpots``),
+    /// so this is what shows the planted bug is caught at all.
+    @Test func scenarioCatchesFollowWithoutPromise() {
+        withKnownIssue("planted bug followWithoutPromise: the stale leader counts its own value chosen") {
+            Self.checkScenario(plantedBug: .followWithoutPromise)
+        } matching: { issue in
+            issue.comments.contains { $0.rawValue.contains("but w was chosen") }
+        }
+    }
+
+    static func checkScenario(plantedBug: PlantedBug?) {
         var h = TranscriptHarness()
+        h.plantedBug = plantedBug
         var transcript: [String] = []
         func run(_ commands: String...) {
             for c in commands { transcript.append("> \(c)\n" + h.run(c)) }

@@ -88,9 +88,12 @@ struct TranscriptHarness {
     var ids: [NodeID] = []
     var queue: [Envelope] = []
     var out: [String] = []
+    /// A deliberately broken core for every node (set before `cluster N`).
+    var plantedBug: PlantedBug? = nil
 
     func config(_ id: NodeID, _ incarnation: Int) -> Configuration {
         var c = Configuration(id: id, members: ids, randomSeed: UInt64(id) * 1000 + UInt64(incarnation))
+        c.plantedBug = plantedBug
         c.maxBatchCount = 3
         c.maxInflightBatches = 2
         c.electionTimeoutTicks = 10...10

@@ -160,6 +160,14 @@ extension SegmentStore {
 
     /// The latest durable snapshot, read and verified, or nil if there is none.
     public func readSnapshot() throws -> Snapshot? {
+        try withLatestSnapshotFile { path in
+            try SnapshotFile.read(path: path, fileSystem: fileSystem, verifyData: true)
+        }
+    }
+
+    /// Calls `open` with the path of the latest durable snapshot (nil when there is none). If it
+    /// fails while a newer snapshot replaced that one in between, tries again with the newer one.
+    func withLatestSnapshotFile<T>(_ open: (String) throws -> T) throws -> T? {
         var attempts = 0
         while true {
             let slot: UInt64? = try lock.withLock {
@@ -168,9 +176,8 @@ extension SegmentStore {
             }
             guard let slot else { return nil }
             do {
-                return try SnapshotFile.read(path: directory + "/" + Format.snapshotFileName(slot), fileSystem: fileSystem, verifyData: true)
+                return try open(directory + "/" + Format.snapshotFileName(slot))
             } catch {
-                // A newer snapshot may have replaced this one between the two steps.
                 attempts += 1
                 let now = lock.withLock { shared.log.snapshotSlot }
                 if now == slot || attempts >= 3 { throw error }

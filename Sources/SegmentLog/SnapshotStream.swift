@@ -324,22 +324,7 @@ extension SegmentStore {
     /// Opens the latest durable snapshot for chunked reading (header verified, data not yet:
     /// see ``SnapshotReader/verify(chunkSize:)``), or nil when there is none.
     public func openSnapshot() throws -> SnapshotReader? {
-        var attempts = 0
-        while true {
-            let slot: UInt64? = try lock.withLock {
-                if shared.closed { throw SegmentLogError(.closed, "") }
-                return shared.log.snapshotSlot
-            }
-            guard let slot else { return nil }
-            do {
-                return try SnapshotReader(path: directory + "/" + Format.snapshotFileName(slot), fileSystem: fileSystem)
-            } catch {
-                // A newer snapshot may have replaced this one between the two steps.
-                attempts += 1
-                let now = lock.withLock { shared.log.snapshotSlot }
-                if now == slot || attempts >= 3 { throw error }
-            }
-        }
+        try withLatestSnapshotFile { path in try SnapshotReader(path: path, fileSystem: fileSystem) }
     }
 
     /// One segment file that a prefix truncation would delete.

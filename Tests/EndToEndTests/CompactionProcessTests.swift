@@ -198,8 +198,8 @@ func kvRecord(_ i: Int) -> [UInt8] {
         defer { try? FileManager.default.removeItem(atPath: cluster.baseDirectory) }
         try cluster.startAll()
         let leader = try await cluster.waitForLeader()
-        let load = KVLoad()
-        var running = Task { await load.run(cluster, streams: 4) }
+        let load = Load()
+        var running = Task { await load.run(cluster, streams: 4, record: kvRecord) }
         try await eventually("appends with compaction", seconds: 60) { load.ackCount >= 400 }
         // A follower goes down; the others keep appending and compacting past it.
         let victim = cluster.nodes.map(\.id).first { $0 != leader }!
@@ -210,7 +210,7 @@ func kvRecord(_ i: Int) -> [UInt8] {
         await running.value
         try cluster.start(victim)
         load.reset()
-        running = Task { await load.run(cluster, streams: 2) }
+        running = Task { await load.run(cluster, streams: 2, record: kvRecord) }
         try await eventually("appends after the restart", seconds: 60) { load.ackCount >= 20 }
         load.stop()
         await running.value
@@ -238,52 +238,4 @@ func kvRecord(_ i: Int) -> [UInt8] {
         }
         #expect(states[0].values.count > 10)
     }
-}
-
-/// Closed-loop kv appenders (like `Load`, with kv records).
-final class KVLoad: Sendable {
-    let acks = NIOLockedValueBox<[Load.Ack]>([])
-    let older = NIOLockedValueBox<[Load.Ack]>([])
-    let failures = NIOLockedValueBox(0)
-    let stopFlag = NIOLockedValueBox(false)
-    let counter = NIOLockedValueBox(0)
-
-    func run(_ cluster: LocalCluster, streams: Int) async {
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<streams {
-                group.addTask {
-                    var client: PaxosClient?
-                    while !self.stopFlag.withLockedValue({ $0 }) {
-                        do {
-                            if client == nil {
-                                var c = PaxosClientConfiguration(addresses: cluster.clientAddresses, clusterName: cluster.clusterName)
-                                c.connectTimeout = .milliseconds(300)
-                                client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "load"))
-                            }
-                            let i = self.counter.withLockedValue { n -> Int in n += 1; return n }
-                            let bytes = kvRecord(i)
-                            let slot = try await client!.append([bytes])[0]
-                            self.acks.withLockedValue { $0.append(Load.Ack(slot: slot, bytes: bytes)) }
-                        } catch {
-                            self.failures.withLockedValue { $0 += 1 }
-                            if let c = client { await c.close() }
-                            client = nil
-                            try? await Task.sleep(nanoseconds: 20_000_000)
-                        }
-                    }
-                    if let c = client { await c.close() }
-                }
-            }
-        }
-    }
-
-    func stop() { stopFlag.withLockedValue { $0 = true } }
-    /// Starts a new round: acks so far move to `older`, the count restarts.
-    func reset() {
-        let a = acks.withLockedValue { a -> [Load.Ack] in defer { a = [] }; return a }
-        older.withLockedValue { $0 += a }
-        stopFlag.withLockedValue { $0 = false }
-    }
-    var ackCount: Int { acks.withLockedValue { $0.count } }
-    var allAcks: [Load.Ack] { older.withLockedValue { $0 } + acks.withLockedValue { $0 } }
 }

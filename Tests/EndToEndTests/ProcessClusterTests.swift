@@ -44,15 +44,23 @@ func makeCluster(_ name: String, extra: [String] = []) throws -> LocalCluster {
 final class Load: Sendable {
     struct Ack: Hashable, Sendable { var slot: Slot; var bytes: [UInt8] }
     let acks = NIOLockedValueBox<[Ack]>([])
+    /// Acknowledgements of earlier rounds (see `reset`).
+    let older = NIOLockedValueBox<[Ack]>([])
     let failures = NIOLockedValueBox(0)
     let stopFlag = NIOLockedValueBox(false)
+    private let counter = NIOLockedValueBox(0)
 
+    /// Records `"<tag>-<n>"`.
     func run(_ cluster: LocalCluster, streams: Int, tag: String) async {
+        await run(cluster, streams: streams) { Array("\(tag)-\($0)".utf8) }
+    }
+
+    /// Appends `record(n)` for n = 1, 2, … (unique across streams and rounds) until `stop`.
+    func run(_ cluster: LocalCluster, streams: Int, record: @escaping @Sendable (Int) -> [UInt8]) async {
         await withTaskGroup(of: Void.self) { group in
-            for s in 0..<streams {
+            for _ in 0..<streams {
                 group.addTask {
                     var client: PaxosClient?
-                    var n = 0
                     while !self.stopFlag.withLockedValue({ $0 }) {
                         do {
                             if client == nil {
@@ -60,8 +68,7 @@ final class Load: Sendable {
                                 c.connectTimeout = .milliseconds(300)
                                 client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "load"))
                             }
-                            let bytes = Array("\(tag)-\(s)-\(n)".utf8)
-                            n += 1
+                            let bytes = record(self.counter.withLockedValue { n -> Int in n += 1; return n })
                             let slot = try await client!.append([bytes])[0]
                             self.acks.withLockedValue { $0.append(Ack(slot: slot, bytes: bytes)) }
                         } catch {
@@ -78,7 +85,14 @@ final class Load: Sendable {
     }
 
     func stop() { stopFlag.withLockedValue { $0 = true } }
+    /// Starts a new round: acks so far move to `older`, the count restarts.
+    func reset() {
+        let a = acks.withLockedValue { a -> [Ack] in defer { a = [] }; return a }
+        older.withLockedValue { $0 += a }
+        stopFlag.withLockedValue { $0 = false }
+    }
     var ackCount: Int { acks.withLockedValue { $0.count } }
+    var allAcks: [Ack] { older.withLockedValue { $0 } + acks.withLockedValue { $0 } }
 }
 
 /// Waits until `condition` holds (polling), failing after `seconds`.

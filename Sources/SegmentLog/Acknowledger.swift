@@ -13,8 +13,12 @@ final class Acknowledger: @unchecked Sendable {
     private var waiting = false
     private var thread: OSThread?
 
-    init() throws {
-        thread = try OSThread.start { [self] in run() }
+    /// - Parameter nice: the thread's nice value, if allowed (see `Options.commitThreadNice`).
+    init(nice: Int32?) throws {
+        thread = try OSThread.start(name: "paxlog-ack") { [self] in
+            if let nice { _ = setCurrentThreadNice(nice) }
+            run()
+        }
     }
 
     /// Finishes `waiters` with `result` on the acknowledger thread, after everything handed before.

@@ -112,6 +112,13 @@ extension SegmentStore {
         public var preallocate: Bool = true
         /// Create the directory if it does not exist.
         public var createIfMissing: Bool = true
+        /// The nice value the commit threads (writer, syncer, acknowledger) ask for; `nil` leaves
+        /// them at the process's priority. Every acknowledgement waits for these threads to wake
+        /// after each `fdatasync`, so on a busy machine their scheduling delay is commit latency:
+        /// -10 measured 15–28% more appends/s with 256 appenders on 2 busy cores. Lowering a nice
+        /// value needs `CAP_SYS_NICE` or a `RLIMIT_NICE` that allows it; without either the
+        /// threads keep the default priority and the store logs that once, at `notice`.
+        public var commitThreadNice: Int32? = -10
 
         public init(segmentSize: Int = 64 << 20, compressionThreshold: Int = 4 << 10,
                     syncPolicy: SyncPolicy = .always, recoveryMode: RecoveryMode = .strict) {

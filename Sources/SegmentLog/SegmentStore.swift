@@ -86,7 +86,7 @@ public final class SegmentStore: @unchecked Sendable {
         self.lockFD = lockFD
         self.shared = Shared(log: recovered.log, segments: recovered.segments)
         self.writer = Writer(active: recovered.segments.last!, end: recovered.activeEnd, log: recovered.log)
-        self.acknowledger = try Acknowledger()
+        self.acknowledger = try Acknowledger(nice: options.commitThreadNice)
     }
 
     /// Opens (creating if needed) the log in `directory`, recovering it: verifies every record,
@@ -119,8 +119,14 @@ public final class SegmentStore: @unchecked Sendable {
             let recovered = try Recovery(directory: directory, options: options, fileSystem: fileSystem, logger: logger).run()
             let store = try SegmentStore(directory: directory, options: options, fileSystem: fileSystem, logger: logger,
                                      lockFD: lockFD, recovered: recovered)
-            store.syncerThread = try OSThread.start { [store] in store.syncerLoop() }
-            store.thread = try OSThread.start { [store] in store.writerLoop() }
+            store.syncerThread = try OSThread.start(name: "paxlog-sync") { [store] in
+                store.prioritizeCurrentThread(reporting: false)
+                store.syncerLoop()
+            }
+            store.thread = try OSThread.start(name: "paxlog-writer") { [store] in
+                store.prioritizeCurrentThread(reporting: true)
+                store.writerLoop()
+            }
             logger.info("opened segment log", metadata: [
                 "directory": "\(directory)", "segments": "\(recovered.segments.count)",
                 "entries": "\(recovered.log.index.count)",
@@ -129,6 +135,18 @@ public final class SegmentStore: @unchecked Sendable {
         } catch {
             try? fileSystem.close(lockFD)
             throw error
+        }
+    }
+
+    /// Applies `commitThreadNice` to the calling (writer or syncer) thread; one of them reports a
+    /// refusal.
+    private func prioritizeCurrentThread(reporting: Bool) {
+        guard let nice = options.commitThreadNice, let error = setCurrentThreadNice(nice) else { return }
+        if reporting {
+            logger.notice("commit threads keep the default priority", metadata: [
+                "nice": "\(nice)", "errno": "\(error)",
+                "hint": "needs CAP_SYS_NICE or RLIMIT_NICE; set Options.commitThreadNice = nil to not ask",
+            ])
         }
     }
 

@@ -141,5 +141,9 @@ struct MachineLimits: Codable, Sendable {
 }
 
 func monotonicSeconds() -> Double {
-    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+    Double(monotonicNanoseconds()) / 1e9
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    DispatchTime.now().uptimeNanoseconds
 }

@@ -115,7 +115,8 @@ extension SegmentStore {
         /// The nice value the commit threads (writer, syncer, acknowledger) ask for; `nil` leaves
         /// them at the process's priority. Every acknowledgement waits for these threads to wake
         /// after each `fdatasync`, so on a busy machine their scheduling delay is commit latency:
-        /// -10 measured 15–28% more appends/s with 256 appenders on 2 busy cores. Lowering a nice
+        /// with 256 appenders on 2 cores that a compiler kept busy, -10 gave 15–28% more
+        /// appends/s; on a quiet machine it makes no measurable difference. Lowering a nice
         /// value needs `CAP_SYS_NICE` or a `RLIMIT_NICE` that allows it; without either the
         /// threads keep the default priority and the store logs that once, at `notice`.
         public var commitThreadNice: Int32? = -10

@@ -16,6 +16,8 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Leave the logs in --dir.") var keep = false
     @Flag(help: "One JSON object per scenario on stdout, one per line.") var json = false
     @Flag(help: "Skip measuring the machine's limits (fdatasync rate, sequential write, LZ4, CRC32).") var noLimits = false
+    @Option(help: "Nice value the storage commit threads ask for (needs CAP_SYS_NICE below 0), or 'off' for the default priority.")
+    var commitThreadNice: String = "-10"
 
     func validate() throws {
         if let records, records <= 0 { throw ValidationError("--records must be positive") }
@@ -28,6 +30,9 @@ struct BenchOptions: ParsableArguments {
         guard ["always", "interval", "never"].contains(sync) else { throw ValidationError("--sync must be always, interval or never") }
         guard ["on", "off"].contains(compression) else { throw ValidationError("--compression must be on or off") }
         guard PayloadGenerator.Kind(rawValue: payload) != nil else { throw ValidationError("--payload must be random or text") }
+        guard commitThreadNice == "off" || Int32(commitThreadNice).map({ (-20...19).contains($0) }) == true else {
+            throw ValidationError("--commit-thread-nice must be off or an integer in -20…19")
+        }
     }
 
     var concurrencies: [Int]? {
@@ -44,6 +49,7 @@ struct BenchOptions: ParsableArguments {
         var o = SegmentStore.Options()
         o.syncPolicy = sync == "always" ? .always : sync == "never" ? .never : .interval(milliseconds: intervalMilliseconds)
         if compression == "off" { o.compressionThreshold = Int.max }
+        o.commitThreadNice = Int32(commitThreadNice)
         return o
     }
 

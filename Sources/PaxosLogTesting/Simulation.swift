@@ -641,6 +641,12 @@ public struct Simulation: Sendable {
             }
         }
         guard Int(offer.slot) > nodes[i].learned.count else { return }
+        // The driver's marker record goes behind every record already appended, and recovery
+        // ignores a snapshot whose marker is not durable: the snapshot becomes durable with them.
+        // A promise among them may be what keeps a deposed leader from adopting the snapshot's
+        // slots after a restart (SnapshotOfferTests.outOfOrderSnapshotIsUnsafe).
+        sync(i)
+        guard nodes[i].core != nil else { return }
         if Int(offer.slot) > (nodes[i].storage.snapshot?.count ?? 0) { nodes[i].storage.snapshot = values }
         checker.observeInstalledSnapshot(values)
         nodes[i].core!.installSnapshot(through: offer.slot)

@@ -90,8 +90,8 @@ public struct SimulatedNetwork: Sendable {
         }
     }
 
-    /// Removes and returns every message due at `now`, in random order. Messages on links cut
-    /// (or blocking votes) while they were in flight are lost.
+    /// Removes and returns every message due at `now`, in random order. Messages their link
+    /// blocks by then (cut, or blocking votes, while they were in flight) are lost.
     public mutating func due(now: Int, rng: inout SplitMix64) -> [Envelope] {
         var out: [Envelope] = []
         var keep: [InFlight] = []

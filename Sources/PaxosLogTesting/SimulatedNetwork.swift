@@ -2,6 +2,10 @@ import MultiPaxos
 
 /// A lossy, duplicating, reordering, delaying network with partitions, driven by the
 /// simulation's RNG so a seed replays it exactly.
+///
+/// Besides whole links, a link can lose only votes (``blockVotes(_:_:)``): Paxos must be safe
+/// whichever messages are lost, and independent random loss almost never loses every Prepare and
+/// Accept on a link while its heartbeats and catch-up traffic get through.
 public struct SimulatedNetwork: Sendable {
     struct InFlight: Sendable {
         var deliverAt: Int
@@ -18,6 +22,8 @@ public struct SimulatedNetwork: Sendable {
     var queue: [InFlight] = []
     /// Directed links that are cut: `from << 32 | to`.
     public private(set) var cut: Set<UInt64> = []
+    /// Directed links that drop votes but carry everything else: `from << 32 | to`.
+    public private(set) var votesBlocked: Set<UInt64> = []
 
     public private(set) var sent = 0
     public private(set) var delivered = 0
@@ -36,19 +42,44 @@ public struct SimulatedNetwork: Sendable {
         cut.insert(Self.link(b, a))
     }
 
-    /// Heals one cut link (both directions).
-    public mutating func heal(_ a: NodeID, _ b: NodeID) {
-        cut.remove(Self.link(a, b))
-        cut.remove(Self.link(b, a))
+    /// Makes both directions between `a` and `b` drop every vote (see ``isVote(_:)``) while
+    /// heartbeats, catch-up and snapshot traffic still pass.
+    public mutating func blockVotes(_ a: NodeID, _ b: NodeID) {
+        votesBlocked.insert(Self.link(a, b))
+        votesBlocked.insert(Self.link(b, a))
     }
 
-    public mutating func healAll() { cut.removeAll() }
+    /// Heals one link (both directions), whether cut or blocking votes.
+    public mutating func heal(_ a: NodeID, _ b: NodeID) {
+        for l in [Self.link(a, b), Self.link(b, a)] {
+            cut.remove(l)
+            votesBlocked.remove(l)
+        }
+    }
+
+    public mutating func healAll() {
+        cut.removeAll()
+        votesBlocked.removeAll()
+    }
 
     public func isCut(_ from: NodeID, _ to: NodeID) -> Bool { cut.contains(Self.link(from, to)) }
 
+    /// Phase 1 and phase 2 traffic: what a link blocking votes drops.
+    public static func isVote(_ m: Message) -> Bool {
+        switch m {
+        case .prepare, .promise, .reject, .accept, .accepted: return true
+        case .heartbeat, .heartbeatReply, .catchUpRequest, .catchUpReply, .snapshotOffer, .snapshotChunk, .snapshotAck: return false
+        }
+    }
+
+    /// Whether the link from `e.from` to `e.to` loses `e` whatever the luck.
+    func blocks(_ e: Envelope) -> Bool {
+        isCut(e.from, e.to) || (!votesBlocked.isEmpty && votesBlocked.contains(Self.link(e.from, e.to)) && Self.isVote(e.message))
+    }
+
     public mutating func send(_ e: Envelope, now: Int, rng: inout SplitMix64) {
         sent += 1
-        if isCut(e.from, e.to) || rng.chance(lossRate) {
+        if blocks(e) || rng.chance(lossRate) {
             dropped += 1
             return
         }
@@ -59,15 +90,15 @@ public struct SimulatedNetwork: Sendable {
         }
     }
 
-    /// Removes and returns every message due at `now`, in random order. Messages on links cut
-    /// while they were in flight are lost.
+    /// Removes and returns every message due at `now`, in random order. Messages their link
+    /// blocks by then (cut, or blocking votes, while they were in flight) are lost.
     public mutating func due(now: Int, rng: inout SplitMix64) -> [Envelope] {
         var out: [Envelope] = []
         var keep: [InFlight] = []
         keep.reserveCapacity(queue.count)
         for m in queue {
             if m.deliverAt <= now {
-                if isCut(m.envelope.from, m.envelope.to) { dropped += 1 } else { out.append(m.envelope) }
+                if blocks(m.envelope) { dropped += 1 } else { out.append(m.envelope) }
             } else {
                 keep.append(m)
             }

@@ -19,7 +19,7 @@ enum SimulationSeeds {
 
 @Suite struct SimulationTests {
     func runSeeds(replicas: Int, base: UInt64) {
-        var ticks = 0, steps = 0, sent = 0, dropped = 0, dup = 0, crashes = 0, partitions = 0, chosen = 0, acked = 0
+        var ticks = 0, steps = 0, sent = 0, dropped = 0, dup = 0, crashes = 0, partitions = 0, bridges = 0, chosen = 0, acked = 0
         var compactions = 0, installed = 0
         let seeds = SimulationSeeds.seeds(base: base)
         for seed in seeds {
@@ -30,17 +30,18 @@ enum SimulationSeeds {
             var sim = Simulation(o)
             let r = sim.run()
             ticks += r.ticks; steps += r.steps; sent += r.sent; dropped += r.dropped; dup += r.duplicated
-            crashes += r.crashes; partitions += r.partitions; chosen += r.chosenSlots; acked += r.acknowledged
+            crashes += r.crashes; partitions += r.partitions; bridges += r.bridges; chosen += r.chosenSlots; acked += r.acknowledged
             compactions += r.compactions; installed += r.snapshotsInstalled
             if r.violation != nil {
                 Issue.record("simulation failed:\n\(r)")
                 return
             }
         }
-        print("simulation replicas=\(replicas) seeds=\(seeds.count) ticks=\(ticks) steps=\(steps) sent=\(sent) dropped=\(dropped) duplicated=\(dup) crashes=\(crashes) partitions=\(partitions) compactions=\(compactions) snapshots_installed=\(installed) chosen=\(chosen) acked=\(acked)")
+        print("simulation replicas=\(replicas) seeds=\(seeds.count) ticks=\(ticks) steps=\(steps) sent=\(sent) dropped=\(dropped) duplicated=\(dup) crashes=\(crashes) partitions=\(partitions) bridges=\(bridges) compactions=\(compactions) snapshots_installed=\(installed) chosen=\(chosen) acked=\(acked)")
         // The snapshot paths must actually run, or the invariants above say nothing about them.
         if seeds.count >= 100 {
             #expect(compactions > 0 && installed > 0, "no snapshot was installed in \(seeds.count) runs")
+            #expect(bridges > 0, "no bridge partition in \(seeds.count) runs")
         }
     }
 

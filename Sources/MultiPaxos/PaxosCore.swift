@@ -107,6 +107,8 @@ public struct PaxosCore: Sendable {
     /// Highest record sequence the driver confirmed durable.
     public private(set) var durableSeq: RecordSequence = 0
     var lastChosenRecorded: Slot = 0
+    /// A tick passed: the next `takeReady` records the chosen watermark even on its own.
+    var chosenRecordDue = false
     var lastLeadership: Leadership
     var ready = Ready()
 
@@ -195,6 +197,7 @@ public struct PaxosCore: Sendable {
 
     /// Advances logical time by one tick: heartbeats, election and retransmission timers.
     public mutating func tick() {
+        chosenRecordDue = true
         switch role {
         case .leader:
             heartbeatElapsed += 1
@@ -343,10 +346,14 @@ public struct PaxosCore: Sendable {
     /// must do with them, and in which order.
     public mutating func takeReady() -> Ready {
         if role == .leader { flush() }
-        if chosenThrough > lastChosenRecorded {
+        // The chosen watermark rides along with other records and otherwise waits for the next
+        // tick: it only saves a restarted replica relearning chosen slots, so it is not worth a
+        // sync of its own, and alone it was most of a leader's syncs (every Accepted quorum).
+        if chosenThrough > lastChosenRecorded && (!ready.records.isEmpty || chosenRecordDue) {
             appendRecord(.chosen(through: chosenThrough))
             lastChosenRecorded = chosenThrough
         }
+        chosenRecordDue = false
         let now = Leadership(leader: knownLeader, ballot: role == .follower ? leaderBallot : ballot, isLeader: role == .leader)
         if now != lastLeadership {
             lastLeadership = now

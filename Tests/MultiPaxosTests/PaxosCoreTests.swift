@@ -119,7 +119,13 @@ import Testing
         c.persisted(through: r2.persistThrough)
         let r3 = c.takeReady()
         #expect(r3.chosen == [ChosenEntry(slot: 1, ballot: Ballot(round: 1, node: 7), value: .data([42]))])
-        #expect(r3.records == [.chosen(through: 1)])
+        #expect(r3.records.isEmpty, "the chosen watermark alone waits for other records or a tick")
+        c.tick()
+        #expect(c.takeReady().records == [.chosen(through: 1)])
+        #expect(c.propose(.data([43])) == .proposed(slot: 2))
+        c.tick()
+        let r4 = c.takeReady()
+        #expect(r4.records.count == 1, "only the new batch: chosen through 1 is not recorded again")
     }
 
     @Test func acceptorRefusesBelowItsPromise() {

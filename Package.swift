@@ -108,7 +108,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos"]),
+        .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos", "SegmentLog"]),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.
         .testTarget(
             name: "EndToEndTests",

@@ -342,6 +342,13 @@ public struct PaxosCore: Sendable {
         requestCatchUpIfBehind()
     }
 
+    /// Makes the next ``takeReady()`` record the chosen watermark even with no other record to
+    /// ride along with (otherwise it waits for the next tick). A driver calls this before closing,
+    /// so the closed log shows every slot it knows chosen.
+    public mutating func recordChosenWatermark() {
+        chosenRecordDue = true
+    }
+
     /// Drains the effects accumulated since the last call. See ``Ready`` for what the driver
     /// must do with them, and in which order.
     public mutating func takeReady() -> Ready {

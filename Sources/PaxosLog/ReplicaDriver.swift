@@ -91,6 +91,10 @@ final class ReplicaDriver: @unchecked Sendable {
     func shutdown() -> EventLoopFuture<Void> {
         loop.submit {
             guard !self.isClosed else { return }
+            // Storage closes after this and writes what is queued: let that include the chosen
+            // watermark, so offline tools see every slot this replica knew chosen.
+            self.core.recordChosenWatermark()
+            self.drain()
             self.isClosed = true
             self.ticker?.cancel()
             self.failAll(PaxosLogError(.closed, "the log was closed"))

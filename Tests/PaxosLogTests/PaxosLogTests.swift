@@ -4,6 +4,7 @@ import MultiPaxos
 import PaxosLog
 import PaxosLogTesting
 import PaxosTransport
+import SegmentLog
 import Testing
 
 func temporaryDirectory(_ name: String) -> String {
@@ -55,6 +56,20 @@ func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throw
         let next = try await log.append(Array("after reopen".utf8))
         #expect(next > positions.last!)
         try await log.close()
+    }
+
+    @Test func aClosedLogRecordsEverySlotItKnewChosen() async throws {
+        let dir = temporaryDirectory("chosen-on-close")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        var last: PaxosLog.Position = 0
+        for i in 0..<20 { last = try await log.append(Array("record \(i)".utf8)) }
+        // At once: the chosen watermark otherwise waits for the next tick to be written.
+        try await log.close()
+        let store = try SegmentStore.open(directory: dir, logger: Logger(label: "test"))
+        let state = store.state
+        try store.close()
+        #expect(state.chosenThrough == last, "offline tools (compact --through) need the chosen watermark on disk")
     }
 
     @Test func oversizedRecordIsRefusedAndTheLogGoesOn() async throws {

@@ -31,6 +31,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
     @Option(help: "Run this built-in state machine over the log (kv) and compact by --snapshot-every.") var stateMachine: String?
     @Option(help: "With --state-machine: compact after this many applied entries.") var snapshotEvery: Int?
+    @Option(help: "With --state-machine: entries kept in the log below each snapshot, so a follower that far behind catches up from the log, not a snapshot transfer (default 128).")
+    var snapshotRetain: Int?
     @Option(help: "Segment file size in bytes (default 64 MiB).") var segmentSize: Int?
     @Flag(help: .hidden) var exitWithParent = false
 
@@ -71,11 +73,15 @@ struct Serve: AsyncParsableCommand {
         if let size = segmentSize { configuration.storage.segmentSize = size }
         if let m = stateMachine, m != "kv" { throw ValidationError("--state-machine: only 'kv' is built in") }
         if let n = snapshotEvery, n < 1 { throw ValidationError("--snapshot-every must be positive") }
+        if let n = snapshotRetain, n < 0 { throw ValidationError("--snapshot-retain must not be negative") }
+        if stateMachine == nil, snapshotEvery != nil || snapshotRetain != nil {
+            throw ValidationError("--snapshot-every and --snapshot-retain need --state-machine")
+        }
 
         let server = try await PaxosLogServer.start(configuration)
         var runnerTask: Task<Void, Never>? = nil
         if stateMachine != nil {
-            let runner = StateMachineRunner<KeyValueStateMachine>(log: server.log, policy: SnapshotPolicy(everyEntries: snapshotEvery))
+            let runner = StateMachineRunner<KeyValueStateMachine>(log: server.log, policy: SnapshotPolicy(everyEntries: snapshotEvery, retainedEntries: snapshotRetain ?? 128))
             let logger = configuration.logger
             runnerTask = Task {
                 do { try await runner.run() } catch { logger.error("state machine stopped: \(error)") }

@@ -355,7 +355,8 @@ public struct PaxosCore: Sendable {
         if role == .leader { flush() }
         // The chosen watermark rides along with other records and otherwise waits for the next
         // tick: it only saves a restarted replica relearning chosen slots, so it is not worth a
-        // sync of its own, and alone it was most of a leader's syncs (every Accepted quorum).
+        // sync of its own. Written alone after every Accepted quorum, it was about a third of a
+        // leader's syncs under load.
         if chosenThrough > lastChosenRecorded && (!ready.records.isEmpty || chosenRecordDue) {
             appendRecord(.chosen(through: chosenThrough))
             lastChosenRecorded = chosenThrough

@@ -62,12 +62,12 @@ public final class ClientServer: Sendable {
     private let jobs: AsyncStream<Job>.Continuation
     private let jobStream: AsyncStream<Job>
     private let state = NIOLockedValueBox(ServerState())
+    private let connections = AcceptedChannels()
 
     private struct ServerState {
         var started = false
         var shutDown = false
         var server: (any Channel)?
-        var connections: [ObjectIdentifier: any Channel] = [:]
         var runner: Task<Void, Never>?
     }
 
@@ -129,30 +129,19 @@ public final class ClientServer: Sendable {
     /// Stops listening, closes every client connection, cancels the handlers still running and
     /// waits for them. Responses they return afterwards are dropped.
     public func shutdown() async {
-        let (server, connections, runner) = state.withLockedValue { state in
+        let (server, runner) = state.withLockedValue { state in
             state.shutDown = true
-            return (state.server, Array(state.connections.values), state.runner)
+            return (state.server, state.runner)
         }
         try? await server?.close()
-        for channel in connections { try? await channel.close() }
+        await connections.closeAll()
         jobs.finish()
         runner?.cancel()
         await runner?.value
     }
 
     private func configure(_ channel: any Channel) throws {
-        let accepted = state.withLockedValue { state -> Bool in
-            guard !state.shutDown else { return false }
-            state.connections[ObjectIdentifier(channel)] = channel
-            return true
-        }
-        guard accepted else {
-            channel.close(promise: nil)
-            return
-        }
-        channel.closeFuture.whenComplete { [state] _ in
-            state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
-        }
+        guard connections.admit(channel) else { return }
         let session = SessionConfiguration(
             side: .acceptor(nodeID: configuration.nodeID, peers: nil, clients: true),
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -38,5 +39,38 @@ enum Listener {
             throw TransportError(.bindFailed, "the listening socket on \(address) has no local address")
         }
         return local
+    }
+}
+
+/// The connections a server accepted, so that its shutdown can close them. Once ``closeAll()``
+/// ran, a newly accepted connection is closed at once instead of tracked.
+final class AcceptedChannels: Sendable {
+    private let state = NIOLockedValueBox((closed: false, channels: [ObjectIdentifier: any Channel]()))
+
+    /// Tracks `channel` until it closes.
+    /// - Returns: false, having closed the channel, if ``closeAll()`` already ran.
+    func admit(_ channel: any Channel) -> Bool {
+        let admitted = state.withLockedValue { state -> Bool in
+            guard !state.closed else { return false }
+            state.channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        guard admitted else {
+            channel.close(promise: nil)
+            return false
+        }
+        channel.closeFuture.whenComplete { [state] _ in
+            state.withLockedValue { _ = $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+        }
+        return true
+    }
+
+    /// Refuses further channels and closes the tracked ones.
+    func closeAll() async {
+        let open = state.withLockedValue { state -> [any Channel] in
+            state.closed = true
+            return Array(state.channels.values)
+        }
+        for channel in open { try? await channel.close() }
     }
 }

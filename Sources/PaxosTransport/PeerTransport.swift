@@ -71,12 +71,12 @@ public final class PeerTransport: Sendable {
     private let localLoop: any EventLoop
     private let key: [UInt8]?
     private let state = NIOLockedValueBox(ServerState())
+    private let inbound = AcceptedChannels()
 
     private struct ServerState {
         var started = false
         var shutDown = false
         var server: (any Channel)?
-        var inbound: [ObjectIdentifier: any Channel] = [:]
     }
 
     /// Creates a transport; nothing happens on the network before ``start()``.
@@ -174,34 +174,21 @@ public final class PeerTransport: Sendable {
     /// Stops listening, closes every connection, cancels reconnects. Queued envelopes are dropped.
     /// Returns once every channel is closed; the event loop group may be shut down after it.
     public func shutdown() async {
-        let (server, inbound) = state.withLockedValue { state -> ((any Channel)?, [any Channel]) in
+        let server = state.withLockedValue { state -> (any Channel)? in
             state.shutDown = true
-            return (state.server, Array(state.inbound.values))
+            return state.server
         }
         for link in links.values {
             await link.shutdown()
         }
         try? await server?.close()
-        for channel in inbound {
-            try? await channel.close()
-        }
+        await inbound.closeAll()
     }
 
     // MARK: Pipelines
 
     private func configureInbound(_ channel: any Channel) throws {
-        let accepted = state.withLockedValue { state -> Bool in
-            guard !state.shutDown else { return false }
-            state.inbound[ObjectIdentifier(channel)] = channel
-            return true
-        }
-        guard accepted else {
-            channel.close(promise: nil)
-            return
-        }
-        channel.closeFuture.whenComplete { [state] _ in
-            state.withLockedValue { _ = $0.inbound.removeValue(forKey: ObjectIdentifier(channel)) }
-        }
+        guard inbound.admit(channel) else { return }
         let session = SessionConfiguration(
             side: .acceptor(nodeID: configuration.nodeID, peers: Set(links.keys), clients: false),
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)

@@ -19,6 +19,31 @@ import Testing
         return m
     }
 
+    /// A kv runner under `policy` over a local log in `dir` (4 KiB segments), once it applied all
+    /// of `records`. Call `stop()` when done checking.
+    struct RunnerRun {
+        let log: PaxosLog
+        let runner: StateMachineRunner<KeyValueStateMachine>
+        let positions: [PaxosLog.Position]
+        let task: Task<Void, any Error>
+
+        init(_ dir: String, _ records: [[UInt8]], policy: SnapshotPolicy) async throws {
+            var c = PaxosLog.Configuration.local(dataDirectory: dir)
+            c.storage.segmentSize = 4096
+            log = try await PaxosLog.open(c)
+            let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: policy)
+            self.runner = runner
+            task = Task { try await runner.run() }
+            positions = try await log.append(contentsOf: records)
+            while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+        }
+
+        func stop() async throws {
+            try await log.close()
+            try await task.value
+        }
+    }
+
     @Test func localCompactionKeepsTheSuffixAndRestores() async throws {
         let dir = temporaryDirectory("compact-local")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -69,15 +94,10 @@ import Testing
         c.storage.segmentSize = 4096
         let records = kvRecords(500)
         do {
-            let log = try await PaxosLog.open(c)
-            let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 0))
-            let task = Task { try await runner.run() }
-            let positions = try await log.append(contentsOf: records)
-            while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
-            #expect(runner.state.machine == kv(records))
-            #expect(runner.compactions >= 4)
-            try await log.close()
-            try await task.value
+            let run = try await RunnerRun(dir, records, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 0))
+            #expect(run.runner.state.machine == kv(records))
+            #expect(run.runner.compactions >= 4)
+            try await run.stop()
         }
         let log = try await PaxosLog.open(c)
         #expect(try log.latestSnapshot()?.position ?? 0 >= 400)
@@ -100,43 +120,30 @@ import Testing
     @Test func runnerCompactsEveryBytes() async throws {
         let dir = temporaryDirectory("compact-bytes")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var c = PaxosLog.Configuration.local(dataDirectory: dir)
-        c.storage.segmentSize = 4096
         // 100-byte records, a snapshot every 1,000 bytes: after records 10, 20, … 90 of 95.
         let records = fixedSizeRecords(95, size: 100)
-        let log = try await PaxosLog.open(c)
-        let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyBytes: 1_000, retainedEntries: 0))
-        let task = Task { try await runner.run() }
-        let positions = try await log.append(contentsOf: records)
-        while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
+        let run = try await RunnerRun(dir, records, policy: SnapshotPolicy(everyBytes: 1_000, retainedEntries: 0))
         // Each compaction finishes before the next entry is applied.
-        #expect(runner.compactions == 9)
-        #expect(try log.latestSnapshot()?.position == positions[89])
-        #expect(runner.state.machine == kv(records))
-        try await log.close()
-        try await task.value
+        #expect(run.runner.compactions == 9)
+        #expect(try run.log.latestSnapshot()?.position == run.positions[89])
+        #expect(run.runner.state.machine == kv(records))
+        try await run.stop()
     }
 
     @Test func runnerRetainsEntriesAboveTheSnapshot() async throws {
         let dir = temporaryDirectory("compact-retain")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var c = PaxosLog.Configuration.local(dataDirectory: dir)
-        c.storage.segmentSize = 4096
         let records = kvRecords(430)
-        let log = try await PaxosLog.open(c)
         // Snapshots taken at 100, 200, 300, 400; each compacts 50 entries later.
-        let runner = StateMachineRunner<KeyValueStateMachine>(log: log, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 50))
-        let task = Task { try await runner.run() }
-        let positions = try await log.append(contentsOf: records)
-        while runner.state.applied < positions.last! { try await Task.sleep(nanoseconds: 10_000_000) }
-        #expect(runner.compactions == 3)
-        #expect(try log.latestSnapshot()?.position == positions[299])
+        let run = try await RunnerRun(dir, records, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 50))
+        #expect(run.runner.compactions == 3)
+        let snapshot = run.positions[299]
+        #expect(try run.log.latestSnapshot()?.position == snapshot)
         // The retained entries are still in the log; the snapshot covers what is below them.
-        let (kept, _) = try await log.read(from: positions[299] + 1, maxCount: 1000)
+        let (kept, _) = try await run.log.read(from: snapshot + 1, maxCount: 1000)
         #expect(kept.map(\.bytes) == Array(records[300...]))
-        await #expect(throws: PaxosLogError.self) { _ = try await log.read(from: positions[299], maxCount: 1) }
-        try await log.close()
-        try await task.value
+        await #expect(throws: PaxosLogError.self) { _ = try await run.log.read(from: snapshot, maxCount: 1) }
+        try await run.stop()
     }
 
     /// Appends through whichever replica leads, retrying only when the record was certainly not

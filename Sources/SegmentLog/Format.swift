@@ -5,8 +5,12 @@
 import CZlib
 
 enum Format {
-    /// Format version written in every segment and snapshot header; readers refuse other versions.
-    static let version: UInt16 = 1
+    /// Format version written in every segment header. Version 2 added segment-end records and
+    /// recycled files; a version 1 segment has neither and reads the same way, so both are read.
+    static let version: UInt16 = 2
+    static let oldestReadableVersion: UInt16 = 1
+    /// Format version of snapshot files (unchanged since version 1).
+    static let snapshotVersion: UInt16 = 1
 
     // MARK: Segment files: `<20-digit decimal sequence>.seg`
 
@@ -19,7 +23,9 @@ enum Format {
     static let flagPromised: UInt32 = 1 << 0
     static let flagChosen: UInt32 = 1 << 1
     static let flagSnapshot: UInt32 = 1 << 2
-    static let knownSegmentFlags: UInt32 = 0b111
+    /// The file held an earlier segment: stale records of that use may follow this one's records.
+    static let flagRecycled: UInt32 = 1 << 3
+    static let knownSegmentFlags: UInt32 = 0b1111
 
     // MARK: Records
 
@@ -38,6 +44,7 @@ enum Format {
         case chosen = 3  // payload: through u64
         case snapshot = 4  // payload: slot u64
         case truncateSuffix = 5  // payload: first removed slot u64
+        case segmentEnd = 6  // no payload: the segment's records end here (written before a roll)
     }
 
     enum Codec: UInt8 {
@@ -60,6 +67,8 @@ enum Format {
     static let temporarySuffix = ".tmp"
     /// Bytes cut from a torn tail are kept in `<segment>.torn-<offset>` for post-mortems.
     static let tornSuffix = ".torn-"
+    /// A segment freed by compaction, kept for reuse: `<segment>.free` (see `Options.recycleSegments`).
+    static let freeSuffix = ".free"
 
     static func segmentFileName(_ sequence: UInt64) -> String {
         zeroPadded(sequence) + segmentSuffix

@@ -61,8 +61,12 @@ public struct SegmentSummary: Sendable, Hashable {
     /// Offset just past the last valid record (where a writer would append).
     public var dataEnd: Int64
     /// Offset just past the last non-zero byte: bytes beyond `dataEnd` up to here are damage or
-    /// a torn tail; beyond it is preallocated zero space.
+    /// a torn tail; beyond it is preallocated zero space. In a sealed segment, just past the
+    /// segment-end record; in a recycled one whose records end at stale bytes of the file's
+    /// earlier use, `dataEnd`.
     public var contentEnd: Int64 = 0
+    /// The segment reuses a file compaction freed (its header says so).
+    public var recycled = false
     /// Lowest and highest slot of any accepted entry in the segment (superseded or not).
     public var firstSlot: UInt64?
     public var lastSlot: UInt64?

@@ -211,6 +211,7 @@ struct LogWalker {
                 summary.headerPromised = header.promised
                 summary.headerChosenThrough = header.chosenThrough
                 summary.headerSnapshotSlot = header.snapshotSlot
+                summary.recycled = header.recycled
                 state = HeaderState(promised: header.promised, chosenThrough: header.chosenThrough, snapshotSlot: header.snapshotSlot)
                 if let carried, carried != state {
                     report.damage.append(LogDamage(
@@ -222,10 +223,14 @@ struct LogWalker {
                 if cut == nil && i == 0 { prefixSnapshot = header.snapshotSlot }
             }
 
-            let parser = SegmentParser(bytes: bytes, sequence: sequence)
+            var parser = SegmentParser(bytes: bytes, sequence: sequence)
+            parser.recycled = summary.recycled
             var offset = Format.segmentHeaderSize
             summary.dataEnd = Int64(offset)
             var segmentDamaged = false
+            // Where the writer's bytes end when that is not the last non-zero byte: after a
+            // segment-end record, or at the stale bytes of a recycled file.
+            var contentEnd: Int?
 
             func damaged(_ kind: LogDamage.Kind, at: Int, reason: String, type: String?, crc: (UInt32, UInt32)?,
                          resumeAt next: Int?) {
@@ -241,8 +246,19 @@ struct LogWalker {
                 switch parser.step(at: offset) {
                 case .end:
                     break records
+                case .sealed(let at):
+                    contentEnd = at + Format.recordHeaderSize
+                    break records
                 case .damage(let at, let reason, let frame):
                     let next = parser.nextValidFrame(after: at)
+                    if isLast && next == nil && summary.recycled {
+                        // Stale records of the file's earlier use, or an append cut short: recovery
+                        // cannot tell them apart, ends the log here and writes over them.
+                        report.notes.append("\(name) reuses a freed segment file: its records end at offset \(at), "
+                                            + "the bytes after are from the file's earlier use or an append cut short")
+                        contentEnd = at
+                        break records
+                    }
                     if isLast && next == nil {
                         // What a crashed append leaves: recovery treats it as the end of the log.
                         let last = parser.lastNonZero(from: at) ?? at
@@ -315,7 +331,7 @@ struct LogWalker {
                     summary.dataEnd = Int64(offset)
                 }
             }
-            summary.contentEnd = Int64((parser.lastNonZero(from: Int(summary.dataEnd)) ?? (Int(summary.dataEnd) - 1)) + 1)
+            summary.contentEnd = Int64(contentEnd ?? ((parser.lastNonZero(from: Int(summary.dataEnd)) ?? (Int(summary.dataEnd) - 1)) + 1))
             report.records += summary.records
             report.storedPayloadBytes += summary.storedPayloadBytes
             report.rawPayloadBytes += summary.rawPayloadBytes
@@ -359,6 +375,8 @@ struct LogWalker {
                 report.notes.append("leftover temporary file \(name) (recovery deletes it)")
             } else if name.contains(Format.segmentSuffix + Format.tornSuffix) {
                 report.notes.append("side file \(name): bytes cut from a torn or damaged tail by an earlier recovery or repair")
+            } else if name.hasSuffix(Format.segmentSuffix + Format.freeSuffix) {
+                report.notes.append("side file \(name): a segment compaction freed, kept for reuse by a new segment")
             } else if name.contains(Format.segmentSuffix + ".discarded") {
                 report.notes.append("side file \(name): a segment set aside by tolerant recovery or repair")
             } else if name != Format.lockFileName && Format.segmentSequence(fileName: name) == nil
@@ -413,6 +431,7 @@ struct LogWalker {
         case .chosen: return "chosen"
         case .snapshot: return "snapshot"
         case .truncateSuffix: return "truncate-suffix"
+        case .segmentEnd: return "segment-end"
         }
     }
 

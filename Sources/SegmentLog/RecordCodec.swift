@@ -239,6 +239,18 @@ enum RecordCodec {
             payload: Array(raw[start..<(start + length)]))
     }
 
+    /// The segment-end record of segment `sequence`, CRC masked: what the writer puts after a
+    /// segment's last record before it rolls to the next.
+    static func segmentEndFrame(sequence: UInt64) -> [UInt8] {
+        var frame = [UInt8](repeating: 0, count: Format.recordHeaderSize)
+        frame[12] = Format.RecordType.segmentEnd.rawValue
+        frame.withUnsafeMutableBytes { out in
+            let crc = Format.crc(0, UnsafeRawBufferPointer(rebasing: out[4...])) ^ Format.segmentMask(sequence)
+            out.putLE(crc, at: 0)
+        }
+        return frame
+    }
+
     /// Decodes a whole raw payload into a record.
     /// - Returns: the record, or what is wrong with the payload.
     static func decode(type: Format.RecordType, raw: UnsafeRawBufferPointer) -> Result<LogRecord, DecodeFailure> {
@@ -258,6 +270,9 @@ enum RecordCodec {
         case .truncateSuffix:
             if let f = need(8) { return .failure(f) }
             return .success(.suffixTruncated(from: raw.le(0)))
+        case .segmentEnd:
+            // `SegmentParser` reports a segment-end record as `.sealed`, never as a frame.
+            return .failure(DecodeFailure(reason: "a segment-end record holds no log record"))
         case .accepted:
             var offsets: [Int] = []
             if let reason = walkEntries(raw, { _, p in offsets.append(p) }) {

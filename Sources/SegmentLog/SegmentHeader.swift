@@ -20,6 +20,9 @@ struct SegmentHeader: Hashable, Sendable {
     var promised: LogBallot?
     var chosenThrough: UInt64?
     var snapshotSlot: UInt64?
+    /// The file was a segment before (compaction freed it): bytes after this segment's last record
+    /// may be stale records of that use, which fail this sequence's CRC mask.
+    var recycled = false
 
     func encoded() -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: Format.segmentHeaderSize) { buffer, count in
@@ -29,6 +32,7 @@ struct SegmentHeader: Hashable, Sendable {
             if promised != nil { flags |= Format.flagPromised }
             if chosenThrough != nil { flags |= Format.flagChosen }
             if snapshotSlot != nil { flags |= Format.flagSnapshot }
+            if recycled { flags |= Format.flagRecycled }
             out.putLE(Format.segmentMagic, at: 0)
             out.putLE(Format.version, at: 8)
             out.putLE(UInt16(Format.segmentHeaderSize), at: 10)
@@ -58,8 +62,8 @@ struct SegmentHeader: Hashable, Sendable {
             return .failure(DecodeFailure(reason: "segment header CRC mismatch: stored \(hex(expected)), computed \(hex(actual))"))
         }
         let version = raw.le(8, as: UInt16.self)
-        guard version == Format.version else {
-            return .failure(DecodeFailure(reason: "unsupported format version \(version) (this build reads \(Format.version))"))
+        guard (Format.oldestReadableVersion...Format.version).contains(version) else {
+            return .failure(DecodeFailure(reason: "unsupported format version \(version) (this build reads \(Format.oldestReadableVersion) to \(Format.version))"))
         }
         guard raw.le(10, as: UInt16.self) == UInt16(Format.segmentHeaderSize) else {
             return .failure(DecodeFailure(reason: "unexpected segment header size \(raw.le(10, as: UInt16.self))"))
@@ -72,7 +76,8 @@ struct SegmentHeader: Hashable, Sendable {
             sequence: raw.le(16),
             promised: flags & Format.flagPromised != 0 ? LogBallot(round: raw.le(24), node: raw.le(32)) : nil,
             chosenThrough: flags & Format.flagChosen != 0 ? raw.le(40) : nil,
-            snapshotSlot: flags & Format.flagSnapshot != 0 ? raw.le(48) : nil))
+            snapshotSlot: flags & Format.flagSnapshot != 0 ? raw.le(48) : nil,
+            recycled: flags & Format.flagRecycled != 0))
     }
 }
 
@@ -100,6 +105,9 @@ enum ParseStep {
     case frame(FrameView)
     /// No more records: the file ends here, or only zero bytes follow (preallocated space).
     case end
+    /// A segment-end record at `offset`: the writer rolled to the next segment after it. What
+    /// follows is zero-fill or, in a recycled file, stale bytes of its earlier use.
+    case sealed(offset: Int)
     /// Not a valid record. `frame` is set when only the CRC failed.
     case damage(offset: Int, reason: String, frame: FrameView?)
 }
@@ -109,11 +117,14 @@ enum ParseStep {
 struct SegmentParser {
     let bytes: UnsafeRawBufferPointer
     let mask: UInt32
+    /// From the segment's header: stale bytes, not zeros, may follow a segment-end record.
+    var recycled = false
 
     init(bytes: UnsafeRawBufferPointer, sequence: UInt64) {
         self.bytes = bytes
         self.mask = Format.segmentMask(sequence)
     }
+
 
     /// The frame at `offset`, checked (header and CRC), or the end of the records, or damage.
     func step(at offset: Int) -> ParseStep {
@@ -136,6 +147,14 @@ struct SegmentParser {
                 return .damage(offset: offset,
                                reason: "record CRC mismatch: stored \(hex(frame.crcStored)), computed \(hex(frame.crcComputed))",
                                frame: frame)
+            }
+            if frame.type == .segmentEnd {
+                // A fresh file is zero after its seal: anything else was written by something else.
+                let after = offset + frame.length
+                if !recycled && !isZero(from: after) {
+                    return .damage(offset: after, reason: "non-zero bytes after the segment-end record", frame: nil)
+                }
+                return .sealed(offset: offset)
             }
             return .frame(frame)
         }
@@ -165,6 +184,9 @@ struct SegmentParser {
         if codec == .raw && raw != stored {
             return .failure(DecodeFailure(reason: "raw record with raw length \(raw) != stored length \(stored)"))
         }
+        if type == .segmentEnd && (raw != 0 || codec != .raw) {
+            return .failure(DecodeFailure(reason: "segment-end record with a \(raw)-byte payload"))
+        }
         let payloadStart = offset + Format.recordHeaderSize
         return .success(FrameView(
             offset: offset, type: type, codec: codec, storedLength: stored, rawLength: raw,
@@ -186,7 +208,7 @@ struct SegmentParser {
         while o <= last {
             // Cheap filters first: most candidate offsets fail on the type or reserved bytes.
             let type = bytes[o + 12]
-            if type != 0, type <= 5, bytes[o + 13] <= 1, bytes[o + 14] == 0, bytes[o + 15] == 0,
+            if type != 0, type <= 6, bytes[o + 13] <= 1, bytes[o + 14] == 0, bytes[o + 15] == 0,
                case .success(let frame) = header(at: o), computeCRC(frame) == frame.crcStored {
                 return o
             }

@@ -24,6 +24,8 @@ public struct SegmentScanner: Sendable {
         public var promised: LogBallot?
         public var chosenThrough: UInt64?
         public var snapshotSlot: UInt64?
+        /// The file held an earlier segment: after its records may come stale ones of that use.
+        public var recycled: Bool
     }
 
     public enum RecordKind: String, Sendable, Hashable {
@@ -51,10 +53,12 @@ public struct SegmentScanner: Sendable {
 
     /// How a segment's records end.
     public enum SegmentEnd: Sendable, Hashable {
-        /// The last record ends where the file ends, or only zero bytes (preallocated space) follow.
+        /// The last record ends where the file ends, or only zero bytes (preallocated space) follow,
+        /// or a segment-end record (written before the log rolled to the next segment).
         case clean
         /// Bytes at `offset` are not a valid record. `nextValidRecord` is the offset of a valid
-        /// record after them, if any: with none, in the last segment, this is a torn tail.
+        /// record after them, if any: with none, in the last segment, this is a torn tail (or, in
+        /// a recycled segment, possibly the stale records of the file's earlier use).
         case damaged(offset: Int64, reason: String, nextValidRecord: Int64?)
         /// The header is unreadable; no records were scanned.
         case badHeader(reason: String)
@@ -109,7 +113,7 @@ public struct SegmentScanner: Sendable {
         do { n = try fileSystem.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: 0) } catch {
             throw SegmentLogError.io(error, "pread", file.path)
         }
-        let parser = SegmentParser(bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]), sequence: file.sequence)
+        var parser = SegmentParser(bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]), sequence: file.sequence)
         var report = SegmentReport(file: file, fileSize: Int64(size), header: nil, recordCount: 0, validEnd: 0, end: .clean)
 
         switch SegmentHeader.decode(parser.bytes) {
@@ -118,7 +122,9 @@ public struct SegmentScanner: Sendable {
             return report
         case .success(let header):
             report.header = HeaderInfo(sequence: header.sequence, version: parser.bytes.le(8), promised: header.promised,
-                                       chosenThrough: header.chosenThrough, snapshotSlot: header.snapshotSlot)
+                                       chosenThrough: header.chosenThrough, snapshotSlot: header.snapshotSlot,
+                                       recycled: header.recycled)
+            parser.recycled = header.recycled
             if header.sequence != file.sequence {
                 report.end = .badHeader(reason: "header names sequence \(header.sequence), file name says \(file.sequence)")
                 return report
@@ -132,14 +138,16 @@ public struct SegmentScanner: Sendable {
         }
         while true {
             switch parser.step(at: offset) {
-            case .end:
+            case .end, .sealed:
                 return report
             case .damage(let at, let reason, _):
                 damaged(at, reason)
                 return report
             case .frame(let frame):
+                // The parser reports a segment-end record as `.sealed`, so every frame has a kind.
+                guard let kind = Self.kind(frame.type) else { return report }
                 var scanned = ScannedRecord(
-                    file: file.path, offset: Int64(frame.offset), kind: Self.kind(frame.type),
+                    file: file.path, offset: Int64(frame.offset), kind: kind,
                     codec: frame.codec == .lz4 ? "lz4" : "raw", storedLength: frame.storedLength,
                     rawLength: frame.rawLength, crcExpected: frame.crcStored, crcActual: frame.crcComputed, record: nil)
                 // Payload checks run even without `decode`, so verify sees what recovery would.
@@ -177,13 +185,14 @@ public struct SegmentScanner: Sendable {
         }
     }
 
-    private static func kind(_ type: Format.RecordType) -> RecordKind {
+    private static func kind(_ type: Format.RecordType) -> RecordKind? {
         switch type {
         case .promise: return .promise
         case .accepted: return .accepted
         case .chosen: return .chosen
         case .snapshot: return .snapshot
         case .truncateSuffix: return .suffixTruncated
+        case .segmentEnd: return nil
         }
     }
 }

@@ -13,6 +13,8 @@ struct RecoveredLog {
     var log: LogState
     /// Where appends continue in the last segment.
     var activeEnd: Int
+    /// Paths of segment files compaction freed, kept for reuse (`<segment>.free`).
+    var freeSegments: [String] = []
 }
 
 /// Rebuilds a store's state from its directory: verifies every segment header and record CRC,
@@ -55,6 +57,7 @@ struct Recovery {
         var segments: [SegmentFile] = []
         var log = LogState()
         var activeEnd = Format.segmentHeaderSize
+        var lastSealed = false
 
         // Segments are scanned (read, framed, CRC-checked, decoded) in parallel, a wave of one
         // per core at a time; their effects are then replayed in sequence order on this thread.
@@ -99,9 +102,17 @@ struct Recovery {
                 file.maxSlot = result.maxSlot
                 segments.append(file)
                 activeEnd = result.end
+                lastSealed = result.sealed
 
                 if let damage = result.damage {
-                    if isLast && damage.mayBeTorn && !result.validFrameAfterDamage {
+                    if isLast && damage.mayBeTorn && !result.validFrameAfterDamage && result.header?.recycled == true {
+                        // Stale records of the file's earlier use fail this sequence's CRC mask, and so
+                        // does a torn append: either way the log ends here. Nothing is cut: no later
+                        // record can verify, and appends overwrite from here.
+                        logger.info("end of log in a recycled segment", metadata: [
+                            "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
+                        ])
+                    } else if isLast && damage.mayBeTorn && !result.validFrameAfterDamage {
                         logger.notice("torn tail at end of log; cutting it", metadata: [
                             "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
                         ])
@@ -121,16 +132,30 @@ struct Recovery {
             next += wave.count
         }
 
-        if segments.isEmpty {
+        if segments.isEmpty || lastSealed {
             // A new log, or (tolerant mode) nothing valid was left: start after any set-aside file.
-            let sequence = (sequences.last ?? names.compactMap { Format.segmentSequence(fileName: $0) }.max() ?? 0) + 1
+            // Or the writer sealed the last segment and crashed before the next one was in place.
+            let sequence = (segments.last?.sequence ?? sequences.last ?? names.compactMap { Format.segmentSequence(fileName: $0) }.max() ?? 0) + 1
             let header = SegmentHeader(sequence: sequence, promised: log.promised,
                                        chosenThrough: log.chosenThrough, snapshotSlot: log.snapshotSlot)
             segments.append(try SegmentStore.createSegment(header, directory: directory, options: options, fileSystem: fileSystem))
             activeEnd = Format.segmentHeaderSize
         }
         try checkSnapshots(names: names, log: log)
-        return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd)
+        return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd, freeSegments: try adoptFreeSegments(names))
+    }
+
+    /// Keeps up to `Options.recycleSegments` freed segment files for reuse and deletes the rest.
+    /// Their contents do not matter: reuse rewrites the header, and the new sequence's CRC mask
+    /// makes every old record invalid.
+    private func adoptFreeSegments(_ names: [String]) throws -> [String] {
+        let free = names.filter { $0.hasSuffix(Format.segmentSuffix + Format.freeSuffix) }.sorted()
+        let kept = Array(free.prefix(options.recycleSegments))
+        for name in free.dropFirst(kept.count) {
+            do { try fileSystem.remove(path(name)) } catch { throw SegmentLogError.io(error, "unlink", path(name)) }
+        }
+        if kept.count < free.count { try syncDirectory() }
+        return kept.map(path)
     }
 
     /// What scanning one segment found: its header, the effects of its records in order, and
@@ -144,6 +169,8 @@ struct Recovery {
         var damage: (offset: Int, reason: String, mayBeTorn: Bool)?
         /// Whether a valid record starts somewhere after the damage (then it cannot be a tear).
         var validFrameAfterDamage = false
+        /// The records end at a segment-end record: the writer had rolled past this segment.
+        var sealed = false
         var ioError: SegmentLogError?
     }
 
@@ -207,7 +234,7 @@ struct Recovery {
             }
             bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
         }
-        let parser = SegmentParser(bytes: bytes, sequence: file.sequence)
+        var parser = SegmentParser(bytes: bytes, sequence: file.sequence)
         switch SegmentHeader.decode(parser.bytes) {
         case .failure(let failure):
             result.headerProblem = failure.reason
@@ -218,11 +245,15 @@ struct Recovery {
                 return result
             }
             result.header = header
+            parser.recycled = header.recycled
         }
         var offset = Format.segmentHeaderSize
         frames: while true {
             switch parser.step(at: offset) {
             case .end:
+                break frames
+            case .sealed:
+                result.sealed = true
                 break frames
             case .damage(let at, let reason, _):
                 result.damage = (at, reason, true)

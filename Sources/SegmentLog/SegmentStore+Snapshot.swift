@@ -13,7 +13,7 @@ enum SnapshotFile {
             let out = UnsafeMutableRawBufferPointer(buffer)
             out.initializeMemory(as: UInt8.self, repeating: 0)
             out.putLE(Format.snapshotMagic, at: 0)
-            out.putLE(Format.version, at: 8)
+            out.putLE(Format.snapshotVersion, at: 8)
             out.putLE(UInt16(Format.snapshotHeaderSize), at: 10)
             out.putLE(slot, at: 16)
             out.putLE(length, at: 24)
@@ -50,7 +50,7 @@ enum SnapshotFile {
                 guard stored == actual else {
                     throw SegmentLogError.corruption(path, 36, "snapshot header CRC mismatch: stored \(hex(stored)), computed \(hex(actual))")
                 }
-                guard h.le(8, as: UInt16.self) == Format.version else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
+                guard h.le(8, as: UInt16.self) == Format.snapshotVersion else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
                 return (h.le(16), h.le(24), h.le(32))
             }
             guard length <= UInt64(Int64.max) - UInt64(Format.snapshotHeaderSize),
@@ -187,10 +187,11 @@ extension SegmentStore {
 
     /// Deletes whole segments, oldest first, that hold no entry at or above `slot` (and no
     /// newer state than the next segment's header carries). The active segment is never deleted.
+    /// Up to `Options.recycleSegments` of the files are kept (`<segment>.free`) for new segments.
     ///
     /// - Parameter slot: the compaction watermark; must be at most `snapshotSlot + 1`, so the
     ///   deleted entries are covered by a durable snapshot.
-    /// - Returns: how many segment files were deleted.
+    /// - Returns: how many segments left the log (deleted or kept for reuse).
     /// - Throws: `.invalidArgument` if no snapshot covers `slot - 1`; `.io` if an unlink fails
     ///   (files before it are gone, files after it remain: the log stays a contiguous run).
     @discardableResult
@@ -217,18 +218,29 @@ extension SegmentStore {
                 lock.withLock { shared.segmentsDeleted += deleted }
             }
             // Taken out of the array one by one, so `file` is the only reference the store holds.
+            var recycled = 0
             while !victims.isEmpty {
                 var file = victims.removeFirst()
-                do { try fileSystem.remove(file.path) } catch { throw SegmentLogError.io(error, "unlink", file.path) }
-                deleted += 1
                 // A reader that still holds the file keeps it whole; it is freed when it closes.
-                if isKnownUniquelyReferenced(&file) { releaseGradually(file.fd) }
+                let unread = isKnownUniquelyReferenced(&file)
+                let free = file.path + Format.freeSuffix
+                if unread && lock.withLock({ shared.freeSegments.count < options.recycleSegments }) && !fileSystem.fileExists(free) {
+                    do { try fileSystem.rename(file.path, to: free) } catch { throw SegmentLogError.io(error, "rename", file.path) }
+                    lock.withLock { shared.freeSegments.append(free) }
+                    recycled += 1
+                } else {
+                    do { try fileSystem.remove(file.path) } catch { throw SegmentLogError.io(error, "unlink", file.path) }
+                    if unread { releaseGradually(file.fd) }
+                }
+                deleted += 1
+                // One file at a time: a crash must not make a later removal durable without an
+                // earlier one, which would leave a gap in the sequence.
+                do { try fileSystem.syncDirectory(directory) } catch {
+                    throw SegmentLogError(.syncFailed(errno: (error as? FileSystemError)?.errno ?? EIO, path: directory),
+                                          "directory fsync after removing \(file.path)", cause: error as? FileSystemError)
+                }
             }
-            do { try fileSystem.syncDirectory(directory) } catch {
-                throw SegmentLogError(.syncFailed(errno: (error as? FileSystemError)?.errno ?? EIO, path: directory),
-                                      "directory fsync after deleting segments", cause: error as? FileSystemError)
-            }
-            logger.info("truncated log prefix", metadata: ["below": "\(slot)", "segments": "\(deleted)"])
+            logger.info("truncated log prefix", metadata: ["below": "\(slot)", "segments": "\(deleted)", "kept for reuse": "\(recycled)"])
             return deleted
         }
     }

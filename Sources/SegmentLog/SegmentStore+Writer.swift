@@ -165,11 +165,13 @@ extension SegmentStore {
 
         for k in batch.indices {
             let size = batch[k].batch.bytes.count
-            if writer.end + writer.used + size > options.segmentSize && writer.end + writer.used > headerSize {
+            if writer.end + writer.used + size + Format.recordHeaderSize > options.segmentSize && writer.end + writer.used > headerSize {
                 // Roll. The new segment's header claims the state so far, so the old segment must
-                // be durable first: write and sync it here, then hand its group over as synced.
+                // be durable first: write and seal it here, sync it, then hand its group over as
+                // synced.
                 do {
                     try flush()
+                    try seal()
                     try syncActiveSegment()
                 } catch {
                     fail(batch[groupStart...], poison(error))
@@ -271,6 +273,18 @@ extension SegmentStore {
         writer.used = 0
     }
 
+    /// Ends the active segment with a segment-end record, so recovery knows where its records end
+    /// even when stale records of a recycled file's earlier use follow them.
+    private func seal() throws {
+        do {
+            try RecordCodec.segmentEndFrame(sequence: writer.active.sequence).withUnsafeBytes {
+                try fileSystem.writeAll(writer.active.fd, $0, at: Int64(writer.end))
+            }
+        } catch {
+            throw SegmentLogError.io(error, "pwrite", writer.active.path)
+        }
+    }
+
     /// `fdatasync` on the writer thread, before a roll.
     private func syncActiveSegment() throws {
         try Self.dataSync(writer.active, fileSystem: fileSystem)
@@ -288,59 +302,87 @@ extension SegmentStore {
         }
     }
 
-    /// Starts the next segment: header written and synced under a temporary name, renamed into
-    /// place, directory synced, so a segment file always has a complete header.
+    /// Starts the next segment, in a file compaction freed if there is one.
     private func roll() throws {
         let sequence = writer.active.sequence + 1
-        let header = SegmentHeader(sequence: sequence, promised: writer.promised,
+        var header = SegmentHeader(sequence: sequence, promised: writer.promised,
                                    chosenThrough: writer.chosenThrough, snapshotSlot: writer.snapshotSlot)
-        let file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem)
+        let file: SegmentFile
+        if let free = lock.withLock({ shared.freeSegments.popLast() }) {
+            header.recycled = true
+            file = try Self.reuseSegment(free, header, directory: directory, fileSystem: fileSystem)
+        } else {
+            file = try Self.createSegment(header, directory: directory, options: options, fileSystem: fileSystem)
+        }
         lock.withLock {
             shared.segments.append(file)
             shared.stats.segmentsCreated += 1
+            if header.recycled { shared.stats.segmentsRecycled += 1 }
         }
         writer.active = file
         writer.end = Format.segmentHeaderSize
         logger.debug("rolled to a new segment", metadata: ["segment": "\(file.path)"])
     }
 
+    /// A new segment file: reserved (`fallocate`), header written and synced under a temporary
+    /// name, renamed into place, directory synced, so a segment file always has a complete header.
     static func createSegment(_ header: SegmentHeader, directory: String, options: Options,
                               fileSystem: any FileSystem) throws -> SegmentFile {
+        let path = directory + "/" + Format.segmentFileName(header.sequence)
+        let temporary = path + Format.temporarySuffix
+        return try install(header, from: temporary, to: path, mode: .readWriteCreate, directory: directory,
+                           fileSystem: fileSystem) { fd, step in
+            step = "ftruncate"
+            try fileSystem.truncate(fd, to: 0)
+            guard options.preallocate else { return }
+            step = "fallocate"
+            do {
+                try fileSystem.allocate(fd, offset: 0, length: Int64(options.segmentSize))
+            } catch let error as FileSystemError where error.errno == EOPNOTSUPP || error.errno == ENOSYS || error.errno == EINVAL {
+                // The file system cannot reserve space; appends extend the file instead.
+            }
+        }
+    }
+
+    /// A new segment in a file compaction freed: the same steps as `createSegment`, without the
+    /// reservation. The file keeps its blocks and stale records; `header` must say `recycled`.
+    static func reuseSegment(_ free: String, _ header: SegmentHeader, directory: String,
+                             fileSystem: any FileSystem) throws -> SegmentFile {
+        try install(header, from: free, to: directory + "/" + Format.segmentFileName(header.sequence), mode: .readWrite,
+                    directory: directory, fileSystem: fileSystem) { _, _ in }
+    }
+
+    /// Opens `source`, runs `prepare`, writes and syncs `header`, renames the file to `path` and
+    /// syncs the directory. On failure before the rename, `source` is removed: a half-made
+    /// temporary file or a freed segment is never worth keeping.
+    private static func install(_ header: SegmentHeader, from source: String, to path: String, mode: FileOpenMode,
+                                directory: String, fileSystem: any FileSystem,
+                                prepare: (Int32, inout String) throws -> Void) throws -> SegmentFile {
         guard header.sequence <= UInt64(UInt32.max) else {
             throw SegmentLogError(.invalidArgument, "segment sequence space exhausted")
         }
-        let path = directory + "/" + Format.segmentFileName(header.sequence)
-        let temporary = path + Format.temporarySuffix
         let fd: Int32
-        do { fd = try fileSystem.open(temporary, mode: .readWriteCreate) } catch { throw SegmentLogError.io(error, "open", temporary) }
-        var step = "ftruncate"
+        do { fd = try fileSystem.open(source, mode: mode) } catch { throw SegmentLogError.io(error, "open", source) }
+        var step = "open"
         do {
-            try fileSystem.truncate(fd, to: 0)
-            if options.preallocate {
-                step = "fallocate"
-                do {
-                    try fileSystem.allocate(fd, offset: 0, length: Int64(options.segmentSize))
-                } catch let error as FileSystemError where error.errno == EOPNOTSUPP || error.errno == ENOSYS || error.errno == EINVAL {
-                    // The file system cannot reserve space; appends extend the file instead.
-                }
-            }
+            try prepare(fd, &step)
             step = "pwrite"
             try header.encoded().withUnsafeBytes { try fileSystem.writeAll(fd, $0, at: 0) }
             step = "fdatasync"
             try fileSystem.fdatasync(fd)
             step = "rename"
-            try fileSystem.rename(temporary, to: path)
+            try fileSystem.rename(source, to: path)
             step = "directory fsync"
             try fileSystem.syncDirectory(directory)
         } catch {
             try? fileSystem.close(fd)
-            if step != "directory fsync" { try? fileSystem.remove(temporary) }
+            if step != "directory fsync" { try? fileSystem.remove(source) }
             let code = (error as? FileSystemError)?.errno ?? EIO
             if step == "fdatasync" || step == "directory fsync" {
-                throw SegmentLogError(.syncFailed(errno: code, path: step == "fdatasync" ? temporary : directory), step,
+                throw SegmentLogError(.syncFailed(errno: code, path: step == "fdatasync" ? source : directory), step,
                                       cause: error as? FileSystemError)
             }
-            throw SegmentLogError(.io(errno: code, path: temporary), "creating segment: \(step)", cause: error as? FileSystemError)
+            throw SegmentLogError(.io(errno: code, path: source), "creating segment: \(step)", cause: error as? FileSystemError)
         }
         return SegmentFile(sequence: header.sequence, path: path, fd: fd, fileSystem: fileSystem)
     }

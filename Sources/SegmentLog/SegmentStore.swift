@@ -53,6 +53,8 @@ public final class SegmentStore: @unchecked Sendable {
         var failure: SegmentLogError?
         var stats = Statistics()
         var segmentsDeleted = 0
+        /// Paths of freed segment files waiting for reuse (`<segment>.free`), oldest first.
+        var freeSegments: [String]
     }
 
     struct Pending {
@@ -84,7 +86,7 @@ public final class SegmentStore: @unchecked Sendable {
         self.fileSystem = fileSystem
         self.logger = logger
         self.lockFD = lockFD
-        self.shared = Shared(log: recovered.log, segments: recovered.segments)
+        self.shared = Shared(log: recovered.log, segments: recovered.segments, freeSegments: recovered.freeSegments)
         self.writer = Writer(active: recovered.segments.last!, end: recovered.activeEnd, log: recovered.log)
         self.acknowledger = try Acknowledger(nice: options.commitThreadNice)
     }
@@ -363,6 +365,8 @@ public final class SegmentStore: @unchecked Sendable {
                 throw SegmentLogError.corruption(file.path, Int(location.frameOffset), "record changed type or length since it was indexed")
             case .end:
                 throw SegmentLogError.corruption(file.path, Int(location.frameOffset), "record is now zero bytes")
+            case .sealed:
+                throw SegmentLogError.corruption(file.path, Int(location.frameOffset), "record is now a segment-end record")
             case .damage(_, let reason, _):
                 throw SegmentLogError.corruption(file.path, Int(location.frameOffset), reason)
             }

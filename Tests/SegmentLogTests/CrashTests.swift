@@ -68,18 +68,21 @@ struct CrashTests {
         }
     }
 
-    @Test("SIGKILL at random moments never loses an acknowledged record")
-    func killLoop() async throws {
+    @Test("SIGKILL at random moments never loses an acknowledged record",
+          arguments: [false, true])
+    func killLoop(compacting: Bool) async throws {
         let paxlog = try Self.paxlogPath()
         let dir = TestSupport.temporaryDirectory()
         defer { TestSupport.remove(dir) }
         var rng = SystemRandomNumberGenerator()
         var acked: Set<UInt64> = []
         var killsDuringAppends = 0
+        var recycledSegments: Set<UInt64> = []
         for round in 0..<Self.kills {
             let child = Process()
             child.executableURL = URL(fileURLWithPath: paxlog)
             child.arguments = ["bench", "crash-writer", "--dir", dir, "--concurrency", "16"]
+                + (compacting ? ["--compact-every-ms", "20"] : [])
             let pipe = Pipe()
             child.standardOutput = pipe
             child.standardError = FileHandle.nullDevice
@@ -104,17 +107,25 @@ struct CrashTests {
             acked.formUnion(roundAcks)
 
             let store = try TestSupport.open(dir, .init(segmentSize: SegmentLogCrashWorkload.segmentSize))
-            for slot in acked {
+            // Slots the child's snapshots cover are compacted away.
+            let compacted = store.state.snapshotSlot ?? 0
+            for slot in acked where slot > compacted {
                 let entry = try store.entry(at: slot)
                 #expect(entry == SegmentLogCrashWorkload.entry(slot), "round \(round): acknowledged slot \(slot) lost or damaged")
             }
-            if let last = store.state.lastSlot {
-                for entry in try store.entries(from: 0, through: last) {
+            if let last = store.state.lastSlot, last > compacted {
+                for entry in try store.entries(from: compacted + 1, through: last) {
                     #expect(entry == SegmentLogCrashWorkload.entry(entry.slot), "round \(round): wrong value for slot \(entry.slot)")
                 }
             }
             try store.close()
+            let scanner = SegmentScanner(directory: dir)
+            for file in try scanner.segmentFiles() where try scanner.scan(file).header?.recycled == true {
+                recycledSegments.insert(file.sequence)
+            }
         }
+        // With compaction, kills must land while the log lives in reused files.
+        #expect(!compacting || recycledSegments.count >= 3, "only \(recycledSegments.count) recycled segments seen")
         #expect(killsDuringAppends >= Self.kills / 2, "too few kills landed while appending")
         #expect(acked.count > 0)
 

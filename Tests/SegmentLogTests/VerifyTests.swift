@@ -159,7 +159,7 @@ struct VerifyTests {
         defer { TestSupport.remove(fixture.directory) }
         let path = fixture.segments[0]
         var bytes = TestSupport.read(path)
-        bytes[8] = 2
+        bytes[8] = UInt8(Format.version + 1)
         let crc = bytes.withUnsafeBytes { Format.crc(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
         withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { bytes[60 + i] = $0[i] } }
         TestSupport.write(path, bytes)
@@ -167,7 +167,7 @@ struct VerifyTests {
             _ = try LogVerifier(directory: fixture.directory).verify()
             Issue.record("a newer format verified")
         } catch let error as OfflineToolError {
-            #expect(error.code == .newerFormat(file: path, version: 2, supported: Format.version))
+            #expect(error.code == .newerFormat(file: path, version: Format.version + 1, supported: Format.version))
         }
     }
 

@@ -9,7 +9,8 @@ import Glibc
 
 /// `paxlog bench crash-writer` (hidden): the child process of SegmentLog's crash test. Appends
 /// `SegmentLogCrashWorkload` entries with `sync=always` from many tasks and prints `a <slot>` on
-/// stdout after each acknowledgement, until it is killed.
+/// stdout after each acknowledgement, until it is killed. With `--compact-every-ms`, it also
+/// snapshots and truncates the log's prefix that often, so new segments reuse freed files.
 struct BenchCrashWriter: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crash-writer",
@@ -19,6 +20,7 @@ struct BenchCrashWriter: AsyncParsableCommand {
 
     @Option(help: "Data directory.") var dir: String
     @Option(help: "Concurrent appenders.") var concurrency: Int = 16
+    @Option(help: "Snapshot and truncate all but the last 200 slots this often (0: never).") var compactEveryMs: Int = 0
 
     func run() async throws {
         var logger = Logger(label: "crash-writer")
@@ -39,6 +41,17 @@ struct BenchCrashWriter: AsyncParsableCommand {
                         try await store.append(records)
                         report("a \(slot)")
                         slot += UInt64(concurrency)
+                    }
+                }
+            }
+            if compactEveryMs > 0 {
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .milliseconds(compactEveryMs))
+                        guard let last = store.state.lastSlot, last > 200 else { continue }
+                        let through = last - 200
+                        try await store.writeSnapshot(slot: through, data: Array("through \(through)".utf8))
+                        try store.truncatePrefix(below: through + 1)
                     }
                 }
             }

@@ -15,10 +15,13 @@ struct BenchLocal: AsyncParsableCommand {
     @Option(help: "Records per append call (each call is one record in the log).") var batch: Int = 1
     @Option(help: "Sync interval in milliseconds for --sync interval.") var intervalMs: Int = 10
     @Option(help: "Segment size in MiB.") var segmentMib: Int = 64
+    @Option(help: ArgumentHelp("Steady state: each time this many MiB more are written, snapshot and truncate the log's prefix, as a database's checkpoint does (0: never).",
+                               discussion: "Compaction keeps freed segment files for reuse, so a steady-state log appends into recycled files.")) var checkpointMib: Int = 0
     @Flag(help: "Only open (recover) the existing log in --dir and report the time; writes nothing.") var openOnly = false
 
     func validate() throws {
         guard batch > 0, intervalMs > 0, segmentMib > 0 else { throw ValidationError("--batch, --interval-ms and --segment-mib must be positive") }
+        guard checkpointMib >= 0 else { throw ValidationError("--checkpoint-mib must be 0 (never) or positive") }
     }
 
     func run() async throws {
@@ -46,14 +49,20 @@ struct BenchLocal: AsyncParsableCommand {
             let usage0 = ResourceUsage.current()
             let loop = ClosedLoop(concurrency: concurrency, batch: batch, records: options.recordCount, duration: options.duration,
                                   label: "local c=\(concurrency)")
+            let checkpoints = checkpointMib == 0 ? nil : Task {
+                try await Self.checkpoint(store, every: checkpointMib << 20, keeping: UInt64(concurrency * batch))
+            }
             let result = try await loop.run { range in
                 let entries = range.map {
                     LogEntry(slot: firstSlot + UInt64($0), ballot: LogBallot(round: 1, node: 1), isNoop: false, payload: payload.record($0))
                 }
                 try await store.append([.accepted(entries)])
             }
+            checkpoints?.cancel()
+            let checkpointCount = try await checkpoints?.value
             let usage1 = ResourceUsage.current()
-            let storage = StorageTotals(store.statistics) - StorageTotals(before)
+            let after = store.statistics
+            let storage = StorageTotals(after) - StorageTotals(before)
             try store.close()
 
             let reopenStart = monotonicSeconds()
@@ -69,6 +78,11 @@ struct BenchLocal: AsyncParsableCommand {
             details["reopen_seconds"] = reopenSeconds
             details["reopen_log_bytes"] = Double(Self.directoryBytes(directory))
             details["recovered_entries"] = Double(recovered)
+            if let checkpointCount {
+                details["checkpoints"] = Double(checkpointCount)
+                details["segments_created"] = Double(after.segmentsCreated - before.segmentsCreated)
+                details["segments_recycled"] = Double(after.segmentsRecycled - before.segmentsRecycled)
+            }
             if let limits {
                 let bytesPerRecord = Double(storage.bytesWritten) / Double(max(result.records, 1))
                 details["crc_ns_per_record"] = bytesPerRecord / limits.crc32_gb_per_second
@@ -90,6 +104,25 @@ struct BenchLocal: AsyncParsableCommand {
             }
             if options.keep { print("logs kept in \(base)") }
         }
+    }
+
+    /// Until cancelled: each time `every` more bytes are written, snapshots everything but the
+    /// last `keeping` slots (appends still in flight) and truncates the log below it.
+    /// - Returns: how many checkpoints it took.
+    static func checkpoint(_ store: SegmentStore, every: Int, keeping: UInt64) async throws -> Int {
+        var count = 0
+        var mark = store.statistics.bytesWritten
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+            let written = store.statistics.bytesWritten
+            guard written - mark >= every, let last = store.state.lastSlot, last > keeping else { continue }
+            let through = last - keeping
+            try await store.writeSnapshot(slot: through, data: Array("bench checkpoint through \(through)".utf8))
+            try store.truncatePrefix(below: through + 1)
+            mark = written
+            count += 1
+        }
+        return count
     }
 
     static func directoryBytes(_ directory: String) -> Int {

@@ -107,6 +107,9 @@ public final class SegmentStore: @unchecked Sendable {
         guard options.segmentSize >= 256, options.segmentSize <= 1 << 31 else {
             throw SegmentLogError(.invalidArgument, "segmentSize must be between 256 bytes and 2 GiB")
         }
+        guard options.recycleSegments >= 0 else {
+            throw SegmentLogError(.invalidArgument, "recycleSegments must not be negative")
+        }
         guard options.maxRecordBytes >= 64, options.maxRecordBytes <= Format.maxRecordBytes else {
             throw SegmentLogError(.invalidArgument, "maxRecordBytes must be between 64 bytes and 1 GiB")
         }

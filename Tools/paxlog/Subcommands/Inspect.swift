@@ -70,6 +70,7 @@ struct Inspect: ParsableCommand {
             ("sequence", .uint(s.sequence)),
             ("size", .int(s.fileSize)),
             ("headerValid", .bool(s.headerValid)),
+            ("recycled", .bool(s.recycled)),
             ("headerPromised", ballotJSON(s.headerPromised)),
             ("headerChosenThrough", JSON.optional(s.headerChosenThrough) { .uint($0) }),
             ("headerSnapshotSlot", JSON.optional(s.headerSnapshotSlot) { .uint($0) }),

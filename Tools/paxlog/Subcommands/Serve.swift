@@ -34,6 +34,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "With --state-machine: entries kept in the log below each snapshot, so a follower that far behind catches up from the log, not a snapshot transfer (default 128).")
     var snapshotRetain: Int?
     @Option(help: "Segment file size in bytes (default 64 MiB).") var segmentSize: Int?
+    @Option(help: "Segment files compaction keeps for reuse instead of deleting (default 4; 0 deletes them).") var recycleSegments: Int?
     @Flag(help: .hidden) var exitWithParent = false
 
     func run() async throws {
@@ -71,6 +72,10 @@ struct Serve: AsyncParsableCommand {
         }
 
         if let size = segmentSize { configuration.storage.segmentSize = size }
+        if let n = recycleSegments {
+            guard n >= 0 else { throw ValidationError("--recycle-segments must not be negative") }
+            configuration.storage.recycleSegments = n
+        }
         if let m = stateMachine, m != "kv" { throw ValidationError("--state-machine: only 'kv' is built in") }
         if let n = snapshotEvery, n < 1 { throw ValidationError("--snapshot-every must be positive") }
         if let n = snapshotRetain, n < 0 { throw ValidationError("--snapshot-retain must not be negative") }

@@ -17,6 +17,12 @@ struct BenchCluster: AsyncParsableCommand {
 
     @OptionGroup var options: BenchOptions
     @Option(help: "Replicas.") var replicas = 3
+    @Option(help: ArgumentHelp("Steady state: each time a replica has written this many MiB more, it compacts its log through its chosen watermark (0: never).",
+                               discussion: "Compaction keeps freed segment files for reuse, so a steady-state log appends into recycled files.")) var checkpointMib: Int = 0
+
+    func validate() throws {
+        guard checkpointMib >= 0 else { throw ValidationError("--checkpoint-mib must be 0 (never) or positive") }
+    }
 
     func run() async throws {
         let (base, created) = try options.makeDirectory()
@@ -55,8 +61,16 @@ struct BenchCluster: AsyncParsableCommand {
             let leaderBefore = StorageTotals(leader.storageStatistics)
             let usage0 = ResourceUsage.current()
             let loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
+            let checkpoints = checkpointMib == 0 ? [] : logs.map { log in
+                Task { await Self.checkpoint(log, every: checkpointMib << 20) }
+            }
             let result = try await loop.run { range in
                 _ = try await leader.append(contentsOf: range.map(payload.record))
+            }
+            var checkpointCount = 0
+            for task in checkpoints {
+                task.cancel()
+                checkpointCount += await task.value
             }
             let usage1 = ResourceUsage.current()
             var storage = StorageTotals()
@@ -66,7 +80,12 @@ struct BenchCluster: AsyncParsableCommand {
                 storage = storage + d
                 details["node\(i + 1)_fsyncs"] = Double(d.fsyncs)
                 details["node\(i + 1)_group_commits"] = Double(d.groupCommits)
+                if checkpointMib > 0 {
+                    details["node\(i + 1)_segments_created"] = Double(log.storageStatistics.segmentsCreated)
+                    details["node\(i + 1)_segments_recycled"] = Double(log.storageStatistics.segmentsRecycled)
+                }
             }
+            if checkpointMib > 0 { details["checkpoints"] = Double(checkpointCount) }
             let leaderCommits = (StorageTotals(leader.storageStatistics) - leaderBefore).groupCommits
             for log in logs { try await log.close() }
 
@@ -84,6 +103,24 @@ struct BenchCluster: AsyncParsableCommand {
             BenchReport.printTable(reports, limits: limits)
             if options.keep { print("logs kept in \(base)") }
         }
+    }
+
+    /// Until cancelled: each time the replica has written `every` more bytes, compacts its log
+    /// through its chosen watermark with a token snapshot, as an application's checkpoint would.
+    /// - Returns: how many compactions it made.
+    static func checkpoint(_ log: PaxosLog, every: Int) async -> Int {
+        var count = 0
+        var mark = log.storageStatistics.bytesWritten
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+            let written = log.storageStatistics.bytesWritten
+            guard written - mark >= every, let chosen = try? await log.status().chosenThrough, chosen > 0 else { continue }
+            // Refused only if this replica's previous compaction still runs: try again later.
+            guard (try? await log.compact(through: chosen, snapshot: Array("bench checkpoint".utf8))) != nil else { continue }
+            mark = written
+            count += 1
+        }
+        return count
     }
 
     /// Polls until one replica says it leads (at most 20 s).

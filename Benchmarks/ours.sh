@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Our side of the comparison: `paxlog bench local|cluster|processes` at the given concurrencies,
-# 256 B records, sync=always, into Benchmarks/results/ours-*.json, then report.py.
+# 256 B records, sync=always, into Benchmarks/results/ours-*.json, then report.py. `local` runs
+# twice: a fresh log, and a steady-state one that checkpoints every 32 MiB (recycled segments).
 #
 #   Benchmarks/ours.sh [--concurrency 1,16,256] [--size 256] [--duration 10] [extra paxlog bench options…]
 set -euo pipefail
@@ -23,4 +24,7 @@ for scenario in local cluster processes; do
   "$PAXLOG" bench "$scenario" --concurrency "$CONCURRENCY" --size "$SIZE" --duration "$DURATION" --sync always --json "${EXTRA[@]}" \
     > "Benchmarks/results/ours-$scenario.json"
 done
+echo "paxlog bench local --checkpoint-mib 32 --concurrency $CONCURRENCY --size $SIZE --duration $DURATION --sync always --json ${EXTRA[*]:-}" >&2
+"$PAXLOG" bench local --checkpoint-mib 32 --concurrency "$CONCURRENCY" --size "$SIZE" --duration "$DURATION" --sync always --json "${EXTRA[@]}" \
+  > "Benchmarks/results/ours-local-checkpointed.json"
 /usr/bin/python3 Benchmarks/report.py

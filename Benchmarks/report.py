@@ -10,13 +10,16 @@ import glob, json, os, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 LABELS = {
-    "local": "PaxosLog local (1 store)", "cluster": "PaxosLog 3 replicas, 1 process",
+    "local": "PaxosLog local (1 store)",
+    "local-checkpointed": "PaxosLog local, checkpointing (recycled segments)",
+    "cluster": "PaxosLog 3 replicas, 1 process",
     "processes": "PaxosLog 3 replica processes", "etcd-1": "etcd 3.4 1 member", "etcd-3": "etcd 3.4 3 members",
     "rocksdb": "RocksDB db_bench fillseq sync=1",
 }
 ORDER = list(LABELS)
 # Which peer each of ours is compared with: same durability and replication.
-PAIRS = [("local", "rocksdb"), ("local", "etcd-1"), ("cluster", "etcd-3"), ("processes", "etcd-3")]
+PAIRS = [("local", "rocksdb"), ("local-checkpointed", "rocksdb"), ("local", "etcd-1"), ("cluster", "etcd-3"),
+         ("processes", "etcd-3")]
 
 
 def load():
@@ -100,7 +103,7 @@ def charts(rows, scenarios, by, levels):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     for s in scenarios:
         pts = [(c, by[(s, c)]) for c in levels if (s, c) in by]
-        style = "-o" if s in ("local", "cluster", "processes") else "--s"
+        style = "-o" if s.startswith(("local", "cluster", "processes")) else "--s"
         ax1.plot([c for c, _ in pts], [r["records_per_second"] for _, r in pts], style, label=LABELS[s])
         ax2.plot([c for c, _ in pts], [r["latency_us"]["p99"] / 1000 for _, r in pts], style, label=LABELS[s])
     for ax in (ax1, ax2):

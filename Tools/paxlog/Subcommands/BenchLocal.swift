@@ -88,7 +88,7 @@ struct BenchLocal: AsyncParsableCommand {
                 details["crc_ns_per_record"] = bytesPerRecord / limits.crc32_gb_per_second
             }
             let report = BenchReport(
-                scenario: "local", replicas: 1, concurrency: concurrency, options: options, load: result, storage: storage,
+                scenario: checkpointMib > 0 ? "local-checkpointed" : "local", replicas: 1, concurrency: concurrency, options: options, load: result, storage: storage,
                 leaderGroupCommits: storage.groupCommits, usage: usage, loadCPUSeconds: usage.cpuSeconds, limits: limits,
                 loadBefore: loadBefore, details: details
             )

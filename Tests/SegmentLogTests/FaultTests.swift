@@ -134,6 +134,54 @@ struct FaultTests {
         try reopened.close()
     }
 
+    @Test("EIO rewriting a freed file's header fails that append only; the next roll makes a new file")
+    func failedReuse() async throws {
+        let dir = TestSupport.temporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let fs = FaultInjectingFileSystem()
+        let store = try TestSupport.open(dir, .init(segmentSize: 1024), fileSystem: fs)
+        for s in UInt64(1)...40 { try await store.append([.accepted([TestSupport.entry(s)])]) }
+        try await store.writeSnapshot(slot: 30, data: [1])
+        try store.truncatePrefix(below: 31)
+        let free = TestSupport.files(dir).filter { $0.hasSuffix(".seg.free") }
+        try #require(!free.isEmpty)
+        fs.inject(.error(EIO), on: .write, pathContains: ".seg.free", times: .max)
+        var failure: SegmentLogError?
+        var slot: UInt64 = 41
+        while failure == nil && slot < 200 {
+            do {
+                try await store.append([.accepted([TestSupport.entry(slot)])])
+                slot += 1
+            } catch let error as SegmentLogError {
+                failure = error
+            }
+        }
+        guard case .io(EIO, let path)? = failure?.code else {
+            Issue.record("expected EIO, got \(String(describing: failure))")
+            return
+        }
+        #expect(path.hasSuffix(".seg.free"), "the error names the freed file: \(path)")
+        // Each failed reuse drops that file; once none are left, rolls create new files again.
+        var appended = 0
+        for _ in 0..<free.count + 1 where appended < 40 {
+            do {
+                for _ in 0..<40 {
+                    try await store.append([.accepted([TestSupport.entry(slot)])])
+                    slot += 1
+                    appended += 1
+                }
+            } catch let error as SegmentLogError {
+                guard case .io(EIO, _) = error.code else { throw error }
+            }
+        }
+        #expect(appended == 40)
+        #expect(!TestSupport.files(dir).contains { $0.hasSuffix(".seg.free") })
+        try store.close()
+        let reopened = try TestSupport.open(dir)
+        #expect(reopened.state.lastSlot == slot - 1)
+        try reopened.close()
+    }
+
     @Test("a failed directory fsync after creating a segment is fatal")
     func directorySyncFailure() async throws {
         let dir = TestSupport.temporaryDirectory()

@@ -431,6 +431,7 @@ extension SegmentStore {
 
     func syncerLoop() {
         var groups: [SyncGroup] = []
+        var lastAcknowledged = 0
         while true {
             syncLock.lock()
             while syncQueue.groups.isEmpty {
@@ -438,6 +439,10 @@ extension SegmentStore {
                 syncLock.wait()
             }
             syncLock.unlock()
+            if options.commitDelayMicroseconds > 0 && lastAcknowledged >= options.commitDelayMinimumAppends {
+                usleep(UInt32(options.commitDelayMicroseconds))
+                lock.withLock { shared.stats.delayedCommits += 1 }
+            }
             // Write what queued up since the writer's last group, so this sync covers it too.
             // (The writer waits for the syncer to take its group, so without this, appends that
             // arrived during the previous sync would wait a whole extra sync.)
@@ -454,7 +459,7 @@ extension SegmentStore {
             if let failure {
                 failAll(groups, SegmentLogError(.storeFailed, "", cause: failure))
             } else {
-                commit(groups)
+                lastAcknowledged = commit(groups)
             }
             groups.removeAll(keepingCapacity: true)
             if final { return }
@@ -462,7 +467,9 @@ extension SegmentStore {
     }
 
     /// Syncs what the groups need, then publishes and acknowledges them in order.
-    private func commit(_ groups: [SyncGroup]) {
+    /// - Returns: how many appends it acknowledged.
+    @discardableResult
+    private func commit(_ groups: [SyncGroup]) -> Int {
         var syncs = 0
         do {
             var synced: [ObjectIdentifier] = []
@@ -498,7 +505,7 @@ extension SegmentStore {
                 if groups.last?.isFinal ?? false { syncQueue.closeError = e }
             }
             failAll(groups, e)
-            return
+            return 0
         }
         var acknowledged = 0
         lock.withLock {
@@ -512,6 +519,7 @@ extension SegmentStore {
             shared.stats.appends += acknowledged
         }
         acknowledger.finish(groups.flatMap { $0.pending.map(\.waiter) }, .success(()))
+        return acknowledged
     }
 
     private func failAll(_ groups: [SyncGroup], _ error: SegmentLogError) {

@@ -107,6 +107,9 @@ public final class SegmentStore: @unchecked Sendable {
         guard options.segmentSize >= 256, options.segmentSize <= 1 << 31 else {
             throw SegmentLogError(.invalidArgument, "segmentSize must be between 256 bytes and 2 GiB")
         }
+        guard (0...100_000).contains(options.commitDelayMicroseconds), options.commitDelayMinimumAppends >= 1 else {
+            throw SegmentLogError(.invalidArgument, "commitDelayMicroseconds must be 0…100000 and commitDelayMinimumAppends positive")
+        }
         guard options.recycleSegments >= 0 else {
             throw SegmentLogError(.invalidArgument, "recycleSegments must not be negative")
         }

@@ -265,4 +265,31 @@ struct GroupCommitTests {
         #expect(store.state.entryCount == appends)
         try store.close()
     }
+
+    @Test("the commit delay waits only after a sync that acknowledged many appends")
+    func commitDelay() async throws {
+        let dir = TestSupport.temporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        var options = SegmentStore.Options(segmentSize: 256 << 10)
+        options.commitDelayMinimumAppends = 8
+        let fs = FaultInjectingFileSystem()
+        fs.onDataSync { _ in usleep(300) }  // so that appenders pile up behind each sync
+        let store = try TestSupport.open(dir, options, fileSystem: fs)
+        // One appender at a time: every sync acknowledges one append, so none waits.
+        for s in UInt64(1)...50 { try await store.append([.accepted([TestSupport.entry(s)])]) }
+        #expect(store.statistics.delayedCommits == 0)
+        // Many at once: as soon as a sync acknowledges eight or more, the next one waits.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for a in UInt64(0)..<64 {
+                group.addTask {
+                    for i in UInt64(0)..<8 { try await store.append([.accepted([TestSupport.entry(1000 + i * 64 + a)])]) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stats = store.statistics
+        #expect(stats.delayedCommits > 0, "\(stats.groupCommits) commits, none delayed")
+        #expect(stats.delayedCommits < stats.groupCommits)
+        try store.close()
+    }
 }

@@ -18,8 +18,11 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Skip measuring the machine's limits (fdatasync rate, sequential write, LZ4, CRC32).") var noLimits = false
     @Option(help: "Nice value the storage commit threads ask for (needs CAP_SYS_NICE below 0), or 'off' for the default priority.")
     var commitThreadNice: String = "-10"
+    @Option(help: "Group commit delay in microseconds before a sync that follows a large one (default: the store's, 100; 0: none).")
+    var commitDelayUs: Int?
 
     func validate() throws {
+        if let commitDelayUs, commitDelayUs < 0 || commitDelayUs > 100_000 { throw ValidationError("--commit-delay-us must be 0…100000") }
         if let records, records <= 0 { throw ValidationError("--records must be positive") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         if records != nil && duration != nil { throw ValidationError("give --records or --duration, not both") }
@@ -50,6 +53,7 @@ struct BenchOptions: ParsableArguments {
         o.syncPolicy = sync == "always" ? .always : sync == "never" ? .never : .interval(milliseconds: intervalMilliseconds)
         if compression == "off" { o.compressionThreshold = Int.max }
         o.commitThreadNice = Int32(commitThreadNice)
+        if let commitDelayUs { o.commitDelayMicroseconds = commitDelayUs }
         return o
     }
 

@@ -108,7 +108,7 @@ struct Recovery {
                     if isLast && damage.mayBeTorn && !result.validFrameAfterDamage && result.header?.recycled == true {
                         // Stale records of the file's earlier use fail this sequence's CRC mask, and so
                         // does a torn append: either way the log ends here. Nothing is cut: no later
-                        // record can verify, and appends overwrite from here.
+                        // record can verify, and appends write over them.
                         logger.info("end of log in a recycled segment", metadata: [
                             "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
                         ])

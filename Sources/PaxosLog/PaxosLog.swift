@@ -105,7 +105,9 @@ public final class PaxosLog: Sendable {
             throw PaxosLogError(.invalidArgument, "record \(i) has \(r.count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")
         }
         do {
-            return try await withCheckedThrowingContinuation { continuation in
+            // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
+            // continuation when it does), and the checked variant costs an allocation per append.
+            return try await withUnsafeThrowingContinuation { continuation in
                 driver.propose(records, batch: AppendBatch(count: records.count, continuation: continuation))
             }
         } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {

@@ -128,6 +128,35 @@ extension ByteBuffer {
         }
     }
 
+    /// Writes `values` as ``writeWireArray(_:_:)`` with ``writeValue(_:)`` would, byte for byte,
+    /// but reserves the space once and fills it in one buffer access: writing the tag, the length
+    /// and the bytes of each value as three writes cost three capacity and uniqueness checks per
+    /// value, a third of an Accept's encoding time.
+    mutating func writeWireValues(_ values: [Value]) {
+        writeWire(UInt32(truncatingIfNeeded: values.count))
+        var size = 0
+        for value in values { size += WireSize.value(value) }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out -> Int in
+            var at = 0
+            for value in values {
+                switch value {
+                case .noop:
+                    out.storeBytes(of: 0, toByteOffset: at, as: UInt8.self)
+                    at += 1
+                case .data(let bytes):
+                    out.storeBytes(of: 1, toByteOffset: at, as: UInt8.self)
+                    out.storeBytes(of: UInt32(truncatingIfNeeded: bytes.count).bigEndian, toByteOffset: at + 1, as: UInt32.self)
+                    at += 5
+                    // `size` counted these bytes, so the slice stays within `out`.
+                    bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[at ..< at + $0.count]).copyMemory(from: $0) }
+                    at += bytes.count
+                }
+            }
+            precondition(at == size, "writeWireValues: wrote \(at) bytes, sized \(size)")
+            return at
+        }
+    }
+
     mutating func readValue() throws(WireError) -> Value {
         switch try readWire(UInt8.self, "value.tag") {
         case 0: return .noop

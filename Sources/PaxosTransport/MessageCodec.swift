@@ -66,7 +66,7 @@ public enum MessageCodec {
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)
             buffer.writeWire(m.chosenThrough)
-            buffer.writeWireArray(m.values) { $0.writeValue($1) }
+            buffer.writeWireValues(m.values)
         case .accepted(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)

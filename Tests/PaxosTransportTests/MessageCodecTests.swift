@@ -45,6 +45,7 @@ import Testing
             .reject(Reject(ballot: b, promised: Ballot(round: 9, node: 1))),
             .accept(Accept(ballot: b, firstSlot: 10, values: [.noop, .data([0xFF]), .data(Array(repeating: 0xAB, count: 1000))], chosenThrough: 9)),
             .accept(Accept(ballot: b, firstSlot: 10, values: [], chosenThrough: 9)),
+            .accept(Accept(ballot: b, firstSlot: 10, values: [.data([]), .noop, .data([]), .data([1, 2, 3])], chosenThrough: 9)),
             .accepted(Accepted(ballot: b, firstSlot: 10, lastSlot: 12)),
             .heartbeat(Heartbeat(ballot: b, chosenThrough: .max)),
             .heartbeatReply(HeartbeatReply(ballot: b, chosenThrough: 3, lastAccepted: 4)),

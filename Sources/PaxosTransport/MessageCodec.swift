@@ -127,7 +127,7 @@ public enum MessageCodec {
             let ballot = try buffer.readBallot()
             let firstSlot = try buffer.readWire(Slot.self, "accept.firstSlot")
             let chosenThrough = try buffer.readWire(Slot.self, "accept.chosenThrough")
-            let values = try buffer.readWireArray("accept.values", minimumElementSize: WireSize.minValue) { buffer throws(WireError) in try buffer.readValue() }
+            let values = try buffer.readWireValues("accept.values")
             message = .accept(Accept(ballot: ballot, firstSlot: firstSlot, values: values, chosenThrough: chosenThrough))
         case .accepted:
             message = .accepted(Accepted(

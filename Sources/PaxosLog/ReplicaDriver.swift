@@ -156,11 +156,13 @@ final class ReplicaDriver: @unchecked Sendable {
 
     /// Proposes everything in `inbox`, in the order it was offered. On the loop.
     private func takeProposals() {
-        // Swap in the (empty) array of the previous round, so neither side allocates per round.
-        var proposals = inbox.withLockedValue { inbox -> [(records: [[UInt8]], batch: AppendBatch)] in
+        // Trade the previous round's emptied array for the inbox's, so that neither side
+        // allocates per round: swaps, not copies, keep each buffer uniquely referenced.
+        var proposals: [(records: [[UInt8]], batch: AppendBatch)] = []
+        swap(&proposals, &spareProposals)
+        inbox.withLockedValue { inbox in
             inbox.scheduled = false
-            swap(&inbox.proposals, &spareProposals)
-            return spareProposals
+            swap(&inbox.proposals, &proposals)
         }
         defer {
             proposals.removeAll(keepingCapacity: true)

@@ -51,8 +51,10 @@ public struct PaxosCore: Sendable {
     // MARK: Roles
 
     var role: Role = .follower
-    /// This replica's own ballot while it is candidate or leader.
-    var ballot: Ballot = .zero
+    /// This replica's own ballot while it is candidate or leader: a leader proposes every new
+    /// value in it. Public (a stored property, read in place) so a driver can note the ballot of
+    /// a proposal without calling a method, which from another module copies the whole core.
+    public private(set) var ballot: Ballot = .zero
     /// Highest round seen anywhere, so a new ballot beats every ballot this replica knows of.
     var maxRoundSeen: UInt64 = 0
     /// The leader this replica follows, and its ballot.

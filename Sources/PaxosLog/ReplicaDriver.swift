@@ -3,6 +3,7 @@ import Dispatch
 import Logging
 import Metrics
 import MultiPaxos
+import NIOConcurrencyHelpers
 import NIOCore
 import PaxosTransport
 import SegmentLog
@@ -36,6 +37,10 @@ final class ReplicaDriver: @unchecked Sendable {
     private var leadershipWaiters: [CheckedContinuation<Void, Never>] = []
     private var durable: RecordSequence = 0
     private var drainScheduled = false
+    /// Appends offered by other threads and not yet taken by the loop (``propose(_:batch:)``).
+    private let inbox = NIOLockedValueBox(Inbox())
+    /// The inbox's previous array, emptied, kept for its capacity. Confined to `loop`.
+    private var spareProposals: [(records: [[UInt8]], batch: AppendBatch)] = []
     private var ticker: RepeatedTask?
     var failure: PaxosLogError?
     var isClosed = false
@@ -55,6 +60,12 @@ final class ReplicaDriver: @unchecked Sendable {
     private let leaderChanges = Counter(label: "paxoslog_leader_changes_total")
     private let batchRecords = Recorder(label: "paxoslog_storage_batch_records")
     private let appendLatency = Metrics.Timer(label: "paxoslog_append_latency")
+
+    private struct Inbox {
+        var proposals: [(records: [[UInt8]], batch: AppendBatch)] = []
+        /// A `takeProposals` is queued on the loop and will see what is appended now.
+        var scheduled = false
+    }
 
     struct Waiter {
         let bytes: [UInt8]
@@ -129,31 +140,65 @@ final class ReplicaDriver: @unchecked Sendable {
     // MARK: - Appends
 
     /// Proposes `records` in order; completes `batch` when all are chosen (or one fails).
+    ///
+    /// Any thread. Appends queue in `inbox` and one hop onto the loop takes all that queued
+    /// meanwhile: under load that pays for the hop (a closure allocation and NIO's two task-queue
+    /// locks and its wake-up check) once per burst of appends instead of once per append.
     func propose(_ records: [[UInt8]], batch: AppendBatch) {
-        loop.execute {
-            if let failure = self.failure { return batch.fail(failure) }
-            if self.isClosed { return batch.fail(PaxosLogError(.closed, "the log is closed")) }
-            let now = NIODeadline.now()
-            let deadline = now + self.configuration.appendTimeout
-            for (i, bytes) in records.enumerated() {
-                switch self.core.propose(.data(bytes)) {
-                case .proposed(let slot):
-                    let ballot = self.core.entry(at: slot)!.ballot
-                    self.wait(for: slot, Waiter(bytes: bytes, ballot: ballot, batch: batch, index: i, start: now), until: deadline)
-                case .held:
-                    self.heldAppends.append((bytes, batch, i, now, deadline))
-                case .notLeader(let leader):
-                    let known = leader.map { "node \($0)" } ?? "unknown"
-                    batch.fail(PaxosLogError(.notLeader, "node \(self.configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
-                    return self.scheduleDrain()
-                case .overloaded:
-                    batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))"))
-                    return self.scheduleDrain()
-                }
-            }
-            self.appendsCounter.increment(by: Int64(records.count))
-            self.scheduleDrain()
+        let schedule = inbox.withLockedValue { inbox -> Bool in
+            inbox.proposals.append((records, batch))
+            guard !inbox.scheduled else { return false }
+            inbox.scheduled = true
+            return true
         }
+        if schedule { loop.execute { self.takeProposals() } }
+    }
+
+    /// Proposes everything in `inbox`, in the order it was offered. On the loop.
+    private func takeProposals() {
+        // Trade the previous round's emptied array for the inbox's, so that neither side
+        // allocates per round: swaps, not copies, keep each buffer uniquely referenced.
+        var proposals: [(records: [[UInt8]], batch: AppendBatch)] = []
+        swap(&proposals, &spareProposals)
+        inbox.withLockedValue { inbox in
+            inbox.scheduled = false
+            swap(&inbox.proposals, &proposals)
+        }
+        defer {
+            proposals.removeAll(keepingCapacity: true)
+            spareProposals = proposals
+        }
+        let now = NIODeadline.now()
+        let deadline = now + configuration.appendTimeout
+        var proposed = 0
+        for (records, batch) in proposals {
+            if let failure { batch.fail(failure); continue }
+            if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed")); continue }
+            proposed += propose(records, batch: batch, now: now, deadline: deadline)
+        }
+        if proposed > 0 { appendsCounter.increment(by: Int64(proposed)) }
+        scheduleDrain()
+    }
+
+    /// Offers one request's records to the core. - Returns: how many it proposed or held.
+    private func propose(_ records: [[UInt8]], batch: AppendBatch, now: NIODeadline, deadline: NIODeadline) -> Int {
+        for (i, bytes) in records.enumerated() {
+            switch core.propose(.data(bytes)) {
+            case .proposed(let slot):
+                // A new proposal is in the core's current ballot (read in place, see `PaxosCore.ballot`).
+                wait(for: slot, Waiter(bytes: bytes, ballot: core.ballot, batch: batch, index: i, start: now), until: deadline)
+            case .held:
+                heldAppends.append((bytes, batch, i, now, deadline))
+            case .notLeader(let leader):
+                let known = leader.map { "node \($0)" } ?? "unknown"
+                batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
+                return i
+            case .overloaded:
+                batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))"))
+                return i
+            }
+        }
+        return records.count
     }
 
     private func wait(for slot: Slot, _ waiter: Waiter, until deadline: NIODeadline) {
@@ -426,9 +471,9 @@ final class ReplicaDriver: @unchecked Sendable {
 final class AppendBatch: @unchecked Sendable {
     private var slots: [Slot]
     private var remaining: Int
-    private var continuation: CheckedContinuation<[Slot], any Error>?
+    private var continuation: UnsafeContinuation<[Slot], any Error>?
 
-    init(count: Int, continuation: CheckedContinuation<[Slot], any Error>) {
+    init(count: Int, continuation: UnsafeContinuation<[Slot], any Error>) {
         self.slots = Array(repeating: 0, count: count)
         self.remaining = count
         self.continuation = continuation

@@ -128,6 +128,74 @@ extension ByteBuffer {
         }
     }
 
+    /// Writes `values` as ``writeWireArray(_:_:)`` with ``writeValue(_:)`` would, byte for byte,
+    /// but reserves the space once and fills it in one buffer access: writing the tag, the length
+    /// and the bytes of each value as three writes cost three capacity and uniqueness checks per
+    /// value, a third of an Accept's encoding time.
+    mutating func writeWireValues(_ values: [Value]) {
+        writeWire(UInt32(truncatingIfNeeded: values.count))
+        var size = 0
+        for value in values { size += WireSize.value(value) }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out -> Int in
+            var at = 0
+            for value in values {
+                switch value {
+                case .noop:
+                    out.storeBytes(of: 0, toByteOffset: at, as: UInt8.self)
+                    at += 1
+                case .data(let bytes):
+                    out.storeBytes(of: 1, toByteOffset: at, as: UInt8.self)
+                    out.storeBytes(of: UInt32(truncatingIfNeeded: bytes.count).bigEndian, toByteOffset: at + 1, as: UInt32.self)
+                    at += 5
+                    // `size` counted these bytes, so the slice stays within `out`.
+                    bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[at ..< at + $0.count]).copyMemory(from: $0) }
+                    at += bytes.count
+                }
+            }
+            precondition(at == size, "writeWireValues: wrote \(at) bytes, sized \(size)")
+            return at
+        }
+    }
+
+    /// Reads what ``writeWireValues(_:)`` wrote (a `u32` count, then each value as
+    /// ``readValue()`` reads it) with one buffer access for the whole array instead of three reads
+    /// per value. Every length is checked against the bytes left before it is used, so a
+    /// malformed body is a ``WireError`` exactly where `readValue` would have thrown one.
+    mutating func readWireValues(_ field: StaticString) throws(WireError) -> [Value] {
+        let count = try readWireCount(field, minimumElementSize: WireSize.minValue)
+        var values: [Value] = []
+        values.reserveCapacity(count)
+        let (consumed, error) = withUnsafeReadableBytes { raw -> (Int, WireError?) in
+            let end = raw.count
+            var at = 0
+            for _ in 0 ..< count {
+                guard at < end else { return (at, WireError(.truncated, "value.tag")) }
+                let tag = raw[at]
+                at += 1
+                switch tag {
+                case 0:
+                    values.append(.noop)
+                case 1:
+                    guard end - at >= 4 else { return (at, WireError(.truncated, "value.data")) }
+                    let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+                    at += 4
+                    guard end - at >= length else {
+                        return (at, WireError(.truncated, "value.data: \(length) bytes, \(end - at) left"))
+                    }
+                    // One copy, into the value's own array (one allocation per value remains).
+                    values.append(.data(Array(UnsafeRawBufferPointer(rebasing: raw[at ..< at + length]))))
+                    at += length
+                default:
+                    return (at, WireError(.unknownType, "value tag \(tag)"))
+                }
+            }
+            return (at, nil)
+        }
+        if let error { throw error }
+        moveReaderIndex(forwardBy: consumed)
+        return values
+    }
+
     mutating func readValue() throws(WireError) -> Value {
         switch try readWire(UInt8.self, "value.tag") {
         case 0: return .noop

@@ -66,7 +66,7 @@ public enum MessageCodec {
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)
             buffer.writeWire(m.chosenThrough)
-            buffer.writeWireArray(m.values) { $0.writeValue($1) }
+            buffer.writeWireValues(m.values)
         case .accepted(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.firstSlot)
@@ -127,7 +127,7 @@ public enum MessageCodec {
             let ballot = try buffer.readBallot()
             let firstSlot = try buffer.readWire(Slot.self, "accept.firstSlot")
             let chosenThrough = try buffer.readWire(Slot.self, "accept.chosenThrough")
-            let values = try buffer.readWireArray("accept.values", minimumElementSize: WireSize.minValue) { buffer throws(WireError) in try buffer.readValue() }
+            let values = try buffer.readWireValues("accept.values")
             message = .accept(Accept(ballot: ballot, firstSlot: firstSlot, values: values, chosenThrough: chosenThrough))
         case .accepted:
             message = .accepted(Accepted(

@@ -45,6 +45,7 @@ import Testing
             .reject(Reject(ballot: b, promised: Ballot(round: 9, node: 1))),
             .accept(Accept(ballot: b, firstSlot: 10, values: [.noop, .data([0xFF]), .data(Array(repeating: 0xAB, count: 1000))], chosenThrough: 9)),
             .accept(Accept(ballot: b, firstSlot: 10, values: [], chosenThrough: 9)),
+            .accept(Accept(ballot: b, firstSlot: 10, values: [.data([]), .noop, .data([]), .data([1, 2, 3])], chosenThrough: 9)),
             .accepted(Accepted(ballot: b, firstSlot: 10, lastSlot: 12)),
             .heartbeat(Heartbeat(ballot: b, chosenThrough: .max)),
             .heartbeatReply(HeartbeatReply(ballot: b, chosenThrough: 3, lastAccepted: 4)),
@@ -116,6 +117,23 @@ import Testing
         MessageCodec.encode(Envelope(from: 1, to: 2, message: .snapshotChunk(SnapshotChunk(slot: 1, offset: 0, data: [1], done: false))), into: &badDone)
         badDone.setInteger(UInt8(2), at: 4 + 4 + 1 + 8 + 8)
         #expect(throws: WireError.self) { try MessageCodec.decode(&badDone) }
+    }
+
+    /// Every proper prefix of an Accept body is truncated (the values are decoded in one pass
+    /// that checks each length itself), and a whole body with one byte more has trailing bytes.
+    @Test func everyAcceptPrefixIsTruncated() throws {
+        var body = ByteBuffer()
+        let values: [Value] = [.data([1, 2, 3]), .noop, .data([]), .data(Array(repeating: 7, count: 40))]
+        MessageCodec.encode(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: 3, values: values, chosenThrough: 2))), into: &body)
+        let bytes = Array(body.readableBytesView)
+        for length in 0 ..< bytes.count {
+            var prefix = ByteBuffer(bytes: bytes[..<length])
+            let error = try #require(throws: WireError.self) { try MessageCodec.decode(&prefix) }
+            #expect(error.kind == .truncated, "prefix of \(length) bytes")
+        }
+        var longer = ByteBuffer(bytes: bytes + [0])
+        let error = try #require(throws: WireError.self) { try MessageCodec.decode(&longer) }
+        #expect(error.kind == .trailingBytes)
     }
 
     /// A forged element count must fail before reserving memory for it.

@@ -271,6 +271,7 @@ struct GroupCommitTests {
         let dir = TestSupport.temporaryDirectory()
         defer { TestSupport.remove(dir) }
         var options = SegmentStore.Options(segmentSize: 256 << 10)
+        options.commitDelayMicroseconds = 100
         options.commitDelayMinimumAppends = 8
         let fs = FaultInjectingFileSystem()
         fs.onDataSync { _ in usleep(300) }  // so that appenders pile up behind each sync

@@ -18,7 +18,7 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Skip measuring the machine's limits (fdatasync rate, sequential write, LZ4, CRC32).") var noLimits = false
     @Option(help: "Nice value the storage commit threads ask for (needs CAP_SYS_NICE below 0), or 'off' for the default priority.")
     var commitThreadNice: String = "-10"
-    @Option(help: "Group commit delay in microseconds before a sync that follows a large one (default: the store's, 100; 0: none).")
+    @Option(help: "Group commit delay in microseconds before a sync that follows a large one (default 0: none).")
     var commitDelayUs: Int?
 
     func validate() throws {

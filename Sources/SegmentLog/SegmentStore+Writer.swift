@@ -6,7 +6,11 @@ import Darwin
 
 /// State owned by the writer thread.
 final class Writer: @unchecked Sendable {
-    var active: SegmentFile!
+    var active: SegmentFile! {
+        didSet { mask = active.map { Format.segmentMask($0.sequence) } ?? 0 }
+    }
+    /// The CRC mask of `active`, XORed into every frame copied into it.
+    private(set) var mask: UInt32
     /// Offset in `active` where the next frame goes.
     var end: Int
     /// Acceptor state including everything handed to `pwrite`: what a new segment's header says.
@@ -30,6 +34,7 @@ final class Writer: @unchecked Sendable {
 
     init(active: SegmentFile, end: Int, log: LogState) {
         self.active = active
+        self.mask = Format.segmentMask(active.sequence)
         self.end = end
         self.promised = log.promised
         self.chosenThrough = log.chosenThrough
@@ -219,7 +224,7 @@ extension SegmentStore {
         let size = encoded.bytes.count
         writer.reserve(size)
         let base = writer.end + writer.used
-        let mask = Format.segmentMask(writer.active.sequence)
+        let mask = writer.mask
         let out = UnsafeMutableRawBufferPointer(start: writer.buffer + writer.used, count: size)
         encoded.bytes.withUnsafeBytes { out.copyMemory(from: $0) }
         let view = UnsafeRawBufferPointer(out)

@@ -21,6 +21,23 @@ struct FaultTests {
         }
     }
 
+    /// Appends one small entry per slot from `slot` until an append fails or `limit` is reached.
+    /// - Returns: the failure, if any, and the first slot not appended.
+    func appendUntilFailure(_ store: SegmentStore, from slot: UInt64, below limit: UInt64) async -> (SegmentLogError?, UInt64) {
+        var slot = slot
+        while slot < limit {
+            do {
+                try await store.append([.accepted([TestSupport.entry(slot)])])
+                slot += 1
+            } catch let error as SegmentLogError {
+                return (error, slot)
+            } catch {
+                return (SegmentLogError(.invalidArgument, "unexpected \(error)"), slot)
+            }
+        }
+        return (nil, slot)
+    }
+
     func expectRefusesWrites(_ store: SegmentStore) async {
         do {
             try await store.append([.accepted([TestSupport.entry(12)])])
@@ -109,16 +126,7 @@ struct FaultTests {
         let store = try TestSupport.open(dir, .init(segmentSize: 1024), fileSystem: fs)
         // The disk is full: the next roll cannot reserve its segment.
         fs.inject(.error(ENOSPC), on: .allocate, times: .max)
-        var failure: SegmentLogError?
-        var slot: UInt64 = 1
-        while failure == nil && slot < 100 {
-            do {
-                try await store.append([.accepted([TestSupport.entry(slot)])])
-                slot += 1
-            } catch let error as SegmentLogError {
-                failure = error
-            }
-        }
+        let (failure, slot) = await appendUntilFailure(store, from: 1, below: 100)
         guard case .io(ENOSPC, _)? = failure?.code else {
             Issue.record("expected ENOSPC, got \(String(describing: failure))")
             return
@@ -146,16 +154,7 @@ struct FaultTests {
         let free = TestSupport.files(dir).filter { $0.hasSuffix(".seg.free") }
         try #require(!free.isEmpty)
         fs.inject(.error(EIO), on: .write, pathContains: ".seg.free", times: .max)
-        var failure: SegmentLogError?
-        var slot: UInt64 = 41
-        while failure == nil && slot < 200 {
-            do {
-                try await store.append([.accepted([TestSupport.entry(slot)])])
-                slot += 1
-            } catch let error as SegmentLogError {
-                failure = error
-            }
-        }
+        var (failure, slot) = await appendUntilFailure(store, from: 41, below: 200)
         guard case .io(EIO, let path)? = failure?.code else {
             Issue.record("expected EIO, got \(String(describing: failure))")
             return

@@ -43,6 +43,14 @@ struct RecycleTests {
         return try scanner.segmentFiles().map { ($0, try scanner.scan($0)) }
     }
 
+    /// Writes `bytes` over the file at `offset`, in place.
+    static func overwrite(_ path: String, at offset: Int64, with bytes: [UInt8]) {
+        let fd = Glibc.open(path, O_WRONLY)
+        precondition(fd >= 0, "cannot open \(path)")
+        _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        Glibc.close(fd)
+    }
+
     @Test("compaction keeps freed files, rolls reuse them, and every entry reads back after reopening")
     func reuseAndReopen() async throws {
         let dir = TestSupport.temporaryDirectory()
@@ -89,10 +97,7 @@ struct RecycleTests {
         let (last, report) = try #require(try Self.segments(dir).last)
         try #require(report.header?.recycled == true)
         // Half a record header where the next append would go: what a crash mid-write leaves.
-        let fd = Glibc.open(last.path, O_WRONLY)
-        defer { Glibc.close(fd) }
-        let torn: [UInt8] = [0xde, 0xad, 0xbe, 0xef, 0x40, 0x00, 0x00]
-        _ = torn.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(report.validEnd)) }
+        Self.overwrite(last.path, at: report.validEnd, with: [0xde, 0xad, 0xbe, 0xef, 0x40, 0x00, 0x00])
 
         let store = try TestSupport.open(dir, Self.options)
         #expect(store.state.lastSlot == 600)
@@ -139,9 +144,7 @@ struct RecycleTests {
         try await Self.recycledLog(dir).close()
         let (last, report) = try #require(try Self.segments(dir).last)
         // What a roll leaves when it dies after syncing the seal, before the next segment's rename.
-        let fd = Glibc.open(last.path, O_WRONLY)
-        _ = RecordCodec.segmentEndFrame(sequence: last.sequence).withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(report.validEnd)) }
-        Glibc.close(fd)
+        Self.overwrite(last.path, at: report.validEnd, with: RecordCodec.segmentEndFrame(sequence: last.sequence))
 
         let store = try TestSupport.open(dir, Self.options)
         #expect(store.state.lastSlot == 600)

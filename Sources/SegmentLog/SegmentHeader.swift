@@ -125,7 +125,6 @@ struct SegmentParser {
         self.mask = Format.segmentMask(sequence)
     }
 
-
     /// The frame at `offset`, checked (header and CRC), or the end of the records, or damage.
     func step(at offset: Int) -> ParseStep {
         let remaining = bytes.count - offset

@@ -144,6 +144,8 @@ func kvRecord(_ i: Int) -> [UInt8] {
             #expect(report?["snapshot_slot"] as? Int == 300)
             #expect(report?["segments_deleted"] as? Int == planned)
             #expect((report?["bytes_freed"] as? Int ?? 0) > 0)
+            // Offline compaction frees the space: no segment is kept for reuse.
+            #expect(!(try FileManager.default.contentsOfDirectory(atPath: dir)).contains { $0.hasSuffix(".free") })
             let state = try kvState(dir)
             #expect(state.snapshot == 300 && state.chosen == 380)
             #expect(state.machine == expected(records, through: 380))

@@ -80,6 +80,9 @@ struct Compact: AsyncParsableCommand {
         }
         var options = SegmentStore.Options()
         options.createIfMissing = false
+        // Offline compaction is run to free disk space: delete the segments it removes instead of
+        // keeping them for reuse (opening with 0 also deletes files a live replica kept).
+        options.recycleSegments = 0
         let store: SegmentStore
         do {
             // Only warnings reach stderr: a refusal must be one line.

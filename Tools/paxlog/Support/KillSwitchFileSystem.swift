@@ -13,7 +13,8 @@ import SegmentLog
 /// - `record`: before the `fdatasync` that makes the snapshot marker record durable;
 /// - `recorded`: marker durable, before the first segment is deleted;
 /// - `delete:N`: right after the N-th segment file is deleted;
-/// - `deleted`: every segment deleted, before the directory `fsync`.
+/// - `deleted`: at the directory `fsync` after the first deletion (truncation syncs the directory
+///   after each segment it removes, so a crash never keeps a later one removed and an earlier one).
 struct KillSwitchFileSystem: FileSystem {
     let step: String
     let base = PosixFileSystem()

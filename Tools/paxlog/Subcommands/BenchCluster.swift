@@ -60,6 +60,7 @@ struct BenchCluster: AsyncParsableCommand {
             let before = logs.map { StorageTotals($0.storageStatistics) }
             let leaderBefore = StorageTotals(leader.storageStatistics)
             let usage0 = ResourceUsage.current()
+            let threads0 = ThreadCPU.sample()
             let loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
             let checkpoints = checkpointMib == 0 ? [] : logs.map { log in
                 Task { await Self.checkpoint(log, every: checkpointMib << 20) }
@@ -75,6 +76,7 @@ struct BenchCluster: AsyncParsableCommand {
             let usage1 = ResourceUsage.current()
             var storage = StorageTotals()
             var details: [String: Double] = ["leader": Double(leader.configuration.nodeID)]
+            for (group, seconds) in ThreadCPU.sample().since(threads0) { details["cpu_\(group)_threads_seconds"] = seconds }
             for (i, log) in logs.enumerated() {
                 let d = StorageTotals(log.storageStatistics) - before[i]
                 storage = storage + d

@@ -47,6 +47,7 @@ struct BenchLocal: AsyncParsableCommand {
             let firstSlot = (store.state.lastSlot ?? 0) + 1
             let before = store.statistics
             let usage0 = ResourceUsage.current()
+            let threads0 = ThreadCPU.sample()
             let loop = ClosedLoop(concurrency: concurrency, batch: batch, records: options.recordCount, duration: options.duration,
                                   label: "local c=\(concurrency)")
             let checkpoints = checkpointMib == 0 ? nil : Task {
@@ -61,6 +62,7 @@ struct BenchLocal: AsyncParsableCommand {
             checkpoints?.cancel()
             let checkpointCount = try await checkpoints?.value
             let usage1 = ResourceUsage.current()
+            let threadCPU = ThreadCPU.sample().since(threads0)
             let after = store.statistics
             let storage = StorageTotals(after) - StorageTotals(before)
             try store.close()
@@ -74,6 +76,7 @@ struct BenchLocal: AsyncParsableCommand {
             let usage = ResourceUsage(cpuSeconds: usage1.cpuSeconds - usage0.cpuSeconds, peakRSSMB: usage1.peakRSSMB)
             var details: [String: Double] = [:]
             details["batch"] = Double(batch)
+            for (group, seconds) in threadCPU where group != "event_loops" { details["cpu_\(group)_threads_seconds"] = seconds }
             details["appends_per_fsync"] = storage.fsyncs > 0 ? Double(storage.appends) / Double(storage.fsyncs) : 0
             details["reopen_seconds"] = reopenSeconds
             details["reopen_log_bytes"] = Double(Self.directoryBytes(directory))

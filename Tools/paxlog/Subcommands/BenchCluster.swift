@@ -63,7 +63,7 @@ struct BenchCluster: AsyncParsableCommand {
             let threads0 = ThreadCPU.sample()
             let loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
             let checkpoints = checkpointMib == 0 ? [] : logs.map { log in
-                Task { await Self.checkpoint(log, every: checkpointMib << 20) }
+                Task { await checkpointLoop(every: checkpointMib << 20, written: { log.storageStatistics.bytesWritten }) { await Self.checkpoint(log) } }
             }
             let result = try await loop.run { range in
                 _ = try await leader.append(contentsOf: range.map(payload.record))
@@ -107,22 +107,11 @@ struct BenchCluster: AsyncParsableCommand {
         }
     }
 
-    /// Until cancelled: each time the replica has written `every` more bytes, compacts its log
-    /// through its chosen watermark with a token snapshot, as an application's checkpoint would.
-    /// - Returns: how many compactions it made.
-    static func checkpoint(_ log: PaxosLog, every: Int) async -> Int {
-        var count = 0
-        var mark = log.storageStatistics.bytesWritten
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(20))
-            let written = log.storageStatistics.bytesWritten
-            guard written - mark >= every, let chosen = try? await log.status().chosenThrough, chosen > 0 else { continue }
-            // Refused only if this replica's previous compaction still runs: try again later.
-            guard (try? await log.compact(through: chosen, snapshot: Array("bench checkpoint".utf8))) != nil else { continue }
-            mark = written
-            count += 1
-        }
-        return count
+    /// A compaction of the replica's log through its chosen watermark with a token snapshot.
+    /// False when nothing is chosen yet or the previous compaction still runs (try again later).
+    static func checkpoint(_ log: PaxosLog) async -> Bool {
+        guard let chosen = try? await log.status().chosenThrough, chosen > 0 else { return false }
+        return (try? await log.compact(through: chosen, snapshot: Array("bench checkpoint".utf8))) != nil
     }
 
     /// Polls until one replica says it leads (at most 20 s).

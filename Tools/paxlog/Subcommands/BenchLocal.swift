@@ -51,7 +51,9 @@ struct BenchLocal: AsyncParsableCommand {
             let loop = ClosedLoop(concurrency: concurrency, batch: batch, records: options.recordCount, duration: options.duration,
                                   label: "local c=\(concurrency)")
             let checkpoints = checkpointMib == 0 ? nil : Task {
-                try await Self.checkpoint(store, every: checkpointMib << 20, keeping: UInt64(concurrency * batch))
+                try await checkpointLoop(every: checkpointMib << 20, written: { store.statistics.bytesWritten }) {
+                    try await Self.checkpoint(store, keeping: UInt64(concurrency * batch))
+                }
             }
             let result = try await loop.run { range in
                 let entries = range.map {
@@ -109,23 +111,14 @@ struct BenchLocal: AsyncParsableCommand {
         }
     }
 
-    /// Until cancelled: each time `every` more bytes are written, snapshots everything but the
-    /// last `keeping` slots (appends still in flight) and truncates the log below it.
-    /// - Returns: how many checkpoints it took.
-    static func checkpoint(_ store: SegmentStore, every: Int, keeping: UInt64) async throws -> Int {
-        var count = 0
-        var mark = store.statistics.bytesWritten
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(20))
-            let written = store.statistics.bytesWritten
-            guard written - mark >= every, let last = store.state.lastSlot, last > keeping else { continue }
-            let through = last - keeping
-            try await store.writeSnapshot(slot: through, data: Array("bench checkpoint through \(through)".utf8))
-            try store.truncatePrefix(below: through + 1)
-            mark = written
-            count += 1
-        }
-        return count
+    /// A checkpoint of everything but the last `keeping` slots (appends still in flight): a
+    /// token snapshot, then the log truncated below it. False when the log is still too short.
+    static func checkpoint(_ store: SegmentStore, keeping: UInt64) async throws -> Bool {
+        guard let last = store.state.lastSlot, last > keeping else { return false }
+        let through = last - keeping
+        try await store.writeSnapshot(slot: through, data: Array("bench checkpoint through \(through)".utf8))
+        try store.truncatePrefix(below: through + 1)
+        return true
     }
 
     static func directoryBytes(_ directory: String) -> Int {

@@ -38,6 +38,14 @@ struct RecycleTests {
         return store
     }
 
+    /// Runs `body` on a closed `recycledLog` in a temporary directory, removed afterwards.
+    static func withClosedRecycledLog(name: String = #function, _ body: (String) async throws -> Void) async throws {
+        let dir = TestSupport.temporaryDirectory(name)
+        defer { TestSupport.remove(dir) }
+        try await recycledLog(dir).close()
+        try await body(dir)
+    }
+
     static func segments(_ dir: String) throws -> [(file: SegmentScanner.SegmentFileInfo, report: SegmentScanner.SegmentReport)] {
         let scanner = SegmentScanner(directory: dir)
         return try scanner.segmentFiles().map { ($0, try scanner.scan($0)) }
@@ -68,7 +76,7 @@ struct RecycleTests {
         let live = try Self.segments(dir)
         let reused = live.filter { $0.report.header?.recycled == true }
         #expect(!reused.isEmpty)
-        let stale = try reused.contains { file, report in
+        let stale = reused.contains { file, report in
             let bytes = TestSupport.read(file.path)
             return bytes[Int(report.validEnd)...].contains { $0 != 0 }
         }
@@ -91,93 +99,88 @@ struct RecycleTests {
 
     @Test("an append cut short in a reused file ends the log there; appends continue over it")
     func tornAppendInReusedFile() async throws {
-        let dir = TestSupport.temporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        try await Self.recycledLog(dir).close()
-        let (last, report) = try #require(try Self.segments(dir).last)
-        try #require(report.header?.recycled == true)
-        // Half a record header where the next append would go: what a crash mid-write leaves.
-        Self.overwrite(last.path, at: report.validEnd, with: [0xde, 0xad, 0xbe, 0xef, 0x40, 0x00, 0x00])
+        try await Self.withClosedRecycledLog { dir in
+            let (last, report) = try #require(try Self.segments(dir).last)
+            try #require(report.header?.recycled == true)
+            // Half a record header where the next append would go: what a crash mid-write leaves.
+            Self.overwrite(last.path, at: report.validEnd, with: [0xde, 0xad, 0xbe, 0xef, 0x40, 0x00, 0x00])
 
-        let store = try TestSupport.open(dir, Self.options)
-        #expect(store.state.lastSlot == 600)
-        try await Self.fill(store, 601...640, salt: 7)
-        try store.close()
-        let reopened = try TestSupport.open(dir, Self.options)
-        #expect(try reopened.entries(from: 601, through: 640) == (601...640).map { TestSupport.entry($0, size: 200, salt: 7) })
-        try reopened.close()
+            let store = try TestSupport.open(dir, Self.options)
+            #expect(store.state.lastSlot == 600)
+            try await Self.fill(store, 601...640, salt: 7)
+            try store.close()
+            let reopened = try TestSupport.open(dir, Self.options)
+            #expect(try reopened.entries(from: 601, through: 640) == (601...640).map { TestSupport.entry($0, size: 200, salt: 7) })
+            try reopened.close()
+        }
     }
 
     @Test("damage before valid records in a reused file is corruption, not its end")
     func damageInReusedFile() async throws {
-        let dir = TestSupport.temporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        try await Self.recycledLog(dir).close()
-        let (last, _) = try #require(try Self.segments(dir).last)
-        var bytes = TestSupport.read(last.path)
-        bytes[Format.segmentHeaderSize + 20] ^= 0x40  // inside the first record; later records verify
-        TestSupport.write(last.path, bytes)
-        let error = #expect(throws: SegmentLogError.self) { try TestSupport.open(dir, Self.options).close() }
-        #expect(error?.code.corruptionFile == last.path)
+        try await Self.withClosedRecycledLog { dir in
+            let (last, _) = try #require(try Self.segments(dir).last)
+            var bytes = TestSupport.read(last.path)
+            bytes[Format.segmentHeaderSize + 20] ^= 0x40  // inside the first record; later records verify
+            TestSupport.write(last.path, bytes)
+            let error = #expect(throws: SegmentLogError.self) { try TestSupport.open(dir, Self.options).close() }
+            #expect(error?.code.corruptionFile == last.path)
+        }
     }
 
     @Test("a reused segment that is not the last must end in its segment-end record")
     func sealRequired() async throws {
-        let dir = TestSupport.temporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        try await Self.recycledLog(dir).close()
-        let segments = try Self.segments(dir)
-        let sealed = try #require(segments.dropLast().first { $0.report.header?.recycled == true })
-        var bytes = TestSupport.read(sealed.file.path)
-        let end = Int(sealed.report.validEnd)
-        #expect(bytes[end + 12] == Format.RecordType.segmentEnd.rawValue)
-        bytes[end + 12] = 0x7f  // the seal no longer parses: stale bytes would follow the records
-        TestSupport.write(sealed.file.path, bytes)
-        let error = #expect(throws: SegmentLogError.self) { try TestSupport.open(dir, Self.options).close() }
-        #expect(error?.code.corruptionFile == sealed.file.path)
+        try await Self.withClosedRecycledLog { dir in
+            let segments = try Self.segments(dir)
+            let sealed = try #require(segments.dropLast().first { $0.report.header?.recycled == true })
+            var bytes = TestSupport.read(sealed.file.path)
+            let end = Int(sealed.report.validEnd)
+            #expect(bytes[end + 12] == Format.RecordType.segmentEnd.rawValue)
+            bytes[end + 12] = 0x7f  // the seal no longer parses: stale bytes would follow the records
+            TestSupport.write(sealed.file.path, bytes)
+            let error = #expect(throws: SegmentLogError.self) { try TestSupport.open(dir, Self.options).close() }
+            #expect(error?.code.corruptionFile == sealed.file.path)
+        }
     }
 
     @Test("a crash after sealing a segment, before the next existed: the log continues in a new one")
     func sealedLastSegment() async throws {
-        let dir = TestSupport.temporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        try await Self.recycledLog(dir).close()
-        let (last, report) = try #require(try Self.segments(dir).last)
-        // What a roll leaves when it dies after syncing the seal, before the next segment's rename.
-        Self.overwrite(last.path, at: report.validEnd, with: RecordCodec.segmentEndFrame(sequence: last.sequence))
+        try await Self.withClosedRecycledLog { dir in
+            let (last, report) = try #require(try Self.segments(dir).last)
+            // What a roll leaves when it dies after syncing the seal, before the next segment's rename.
+            Self.overwrite(last.path, at: report.validEnd, with: RecordCodec.segmentEndFrame(sequence: last.sequence))
 
-        let store = try TestSupport.open(dir, Self.options)
-        #expect(store.state.lastSlot == 600)
-        try await Self.fill(store, 601...608, salt: 3)
-        try store.close()
-        let reopened = try TestSupport.open(dir, Self.options)
-        #expect(try reopened.entries(from: 591, through: 608) == (591...600).map { TestSupport.entry($0, size: 200) }
-            + (601...608).map { TestSupport.entry($0, size: 200, salt: 3) })
-        try reopened.close()
-        // The sealed segment was not written to again: the appends went to a new one.
-        let after = try Self.segments(dir)
-        #expect(after.first { $0.file.sequence == last.sequence }?.report.validEnd == report.validEnd)
-        #expect(after.last?.file.sequence == last.sequence + 1)
+            let store = try TestSupport.open(dir, Self.options)
+            #expect(store.state.lastSlot == 600)
+            try await Self.fill(store, 601...608, salt: 3)
+            try store.close()
+            let reopened = try TestSupport.open(dir, Self.options)
+            #expect(try reopened.entries(from: 591, through: 608) == (591...600).map { TestSupport.entry($0, size: 200) }
+                + (601...608).map { TestSupport.entry($0, size: 200, salt: 3) })
+            try reopened.close()
+            // The sealed segment was not written to again: the appends went to a new one.
+            let after = try Self.segments(dir)
+            #expect(after.first { $0.file.sequence == last.sequence }?.report.validEnd == report.validEnd)
+            #expect(after.last?.file.sequence == last.sequence + 1)
+        }
     }
 
     @Test("recycleSegments 0 deletes freed files; extra .free files are deleted on open")
     func poolLimit() async throws {
-        let dir = TestSupport.temporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        try await Self.recycledLog(dir).close()
-        for n in 0..<3 { TestSupport.write(dir + "/0000000000000000099\(n).seg.free", [1, 2, 3]) }
-        var options = Self.options
-        options.recycleSegments = 1
-        let store = try TestSupport.open(dir, options)
-        #expect(TestSupport.files(dir).filter { $0.hasSuffix(".free") }.count == 1)
-        try store.close()
-        options.recycleSegments = 0
-        let none = try TestSupport.open(dir, options)
-        try await Self.fill(none, 601...700)
-        try await none.writeSnapshot(slot: 690, data: [1])
-        #expect(try none.truncatePrefix(below: 691) > 0)
-        #expect(TestSupport.files(dir).filter { $0.hasSuffix(".free") }.isEmpty)
-        #expect(none.statistics.segmentsRecycled == 0)
-        try none.close()
+        try await Self.withClosedRecycledLog { dir in
+            for n in 0..<3 { TestSupport.write(dir + "/0000000000000000099\(n).seg.free", [1, 2, 3]) }
+            var options = Self.options
+            options.recycleSegments = 1
+            let store = try TestSupport.open(dir, options)
+            #expect(TestSupport.files(dir).filter { $0.hasSuffix(".free") }.count == 1)
+            try store.close()
+            options.recycleSegments = 0
+            let none = try TestSupport.open(dir, options)
+            try await Self.fill(none, 601...700)
+            try await none.writeSnapshot(slot: 690, data: [1])
+            #expect(try none.truncatePrefix(below: 691) > 0)
+            #expect(TestSupport.files(dir).filter { $0.hasSuffix(".free") }.isEmpty)
+            #expect(none.statistics.segmentsRecycled == 0)
+            try none.close()
+        }
     }
 }

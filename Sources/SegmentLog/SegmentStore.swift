@@ -48,6 +48,9 @@ public final class SegmentStore: @unchecked Sendable {
         var segments: [SegmentFile]
         var queue: [Pending] = []
         var writerWaiting = false
+        /// The syncer waits for work with nothing to sync (`sync=always` only): the next append
+        /// wakes it instead of the writer, and it writes and syncs that append itself.
+        var syncerIdle = false
         var closing = false
         var closed = false
         var failure: SegmentLogError?
@@ -246,10 +249,13 @@ public final class SegmentStore: @unchecked Sendable {
             return
         }
         shared.queue.append(Pending(batch: batch, waiter: waiter))
-        let wake = shared.writerWaiting
-        shared.writerWaiting = false
+        // An idle syncer takes the append itself: one thread hand-off fewer than writer → syncer.
+        let wakeSyncer = shared.syncerIdle
+        let wakeWriter = !wakeSyncer && shared.writerWaiting
+        if wakeSyncer { shared.syncerIdle = false } else if wakeWriter { shared.writerWaiting = false }
         lock.unlock()
-        if wake { lock.signal() }
+        if wakeWriter { lock.signal() }
+        if wakeSyncer { syncLock.withLock { syncLock.broadcast() } }
     }
 
     // MARK: Reading

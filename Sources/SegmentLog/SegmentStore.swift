@@ -208,7 +208,7 @@ public final class SegmentStore: @unchecked Sendable {
         }
     }
 
-    /// Like `append(_:)`, for event-loop callers: `completion` runs on the store's writer thread
+    /// Like `append(_:)`, for event-loop callers: `completion` runs on one of the store's threads
     /// once the records are durable (or failed), so it must be quick and must not block.
     public func append(_ records: [LogRecord], completion: @escaping @Sendable (Result<Void, SegmentLogError>) -> Void) {
         let batch: EncodedBatch

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import PaxosLogTesting
 import Testing
 @testable import SegmentLog
@@ -262,6 +263,39 @@ struct GroupCommitTests {
         #expect(syncs * 8 < appends, "\(syncs) fdatasyncs for \(appends) appends")
         #expect(stats.groupCommits * 8 < appends)
         #expect(store.state.entryCount == appends)
+        try store.close()
+    }
+
+    @Test("completions run in append order, whether the acknowledger thread or the syncer finishes them")
+    func completionOrder() async throws {
+        let dir = TestSupport.temporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let store = try TestSupport.open(dir, .init(segmentSize: 1 << 20))
+        // Rounds of a burst (one commit of many appends: finished on the acknowledger thread,
+        // whose first completion here takes 5 ms) then a single append in a later commit (few
+        // appends: the syncer may finish those itself, but only after the burst's).
+        let rounds = 10, burst = 20
+        let order = Mutex<[Int]>([])
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            var i = 0
+            for _ in 0..<rounds {
+                for k in 0...burst {
+                    if k == burst { usleep(2_000) }  // the burst is synced; the single append is not in it
+                    let n = i
+                    store.append([.accepted([TestSupport.entry(UInt64(n + 1))])]) { result in
+                        #expect((try? result.get()) != nil)
+                        if k == 0 { usleep(5_000) }
+                        let finished = order.withLock { $0.append(n); return $0.count }
+                        if finished == rounds * (burst + 1) { done.resume() }
+                    }
+                    i += 1
+                }
+            }
+        }
+        let finished = order.withLock { $0 }
+        #expect(finished.count == rounds * (burst + 1))
+        let firstWrong = zip(finished, finished.indices).first { $0 != $1 }
+        #expect(firstWrong == nil, "append \(firstWrong?.0 ?? 0) completed in place \(firstWrong?.1 ?? 0)")
         try store.close()
     }
 

@@ -469,28 +469,47 @@ final class ReplicaDriver: @unchecked Sendable {
 /// The appends of one request: completes once every record is chosen, or fails on the first error.
 /// Touched only on the driver's loop.
 final class AppendBatch: @unchecked Sendable {
+    /// Whom to tell: a task suspended in ``PaxosLog/append(contentsOf:)``, or a callback of a
+    /// caller that waits on an event loop rather than in a task (``PaxosLog/append(contentsOf:completion:)``).
+    enum Completion {
+        case continuation(UnsafeContinuation<[Slot], any Error>)
+        case callback(@Sendable (Result<[Slot], PaxosLogError>) -> Void)
+    }
+
     private var slots: [Slot]
     private var remaining: Int
-    private var continuation: UnsafeContinuation<[Slot], any Error>?
+    private var completion: Completion?
 
     init(count: Int, continuation: UnsafeContinuation<[Slot], any Error>) {
         self.slots = Array(repeating: 0, count: count)
         self.remaining = count
-        self.continuation = continuation
+        self.completion = .continuation(continuation)
+    }
+
+    init(count: Int, callback: @escaping @Sendable (Result<[Slot], PaxosLogError>) -> Void) {
+        self.slots = Array(repeating: 0, count: count)
+        self.remaining = count
+        self.completion = .callback(callback)
     }
 
     func complete(index: Int, slot: Slot) {
-        guard continuation != nil else { return }
+        guard completion != nil else { return }
         slots[index] = slot
         remaining -= 1
-        if remaining == 0 {
-            continuation?.resume(returning: slots)
-            continuation = nil
-        }
+        if remaining == 0 { finish(.success(slots)) }
     }
 
     func fail(_ error: PaxosLogError) {
-        continuation?.resume(throwing: error)
-        continuation = nil
+        finish(.failure(error))
+    }
+
+    /// Tells the waiter once; later outcomes (a second failure) are dropped.
+    private func finish(_ result: Result<[Slot], PaxosLogError>) {
+        guard let completion else { return }
+        self.completion = nil
+        switch completion {
+        case .continuation(let continuation): continuation.resume(with: result.mapError { $0 as any Error })
+        case .callback(let callback): callback(result)
+        }
     }
 }

@@ -1,7 +1,6 @@
 import Logging
 import MultiPaxos
 import NIOCore
-import NIOPosix
 import PaxosTransport
 
 /// A replica that also serves clients (`paxlog append`, `read`, `status`) on its client port:
@@ -27,7 +26,10 @@ public final class PaxosLogServer: Sendable {
         var sc = ClientServerConfiguration(nodeID: configuration.nodeID, clusterName: configuration.clusterName, listenAddress: me.clientAddress, secret: configuration.secret)
         sc.maxInFlightPerConnection = 4096
         let service = ClientService(log: log)
-        let server = ClientServer(configuration: sc, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger, direct: { request, respond in
+        // Client connections run on the replica's own loop, like its peer connections: an append
+        // then reaches the core, and its answer the socket, without a hop between threads (a
+        // task, a wake-up and a context switch each way).
+        let server = ClientServer(configuration: sc, group: log.driver.loop, logger: configuration.logger, direct: { request, respond in
             service.handleDirectly(request, respond: respond)
         }) { request in
             await service.handle(request)

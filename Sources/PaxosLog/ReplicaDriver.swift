@@ -510,23 +510,24 @@ final class AppendBatch: @unchecked Sendable {
     }
 
     func complete(index: Int, slot: Slot) {
-        guard completion != nil else { return }
+        guard let completion else { return }
         slots[index] = slot
         remaining -= 1
-        if remaining == 0 { finish(.success(slots)) }
+        guard remaining == 0 else { return }
+        self.completion = nil
+        switch completion {
+        case .continuation(let continuation): continuation.resume(returning: slots)
+        case .callback(let callback): callback(.success(slots))
+        }
     }
 
+    /// Fails the batch once; later outcomes (a second failure) are dropped.
     func fail(_ error: PaxosLogError) {
-        finish(.failure(error))
-    }
-
-    /// Tells the waiter once; later outcomes (a second failure) are dropped.
-    private func finish(_ result: Result<[Slot], PaxosLogError>) {
         guard let completion else { return }
         self.completion = nil
         switch completion {
-        case .continuation(let continuation): continuation.resume(with: result.mapError { $0 as any Error })
-        case .callback(let callback): callback(result)
+        case .continuation(let continuation): continuation.resume(throwing: error)
+        case .callback(let callback): callback(.failure(error))
         }
     }
 }

@@ -279,16 +279,16 @@ public final class PaxosClient: Sendable {
         }
         connection.send(request) { [self] result in
             switch result {
-            case .success(.redirect(let leaderID, let leaderAddress)):
+            case .success(let response):
+                guard case .redirect = response else { return finish(response) }
                 // Not appended: follow the redirect (a reconnect) in a task.
                 Task {
                     do throws(TransportError) {
-                        finish(try await sendFollowingRedirects(request, after: (.redirect(leaderID: leaderID, leaderAddress: leaderAddress), connection)))
+                        finish(try await sendFollowingRedirects(request, after: (response, connection)))
                     } catch {
                         completion(.failure(error))
                     }
                 }
-            case .success(let response): finish(response)
             case .failure(let error): completion(.failure(error))
             }
         }
@@ -320,8 +320,9 @@ public final class PaxosClient: Sendable {
         await connection?.close()
     }
 
-    /// Sends `request`, following redirects. - Parameter first: a response already received for
-    /// it, and the connection that gave it: handled as the first attempt instead of sending.
+    /// Sends `request`, following redirects.
+    /// - Parameter first: a response already received for `request` and the connection that gave
+    ///   it, taken as the first attempt's answer instead of sending.
     private func sendFollowingRedirects(_ request: ClientRequest, after first: (response: ClientResponse, connection: ClientConnection)? = nil) async throws(TransportError) -> ClientResponse {
         var connection: ClientConnection
         var answered = first?.response

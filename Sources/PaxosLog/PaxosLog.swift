@@ -119,6 +119,33 @@ public final class PaxosLog: Sendable {
         }
     }
 
+    /// Appends records in order, as one batch, and reports their positions (or the error) to
+    /// `completion` instead of resuming a task: for callers that wait on an event loop, such as
+    /// the client server, this saves the hops into and out of Swift's cooperative pool.
+    ///
+    /// Same outcomes as ``append(contentsOf:)``. `completion` runs exactly once: on this
+    /// replica's event loop once the records are chosen or failed, on the calling thread for an
+    /// argument error, or in a task when a follower forwards to the leader. It must not block.
+    func append(contentsOf records: [[UInt8]], completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
+        guard !records.isEmpty else { return completion(.success([])) }
+        for (i, r) in records.enumerated() where r.count > configuration.maxRecordSize {
+            return completion(.failure(PaxosLogError(.invalidArgument, "record \(i) has \(r.count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")))
+        }
+        guard let forwarder else {
+            return driver.propose(records, batch: AppendBatch(count: records.count, callback: completion))
+        }
+        driver.propose(records, batch: AppendBatch(count: records.count) { result in
+            guard case .failure(let error) = result, error.code == .notLeader, let leader = error.leader else { return completion(result) }
+            Task {
+                do {
+                    completion(.success(try await forwarder.append(records, to: leader)))
+                } catch {
+                    completion(.failure(error as? PaxosLogError ?? PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)))
+                }
+            }
+        })
+    }
+
     /// The chosen records from `position` on, in order, skipping no-ops; waits for new ones.
     /// Ends when the log is closed.
     public func entries(from position: Position = 1) -> Entries {

@@ -1,7 +1,6 @@
 import Logging
 import MultiPaxos
 import NIOCore
-import NIOPosix
 import PaxosTransport
 
 /// A replica that also serves clients (`paxlog append`, `read`, `status`) on its client port:
@@ -27,7 +26,12 @@ public final class PaxosLogServer: Sendable {
         var sc = ClientServerConfiguration(nodeID: configuration.nodeID, clusterName: configuration.clusterName, listenAddress: me.clientAddress, secret: configuration.secret)
         sc.maxInFlightPerConnection = 4096
         let service = ClientService(log: log)
-        let server = ClientServer(configuration: sc, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger) { request in
+        // Client connections run on the replica's own loop, like its peer connections: an append
+        // then reaches the core, and its answer the socket, without a hop between threads (a
+        // task, a wake-up and a context switch each way).
+        let server = ClientServer(configuration: sc, group: log.driver.loop, logger: configuration.logger, direct: { request, respond in
+            service.handleDirectly(request, respond: respond)
+        }) { request in
             await service.handle(request)
         }
         do {
@@ -50,16 +54,30 @@ public final class PaxosLogServer: Sendable {
 struct ClientService: Sendable {
     let log: PaxosLog
 
+    /// Takes appends without a task: the connection's loop hands them to the replica's loop, and
+    /// the replica answers from there (``PaxosLog/append(contentsOf:completion:)``). Reads and
+    /// status requests are declined: they go to ``handle(_:)``.
+    func handleDirectly(_ request: ClientRequest, respond: @escaping @Sendable (ClientResponse) -> Void) -> Bool {
+        guard case .append(let records) = request else { return false }
+        append(records, respond: respond)
+        return true
+    }
+
+    private func append(_ records: [[UInt8]], respond: @escaping @Sendable (ClientResponse) -> Void) {
+        guard !records.isEmpty else { return respond(.error(ClientError(code: .invalidRequest, message: "empty append"))) }
+        log.append(contentsOf: records) { [self] result in
+            switch result {
+            case .success(let slots): respond(.appended(slots))
+            case .failure(let error): respond(response(for: error))
+            }
+        }
+    }
+
     func handle(_ request: ClientRequest) async -> ClientResponse {
         switch request {
         case .append(let records):
-            guard !records.isEmpty else { return .error(ClientError(code: .invalidRequest, message: "empty append")) }
-            do {
-                return .appended(try await log.append(contentsOf: records))
-            } catch let error as PaxosLogError {
-                return response(for: error)
-            } catch {
-                return .error(ClientError(code: .internal, message: "\(error)"))
+            return await withUnsafeContinuation { continuation in
+                append(records) { continuation.resume(returning: $0) }
             }
         case .read(let from, let maxCount):
             guard maxCount > 0 else { return .error(ClientError(code: .invalidRequest, message: "read of zero entries")) }

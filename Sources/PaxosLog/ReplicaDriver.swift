@@ -141,10 +141,21 @@ final class ReplicaDriver: @unchecked Sendable {
 
     /// Proposes `records` in order; completes `batch` when all are chosen (or one fails).
     ///
-    /// Any thread. Appends queue in `inbox` and one hop onto the loop takes all that queued
-    /// meanwhile: under load that pays for the hop (a closure allocation and NIO's two task-queue
-    /// locks and its wake-up check) once per burst of appends instead of once per append.
+    /// Any thread. Appends from other threads queue in `inbox` and one hop onto the loop takes all
+    /// that queued meanwhile: under load that pays for the hop (a closure allocation and NIO's two
+    /// task-queue locks and its wake-up check) once per burst of appends instead of once per
+    /// append. Appends made on the loop itself are proposed at once. `batch` may fail before this
+    /// returns (the replica failed or closed, or is not the leader).
     func propose(_ records: [[UInt8]], batch: AppendBatch) {
+        if loop.inEventLoop {
+            // Already on the loop (a client connection of this loop): no inbox, no hop. Nothing
+            // of this thread can wait in the inbox, so this keeps its order. The drain is still
+            // deferred, so the appends of one socket read share it.
+            let now = NIODeadline.now()
+            let proposed = offer(records, batch: batch, now: now, deadline: now + configuration.appendTimeout)
+            if proposed > 0 { appendsCounter.increment(by: Int64(proposed)) }
+            return scheduleDrain()
+        }
         let schedule = inbox.withLockedValue { inbox -> Bool in
             inbox.proposals.append((records, batch))
             guard !inbox.scheduled else { return false }
@@ -172,12 +183,18 @@ final class ReplicaDriver: @unchecked Sendable {
         let deadline = now + configuration.appendTimeout
         var proposed = 0
         for (records, batch) in proposals {
-            if let failure { batch.fail(failure); continue }
-            if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed")); continue }
-            proposed += propose(records, batch: batch, now: now, deadline: deadline)
+            proposed += offer(records, batch: batch, now: now, deadline: deadline)
         }
         if proposed > 0 { appendsCounter.increment(by: Int64(proposed)) }
         scheduleDrain()
+    }
+
+    /// Offers one request's records to the core unless this replica failed or closed.
+    /// - Returns: how many it proposed or held.
+    private func offer(_ records: [[UInt8]], batch: AppendBatch, now: NIODeadline, deadline: NIODeadline) -> Int {
+        if let failure { batch.fail(failure); return 0 }
+        if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed")); return 0 }
+        return propose(records, batch: batch, now: now, deadline: deadline)
     }
 
     /// Offers one request's records to the core. - Returns: how many it proposed or held.
@@ -469,28 +486,48 @@ final class ReplicaDriver: @unchecked Sendable {
 /// The appends of one request: completes once every record is chosen, or fails on the first error.
 /// Touched only on the driver's loop.
 final class AppendBatch: @unchecked Sendable {
+    /// Whom to tell: a task suspended in ``PaxosLog/append(contentsOf:)``, or a callback of a
+    /// caller that waits on an event loop rather than in a task (``PaxosLog/append(contentsOf:completion:)``).
+    enum Completion {
+        case continuation(UnsafeContinuation<[Slot], any Error>)
+        case callback(@Sendable (Result<[Slot], PaxosLogError>) -> Void)
+    }
+
     private var slots: [Slot]
     private var remaining: Int
-    private var continuation: UnsafeContinuation<[Slot], any Error>?
+    private var completion: Completion?
 
     init(count: Int, continuation: UnsafeContinuation<[Slot], any Error>) {
         self.slots = Array(repeating: 0, count: count)
         self.remaining = count
-        self.continuation = continuation
+        self.completion = .continuation(continuation)
+    }
+
+    init(count: Int, callback: @escaping @Sendable (Result<[Slot], PaxosLogError>) -> Void) {
+        self.slots = Array(repeating: 0, count: count)
+        self.remaining = count
+        self.completion = .callback(callback)
     }
 
     func complete(index: Int, slot: Slot) {
-        guard continuation != nil else { return }
+        guard let completion else { return }
         slots[index] = slot
         remaining -= 1
-        if remaining == 0 {
-            continuation?.resume(returning: slots)
-            continuation = nil
+        guard remaining == 0 else { return }
+        self.completion = nil
+        switch completion {
+        case .continuation(let continuation): continuation.resume(returning: slots)
+        case .callback(let callback): callback(.success(slots))
         }
     }
 
+    /// Fails the batch once; later outcomes (a second failure) are dropped.
     func fail(_ error: PaxosLogError) {
-        continuation?.resume(throwing: error)
-        continuation = nil
+        guard let completion else { return }
+        self.completion = nil
+        switch completion {
+        case .continuation(let continuation): continuation.resume(throwing: error)
+        case .callback(let callback): callback(.failure(error))
+        }
     }
 }

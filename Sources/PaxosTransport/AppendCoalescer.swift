@@ -10,12 +10,19 @@ import NIOConcurrencyHelpers
 ///
 /// Each caller still gets exactly its own slots, in its own order. Records of one caller stay
 /// contiguous; records of different callers are ordered as they were queued.
+///
+/// Requests are driven by callbacks, not by tasks: the completion of one request (on the
+/// connection's event loop, for ``PaxosClient``) answers its callers and sends the next merged
+/// request from there. A request then costs no task of its own, and no hop into Swift's
+/// cooperative pool and back onto the event loop between one response and the next request.
 final class AppendCoalescer: Sendable {
-    typealias Send = @Sendable ([[UInt8]]) async throws(TransportError) -> [Slot]
+    /// Sends one request and reports its outcome to the completion, exactly once, from any thread
+    /// (on the connection's event loop, ideally, so the next request goes out without a hop).
+    typealias Send = @Sendable (_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) -> Void
 
     private struct Waiter {
         var records: [[UInt8]]
-        var continuation: CheckedContinuation<Result<[Slot], TransportError>, Never>
+        var continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>
     }
 
     private struct State {
@@ -38,64 +45,63 @@ final class AppendCoalescer: Sendable {
     var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
 
     func append(_ records: [[UInt8]], send: @escaping Send) async throws(TransportError) -> [Slot] {
-        let direct = state.withLockedValue { s in
-            guard s.inFlight < maxInFlight else { return false }
-            s.inFlight += 1
-            return true
-        }
-        if direct {
-            let result: Result<[Slot], TransportError>
-            do { result = .success(try await send(records)) } catch { result = .failure(error) }
-            await sendWaiting(send)
-            return try result.get()
-        }
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[Slot], TransportError>, Never>) in
-            let startSender = state.withLockedValue { s in
+        // Unsafe rather than checked: each waiter is taken out of `waiting` once and resumed once
+        // (`dispatch`), and the checked variant costs an allocation per append.
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>) in
+            let batch = state.withLockedValue { s -> [Waiter] in
                 s.waiting.append(Waiter(records: records, continuation: continuation))
-                // A request finished between the check above and now and found nobody waiting.
-                guard s.inFlight < maxInFlight else { return false }
+                guard s.inFlight < maxInFlight else { return [] }
                 s.inFlight += 1
-                return true
+                return take(&s)
             }
-            if startSender { Task { await self.sendWaiting(send) } }
+            if !batch.isEmpty { dispatch(batch, send: send) }
         }
         return try result.get()
     }
 
-    /// Holding one in-flight place: sends what waits, batch after batch, then gives the place up.
-    private func sendWaiting(_ send: Send) async {
-        while true {
-            let batch: [Waiter] = state.withLockedValue { s in
-                var bytes = 0
-                var n = 0
-                while n < s.waiting.count && (n == 0 || bytes < maxBatchBytes) {
-                    bytes += s.waiting[n].records.reduce(0) { $0 + $1.count }
-                    n += 1
-                }
-                if n == 0 { s.inFlight -= 1 }
-                let taken = Array(s.waiting.prefix(n))
-                s.waiting.removeFirst(n)
-                return taken
-            }
-            if batch.isEmpty { return }
-            var records: [[UInt8]] = []
-            records.reserveCapacity(batch.reduce(0) { $0 + $1.records.count })
-            for w in batch { records.append(contentsOf: w.records) }
-            do {
-                let slots = try await send(records)
-                guard slots.count == records.count else {
-                    let error = TransportError(.unexpectedResponse, "\(slots.count) slots for \(records.count) records")
-                    for w in batch { w.continuation.resume(returning: .failure(error)) }
-                    continue
-                }
+    /// The next merged request's waiters, from the front of `waiting`.
+    private func take(_ s: inout State) -> [Waiter] {
+        var bytes = 0
+        var n = 0
+        while n < s.waiting.count && (n == 0 || bytes < maxBatchBytes) {
+            for r in s.waiting[n].records { bytes += r.count }
+            n += 1
+        }
+        let taken = Array(s.waiting.prefix(n))
+        s.waiting.removeFirst(n)
+        return taken
+    }
+
+    /// Holding one in-flight place: sends `batch`; its completion answers the waiters in it and
+    /// sends what waits by then, or gives the place up.
+    private func dispatch(_ batch: [Waiter], send: @escaping Send) {
+        var records: [[UInt8]] = []
+        records.reserveCapacity(batch.reduce(0) { $0 + $1.records.count })
+        for w in batch { records.append(contentsOf: w.records) }
+        let count = records.count
+        send(records) { [self] result in
+            switch result {
+            case .success(let slots) where slots.count == count && batch.count == 1:
+                batch[0].continuation.resume(returning: .success(slots))
+            case .success(let slots) where slots.count == count:
                 var i = 0
                 for w in batch {
-                    w.continuation.resume(returning: .success(Array(slots[i..<(i + w.records.count)])))
-                    i += w.records.count
+                    let n = w.records.count
+                    w.continuation.resume(returning: .success(Array(slots[i..<(i + n)])))
+                    i += n
                 }
-            } catch {
+            case .success(let slots):
+                let error = TransportError(.unexpectedResponse, "\(slots.count) slots for \(count) records")
+                for w in batch { w.continuation.resume(returning: .failure(error)) }
+            case .failure(let error):
                 for w in batch { w.continuation.resume(returning: .failure(error)) }
             }
+            let next = state.withLockedValue { s -> [Waiter] in
+                let next = take(&s)
+                if next.isEmpty { s.inFlight -= 1 }
+                return next
+            }
+            if !next.isEmpty { dispatch(next, send: send) }
         }
     }
 }

@@ -35,6 +35,10 @@ public struct ClientServerConfiguration: Sendable {
 /// concurrently, and writes each response as soon as it is ready (in any order; the request id
 /// pairs them up).
 ///
+/// An owner that can answer a request without a task of its own (it hands the request to its own
+/// event loop and answers from there) passes a ``DirectHandler`` too: requests it takes skip the
+/// task, and the two thread hops into and out of Swift's cooperative pool that a task costs.
+///
 /// ```swift
 /// let server = ClientServer(configuration: config, group: group, logger: logger) { request in
 ///     switch request {
@@ -50,6 +54,13 @@ public struct ClientServerConfiguration: Sendable {
 public final class ClientServer: Sendable {
     /// The owner's request handler. Runs in a child task per request; it is cancelled at shutdown.
     public typealias Handler = @Sendable (ClientRequest) async -> ClientResponse
+    /// Takes a request on the connection's event loop, or declines it.
+    ///
+    /// Returns true when it took the request: it must then call `respond` exactly once, from any
+    /// thread, at once or later; it must not block. Returns false to have ``Handler`` answer the
+    /// request in a task instead. Unlike ``Handler``, work it started is not cancelled at shutdown:
+    /// a response after shutdown is dropped.
+    public typealias DirectHandler = @Sendable (_ request: ClientRequest, _ respond: @escaping @Sendable (ClientResponse) -> Void) -> Bool
 
     public let configuration: ClientServerConfiguration
     /// Malformed frames and refused handshakes on the client port.
@@ -58,6 +69,7 @@ public final class ClientServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let handler: Handler
+    private let direct: DirectHandler?
     private let key: [UInt8]?
     private let jobs: AsyncStream<Job>.Continuation
     private let jobStream: AsyncStream<Job>
@@ -78,14 +90,16 @@ public final class ClientServer: Sendable {
     }
 
     /// - Parameters:
-    ///   - handler: answers one request; called concurrently, from tasks the server owns.
-    public init(configuration: ClientServerConfiguration, group: any EventLoopGroup, logger: Logger, handler: @escaping Handler) {
+    ///   - direct: offered every request first, on the connection's event loop (see ``DirectHandler``).
+    ///   - handler: answers the requests `direct` declines; called concurrently, from tasks the server owns.
+    public init(configuration: ClientServerConfiguration, group: any EventLoopGroup, logger: Logger, direct: DirectHandler? = nil, handler: @escaping Handler) {
         self.configuration = configuration
         self.group = group
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
         self.logger = logger
         self.handler = handler
+        self.direct = direct
         self.key = configuration.secret
         (jobStream, jobs) = AsyncStream.makeStream(of: Job.self)
     }
@@ -149,13 +163,13 @@ public final class ClientServer: Sendable {
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
         try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: nil))
-        try sync.addHandler(ClientServerHandler(maxInFlight: configuration.maxInFlightPerConnection, jobs: jobs))
+        try sync.addHandler(ClientServerHandler(maxInFlight: configuration.maxInFlightPerConnection, direct: direct, jobs: jobs))
     }
 }
 
-/// Turns decoded requests into jobs and writes their responses back.
+/// Turns decoded requests into jobs (or direct calls) and writes their responses back.
 ///
-/// At most `maxInFlight` jobs of one connection run at once. Requests decoded beyond that (one
+/// At most `maxInFlight` requests of one connection run at once. Requests decoded beyond that (one
 /// socket read can hold many) wait here, and no further read is issued until they are started:
 /// memory per connection stays bounded and TCP pushes back on the client.
 final class ClientServerHandler: ChannelDuplexHandler {
@@ -164,15 +178,20 @@ final class ClientServerHandler: ChannelDuplexHandler {
     typealias OutboundOut = OutboundFrame
 
     private let maxInFlight: Int
+    private let direct: ClientServer.DirectHandler?
     private let jobs: AsyncStream<ClientServer.Job>.Continuation
     private var inFlight = 0
     private var readPending = false
     private var waiting = Deque<ClientRequestFrame>()
+    /// `startWaiting` is on the stack: a direct handler may answer inside `start`, and that answer
+    /// must not start the next request from within (the stack would grow with the queue).
+    private var starting = false
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
 
-    init(maxInFlight: Int, jobs: AsyncStream<ClientServer.Job>.Continuation) {
+    init(maxInFlight: Int, direct: ClientServer.DirectHandler? = nil, jobs: AsyncStream<ClientServer.Job>.Continuation) {
         self.maxInFlight = max(1, maxInFlight)
+        self.direct = direct
         self.jobs = jobs
     }
 
@@ -186,10 +205,21 @@ final class ClientServerHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .request(let frame) = unwrapInboundIn(data) else { return }
-        if inFlight >= maxInFlight {
-            waiting.append(frame)
-        } else {
-            start(frame, context: context)
+        waiting.append(frame)
+        startWaiting(context: context)
+    }
+
+    /// Starts waiting requests while there is room, then reads on if a read was held back.
+    private func startWaiting(context: ChannelHandlerContext) {
+        guard !starting else { return }
+        starting = true
+        while inFlight < maxInFlight, let next = waiting.popFirst() {
+            start(next, context: context)
+        }
+        starting = false
+        if readPending, inFlight < maxInFlight, waiting.isEmpty {
+            readPending = false
+            context.read()
         }
     }
 
@@ -198,10 +228,17 @@ final class ClientServerHandler: ChannelDuplexHandler {
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
         let id = frame.id
-        let job = ClientServer.Job(request: frame.request) { response in
-            loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response)) }
+        let respond: @Sendable (ClientResponse) -> Void = { response in
+            // A direct handler may answer on this loop (at once, or from an owner on the same
+            // loop): then without a hop.
+            if loop.inEventLoop {
+                this.value.respond(ClientResponseFrame(id: id, response: response))
+            } else {
+                loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response)) }
+            }
         }
-        if case .terminated = jobs.yield(job) {
+        if let direct, direct(frame.request, respond) { return }
+        if case .terminated = jobs.yield(ClientServer.Job(request: frame.request, respond: respond)) {
             loop.execute {
                 this.value.respond(ClientResponseFrame(id: id, response: .error(ClientError(code: .shuttingDown, message: "the server is shutting down"))))
             }
@@ -221,13 +258,7 @@ final class ClientServerHandler: ChannelDuplexHandler {
                 this.value.context?.flush()
             }
         }
-        if inFlight < maxInFlight, let next = waiting.popFirst() {
-            start(next, context: context)
-        }
-        if readPending, inFlight < maxInFlight, waiting.isEmpty {
-            readPending = false
-            context.read()
-        }
+        startWaiting(context: context)
     }
 
     func read(context: ChannelHandlerContext) {

@@ -102,6 +102,21 @@ public final class ClientConnection: Sendable {
         }
     }
 
+    /// Sends one request and reports its response to `completion`, on the connection's event loop.
+    ///
+    /// Called on that loop (as from an earlier completion), the request is written at once,
+    /// without a hop. `completion` runs exactly once; it fails with `.connectionClosed` if the
+    /// connection closes first.
+    func send(_ request: ClientRequest, completion: @escaping @Sendable (Result<ClientResponse, TransportError>) -> Void) {
+        let promise = channel.eventLoop.makePromise(of: ClientResponse.self)
+        promise.futureResult.whenComplete { result in
+            completion(result.mapError { $0 as? TransportError ?? TransportError(.connectionClosed, "\($0)") })
+        }
+        channel.writeAndFlush(ClientCall(request: request, promise: promise)).whenFailure { error in
+            promise.fail(TransportError(.connectionClosed, "cannot send to \(self.address): \(error)"))
+        }
+    }
+
     /// Closes the connection; requests in flight fail with `.connectionClosed`.
     public func close() async {
         try? await channel.close()
@@ -239,10 +254,42 @@ public final class PaxosClient: Sendable {
     /// further appends wait and go out together in the next one (each caller still gets exactly
     /// its own slots). If that merged request fails, every append in it gets the error.
     public func append(_ records: [[UInt8]]) async throws(TransportError) -> [Slot] {
-        try await coalescer.append(records) { [self] batch throws(TransportError) in
-            switch try await sendFollowingRedirects(.append(batch)) {
-            case .appended(let slots): return slots
-            case let other: throw TransportError(.unexpectedResponse, "append answered with \(other)")
+        try await coalescer.append(records) { [self] batch, completion in
+            sendAppend(batch, completion: completion)
+        }
+    }
+
+    /// Sends one (merged) append. On an open connection it goes out from the calling thread and is
+    /// answered on the connection's loop; a lost connection, a redirect or a reconnect is handled
+    /// in a task (``sendFollowingRedirects(_:after:)``).
+    private func sendAppend(_ records: [[UInt8]], completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) {
+        let finish: @Sendable (ClientResponse) -> Void = { response in
+            switch response {
+            case .appended(let slots): completion(.success(slots))
+            case .error(let error): completion(.failure(TransportError(.serverError, error.message, serverError: error)))
+            case let other: completion(.failure(TransportError(.unexpectedResponse, "append answered with \(other)")))
+            }
+        }
+        let request = ClientRequest.append(records)
+        guard let connection = current.withLockedValue({ $0 }), connection.isActive else {
+            Task {
+                do throws(TransportError) { finish(try await sendFollowingRedirects(request)) } catch { completion(.failure(error)) }
+            }
+            return
+        }
+        connection.send(request) { [self] result in
+            switch result {
+            case .success(let response):
+                guard case .redirect = response else { return finish(response) }
+                // Not appended: follow the redirect (a reconnect) in a task.
+                Task {
+                    do throws(TransportError) {
+                        finish(try await sendFollowingRedirects(request, after: (response, connection)))
+                    } catch {
+                        completion(.failure(error))
+                    }
+                }
+            case .failure(let error): completion(.failure(error))
             }
         }
     }
@@ -273,10 +320,22 @@ public final class PaxosClient: Sendable {
         await connection?.close()
     }
 
-    private func sendFollowingRedirects(_ request: ClientRequest) async throws(TransportError) -> ClientResponse {
-        var connection = try await connection()
+    /// Sends `request`, following redirects.
+    /// - Parameter first: a response already received for `request` and the connection that gave
+    ///   it, taken as the first attempt's answer instead of sending.
+    private func sendFollowingRedirects(_ request: ClientRequest, after first: (response: ClientResponse, connection: ClientConnection)? = nil) async throws(TransportError) -> ClientResponse {
+        var connection: ClientConnection
+        var answered = first?.response
+        if let first { connection = first.connection } else { connection = try await self.connection() }
         for _ in 0...configuration.maxRedirects {
-            switch try await connection.send(request) {
+            let response: ClientResponse
+            if let a = answered {
+                response = a
+                answered = nil
+            } else {
+                response = try await connection.send(request)
+            }
+            switch response {
             case .error(let error):
                 throw TransportError(.serverError, error.message, serverError: error)
             case .redirect(let leaderID, let leaderAddress):

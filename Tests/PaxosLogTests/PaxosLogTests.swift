@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MultiPaxos
+import NIOPosix
 import PaxosLog
 import PaxosLogTesting
 import PaxosTransport
@@ -181,6 +182,47 @@ func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throw
         let position = try await follower.append(Array("forwarded".utf8))
         let seen = try await firstEntries(follower, count: 1)
         #expect(seen == [PaxosLog.Entry(position: position, bytes: Array("forwarded".utf8))])
+        for s in servers { try await s.shutdown() }
+    }
+
+    /// A client of a follower's port, forbidden to follow redirects, still gets its append in:
+    /// the follower's server takes it on its loop and forwards it to the leader.
+    @Test func clientAppendThroughAForwardingFollower() async throws {
+        let (servers, dir) = try await Self.startServers("client-forward", nonLeader: .forward)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let logs = servers.map(\.log)
+        let leader = try await Self.waitForLeader(logs)
+        let leaderID = try await leader.status().nodeID
+        let follower = servers.first { $0.log !== leader }!
+        for _ in 0..<200 where try await follower.log.status().leader != leaderID { try await Task.sleep(nanoseconds: 25_000_000) }
+        var config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(follower.clientAddress.port))], clusterName: "in-process")
+        config.maxRedirects = 0
+        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let positions = try await client.append([Array("via".utf8), Array("follower".utf8)])
+        #expect(client.connectedNodeID == follower.log.configuration.nodeID)
+        let seen = try await firstEntries(follower.log, count: 2)
+        #expect(seen == [PaxosLog.Entry(position: positions[0], bytes: Array("via".utf8)), PaxosLog.Entry(position: positions[1], bytes: Array("follower".utf8))])
+        await client.close()
+        for s in servers { try await s.shutdown() }
+    }
+
+    /// The server answers an oversized append at once, with the client's error, and goes on.
+    @Test func oversizedClientAppendIsRefused() async throws {
+        let (servers, dir) = try await Self.startServers("client-oversized")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let leader = try await Self.waitForLeader(servers.map(\.log))
+        let server = servers.first { $0.log === leader }!
+        let config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(server.clientAddress.port))], clusterName: "in-process")
+        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        do {
+            _ = try await client.append([[1], Array(repeating: 7, count: leader.configuration.maxRecordSize + 1)])
+            Issue.record("an oversized record was accepted")
+        } catch {
+            #expect(error.serverError?.code == .invalidRequest)
+        }
+        let positions = try await client.append([[2]])
+        #expect(try await firstEntries(leader, count: 1) == [PaxosLog.Entry(position: positions[0], bytes: [2])])
+        await client.close()
         for s in servers { try await s.shutdown() }
     }
 

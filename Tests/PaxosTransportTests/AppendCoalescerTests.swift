@@ -21,6 +21,14 @@ struct AppendCoalescerTests {
                 return (0..<records.count).map { s.next + Slot($0) }
             }
         }
+
+        /// `send` as an ``AppendCoalescer/Send``: answered from a task, as a network would answer
+        /// from another thread.
+        func callback(_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) {
+            Task {
+                do throws(TransportError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
+            }
+        }
     }
 
     /// Opens once and stays open.
@@ -50,7 +58,7 @@ struct AppendCoalescerTests {
                 let records = (0..<(c % 3 + 1)).map { [UInt8(c), UInt8($0)] }
                 group.addTask {
                     let result: Result<[Slot], TransportError>
-                    do throws(TransportError) { result = .success(try await coalescer.append(records, send: log.send)) }
+                    do throws(TransportError) { result = .success(try await coalescer.append(records, send: log.callback)) }
                     catch { result = .failure(error) }
                     return (records, result)
                 }
@@ -76,7 +84,36 @@ struct AppendCoalescerTests {
         let log = Log()
         log.gate.open()
         let coalescer = AppendCoalescer(maxInFlight: 1)
-        await #expect(throws: TransportError.self) { try await coalescer.append([[0xFF]], send: log.send) }
-        #expect(try await coalescer.append([[1], [2]], send: log.send) == [1, 2])
+        await #expect(throws: TransportError.self) { try await coalescer.append([[0xFF]], send: log.callback) }
+        #expect(try await coalescer.append([[1], [2]], send: log.callback) == [1, 2])
+    }
+
+    @Test("a send answered at once, inside the call, still serves every caller and frees its place", .timeLimit(.minutes(1)))
+    func answeredAtOnce() async throws {
+        let next = NIOLockedValueBox<Slot>(1)
+        let sizes = NIOLockedValueBox<[Int]>([])
+        let send: AppendCoalescer.Send = { records, completion in
+            sizes.withLockedValue { $0.append(records.count) }
+            completion(.success(next.withLockedValue { n in
+                defer { n += Slot(records.count) }
+                return (0..<records.count).map { n + Slot($0) }
+            }))
+        }
+        let coalescer = AppendCoalescer(maxInFlight: 2)
+        let slots = try await withThrowingTaskGroup(of: [Slot].self) { group in
+            for c in 0..<500 {
+                group.addTask { try await coalescer.append([[UInt8(c & 0xFF)], [UInt8(c >> 8)]], send: send) }
+            }
+            var all: [Slot] = []
+            for try await s in group {
+                #expect(s.count == 2 && s[1] == s[0] + 1, "a caller's records stay contiguous")
+                all += s
+            }
+            return all
+        }
+        #expect(Set(slots) == Set(1...1000))
+        #expect(sizes.withLockedValue { $0.reduce(0, +) } == 1000)
+        // Both places were given back: two more requests can be in flight at once.
+        #expect(try await coalescer.append([[1]], send: send) == [1001])
     }
 }

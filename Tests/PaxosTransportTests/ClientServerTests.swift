@@ -1,3 +1,4 @@
+import Dispatch
 import MultiPaxos
 import NIOCore
 import NIOPosix
@@ -67,6 +68,50 @@ import Testing
             try await group.waitForAll()
         }
         #expect(running.withLock { $0.peak } <= 4)
+        await client.close()
+        await server.shutdown()
+    }
+
+    /// A direct handler answers at once (inside the read that decoded the request), later from
+    /// another thread, or declines to the async handler; under a small in-flight limit, every
+    /// pipelined request still gets its own answer.
+    @Test func directHandlerAnswersNowLaterOrDeclines() async throws {
+        let taken = Mutex((now: 0, later: 0, declined: 0))
+        var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
+        config.maxInFlightPerConnection = 2
+        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger, direct: { request, respond in
+            guard case .append(let records) = request else { return false }
+            let n = Slot(records[0][0]) << 8 | Slot(records[0][1])
+            switch n % 3 {
+            case 0:
+                taken.withLock { $0.now += 1 }
+                respond(.appended([n]))
+                return true
+            case 1:
+                taken.withLock { $0.later += 1 }
+                DispatchQueue.global().asyncAfter(deadline: .now() + .microseconds(Int.random(in: 0...2000))) { respond(.appended([n])) }
+                return true
+            default:
+                return false
+            }
+        }) { request in
+            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            taken.withLock { $0.declined += 1 }
+            return .appended([Slot(records[0][0]) << 8 | Slot(records[0][1])])
+        }
+        let port = try #require(try await server.start().port)
+        let client = try await connect([PeerAddress(host: "127.0.0.1", port: port)])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<600 {
+                group.addTask {
+                    // `send`: separate requests, so that many wait behind the limit of 2.
+                    let response = try await client.send(.append([[UInt8(i >> 8), UInt8(i & 0xFF)]]))
+                    #expect(response == .appended([Slot(i)]))
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(taken.withLock { $0 } == (now: 200, later: 200, declined: 200))
         await client.close()
         await server.shutdown()
     }

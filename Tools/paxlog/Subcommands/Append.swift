@@ -100,6 +100,8 @@ struct AppendLoad: Sendable {
     var concurrency: Int
     var batch: Int
     var deadline: NIODeadline? = nil
+    /// Client connections the streams are spread over (nil: min(concurrency, 4)).
+    var connections: Int? = nil
 
     struct Summary: Encodable {
         var acknowledged: Int
@@ -128,7 +130,7 @@ struct AppendLoad: Sendable {
     func run(_ source: RecordSource, onAck: @escaping @Sendable (UInt64, Int) -> Void) async throws -> Result {
         let logger = Logger(label: "paxlog.append")
         let group = MultiThreadedEventLoopGroup.singleton
-        let connections = Swift.min(concurrency, 4)
+        let connections = Swift.max(1, Swift.min(concurrency, self.connections ?? 4))
         var clients: [PaxosClient] = []
         for _ in 0..<connections {
             do {

@@ -20,6 +20,10 @@ struct BenchProcesses: AsyncParsableCommand {
     @Option(help: "Replicas.") var replicas = 3
     @Option(help: "Client connections the load spreads its streams over (default: min(concurrency, 4)).") var connections: Int?
 
+    func validate() throws {
+        if let connections, connections < 1 { throw ValidationError("--connections must be ≥ 1") }
+    }
+
     func run() async throws {
         let (base, created) = try options.makeDirectory()
         defer { if created && !options.keep { try? FileManager.default.removeItem(atPath: base) } }
@@ -58,6 +62,7 @@ struct BenchProcesses: AsyncParsableCommand {
             let done = ManagedAtomic<Int>(0)
             let progress = BenchProgress.start(label: "processes c=\(concurrency)", total: options.recordCount, duration: options.duration, done: done)
             var load = AppendLoad(configuration: client, concurrency: concurrency, batch: 1)
+            load.connections = connections
             load.deadline = options.duration.map { .now() + .nanoseconds(Int64($0 * 1e9)) }
             let count = options.recordCount ?? Int.max / 2
             let result = try await load.run(.payload(payload, count: count)) { _, _ in done.wrappingIncrement(ordering: .relaxed) }

@@ -108,7 +108,13 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "PaxosLogTests", dependencies: ["PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos", "SegmentLog"]),
+        .testTarget(
+            name: "PaxosLogTests",
+            dependencies: [
+                "PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos", "SegmentLog",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.
         .testTarget(
             name: "EndToEndTests",

@@ -100,8 +100,9 @@ struct AppendLoad: Sendable {
     var concurrency: Int
     var batch: Int
     var deadline: NIODeadline? = nil
-    /// Client connections the streams are spread over (nil: min(concurrency, 4)).
-    var connections: Int? = nil
+    /// Clients (one connection each) the streams are spread over. One, as in a database that
+    /// links one `PaxosClient`: its coalescer then merges all streams' appends into few requests.
+    var connections = 1
 
     struct Summary: Encodable {
         var acknowledged: Int
@@ -130,7 +131,7 @@ struct AppendLoad: Sendable {
     func run(_ source: RecordSource, onAck: @escaping @Sendable (UInt64, Int) -> Void) async throws -> Result {
         let logger = Logger(label: "paxlog.append")
         let group = MultiThreadedEventLoopGroup.singleton
-        let connections = Swift.max(1, Swift.min(concurrency, self.connections ?? 4))
+        let connections = Swift.max(1, Swift.min(concurrency, self.connections))
         var clients: [PaxosClient] = []
         for _ in 0..<connections {
             do {

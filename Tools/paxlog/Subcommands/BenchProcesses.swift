@@ -18,10 +18,10 @@ struct BenchProcesses: AsyncParsableCommand {
 
     @OptionGroup var options: BenchOptions
     @Option(help: "Replicas.") var replicas = 3
-    @Option(help: "Client connections the load spreads its streams over (default: min(concurrency, 4)).") var connections: Int?
+    @Option(help: "Clients (one connection each) the load spreads its streams over; a database links one.") var connections = 1
 
     func validate() throws {
-        if let connections, connections < 1 { throw ValidationError("--connections must be ≥ 1") }
+        if connections < 1 { throw ValidationError("--connections must be ≥ 1") }
     }
 
     func run() async throws {

@@ -5,7 +5,7 @@ import PackageDescription
 
 let package = Package(
     name: "PaxosLog",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "PaxosLog", targets: ["PaxosLog"]),
         .library(name: "SegmentLog", targets: ["SegmentLog"]),

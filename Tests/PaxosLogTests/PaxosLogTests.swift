@@ -246,3 +246,28 @@ func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throw
         for l in logs { try await l.close() }
     }
 }
+
+@Suite("Task executor")
+struct TaskExecutorTests {
+    /// A task preferring the replica's executor runs on the replica's event loop, before and after
+    /// an append; one that does not prefer it runs elsewhere (so the check can fail).
+    @Test func tasksPreferringTheReplicaRunOnItsLoop() async throws {
+        let dir = temporaryDirectory("executor")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        let executor = log.taskExecutor
+        let onLoop = await Task(executorPreference: executor) { () -> [Bool] in
+            var seen = [executor.loop.inEventLoop]
+            for i in 0..<20 {
+                _ = try? await log.append(Array("r\(i)".utf8))
+                seen.append(executor.loop.inEventLoop)
+            }
+            return seen
+        }.value
+        #expect(onLoop == Array(repeating: true, count: 21))
+        let elsewhere = await Task.detached { executor.loop.inEventLoop }.value
+        #expect(!elsewhere)
+        #expect(try await firstEntries(log, count: 20).count == 20)
+        try await log.close()
+    }
+}

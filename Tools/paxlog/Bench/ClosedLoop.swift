@@ -11,6 +11,8 @@ struct ClosedLoop: Sendable {
     var records: Int?
     var duration: Double?
     var label: String
+    /// Where the streams run (nil: Swift's global executor).
+    var executor: (any TaskExecutor)? = nil
 
     struct Result {
         var records: Int
@@ -32,7 +34,7 @@ struct ClosedLoop: Sendable {
         let endNanoseconds = end.map { UInt64($0 * 1e9) }
         let histogram = try await withThrowingTaskGroup(of: [UInt32].self) { group in
             for _ in 0..<concurrency {
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     // Raw samples, appended in order: a histogram per stream (160 KiB of counts
                     // each) cost about 8% of the load's CPU in cache misses at 256 streams.
                     var samples: [UInt32] = []

@@ -61,7 +61,9 @@ struct BenchCluster: AsyncParsableCommand {
             let leaderBefore = StorageTotals(leader.storageStatistics)
             let usage0 = ResourceUsage.current()
             let threads0 = ThreadCPU.sample()
-            let loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
+            var loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
+            // The streams run on the leader's event loop, as `PaxosLog.taskExecutor` suggests.
+            loop.executor = leader.taskExecutor
             let checkpoints = checkpointMib == 0 ? [] : logs.map { log in
                 Task { await checkpointLoop(every: checkpointMib << 20, written: { log.storageStatistics.bytesWritten }) { await Self.checkpoint(log) } }
             }

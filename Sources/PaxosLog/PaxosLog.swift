@@ -105,14 +105,12 @@ public final class PaxosLog: Sendable {
     /// Appends records in order, as one batch; returns their positions once all are chosen.
     public func append(contentsOf records: [[UInt8]]) async throws -> [Position] {
         guard !records.isEmpty else { return [] }
-        for (i, r) in records.enumerated() where r.count > configuration.maxRecordSize {
-            throw PaxosLogError(.invalidArgument, "record \(i) has \(r.count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")
-        }
+        if let error = oversized(records) { throw error }
         do {
             // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
             // continuation when it does), and the checked variant costs an allocation per append.
             return try await withUnsafeThrowingContinuation { continuation in
-                driver.propose(records, batch: AppendBatch(count: records.count, continuation: continuation))
+                driver.propose(records, batch: AppendBatch(count: records.count, .continuation(continuation)))
             }
         } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {
             return try await forwarder!.append(records, to: error.leader!)
@@ -128,13 +126,11 @@ public final class PaxosLog: Sendable {
     /// argument error, or in a task when a follower forwards to the leader. It must not block.
     func append(contentsOf records: [[UInt8]], completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
         guard !records.isEmpty else { return completion(.success([])) }
-        for (i, r) in records.enumerated() where r.count > configuration.maxRecordSize {
-            return completion(.failure(PaxosLogError(.invalidArgument, "record \(i) has \(r.count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")))
-        }
+        if let error = oversized(records) { return completion(.failure(error)) }
         guard let forwarder else {
-            return driver.propose(records, batch: AppendBatch(count: records.count, callback: completion))
+            return driver.propose(records, batch: AppendBatch(count: records.count, .callback(completion)))
         }
-        driver.propose(records, batch: AppendBatch(count: records.count) { result in
+        driver.propose(records, batch: AppendBatch(count: records.count, .callback { result in
             guard case .failure(let error) = result, error.code == .notLeader, let leader = error.leader else { return completion(result) }
             Task {
                 do {
@@ -143,13 +139,19 @@ public final class PaxosLog: Sendable {
                     completion(.failure(error as? PaxosLogError ?? PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)))
                 }
             }
-        })
+        }))
+    }
+
+    /// The error for the first record above `maxRecordSize`, if any: then nothing is appended.
+    private func oversized(_ records: [[UInt8]]) -> PaxosLogError? {
+        guard let i = records.firstIndex(where: { $0.count > configuration.maxRecordSize }) else { return nil }
+        return PaxosLogError(.invalidArgument, "record \(i) has \(records[i].count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")
     }
 
     /// The replica's own event loop as a task executor. Tasks that mostly append can prefer it:
     /// an append's answer then resumes them on the loop that chose it, with no hop through Swift's
-    /// global executor (measured in `paxlog bench cluster`: about 30% less CPU per record, and at
-    /// 16 streams 40% more records/s). Keep them light: they share the replica's thread.
+    /// global executor (what that saves is measured in Benchmarks/README.md). Keep them light:
+    /// they share the replica's thread.
     public var taskExecutor: EventLoopTaskExecutor { EventLoopTaskExecutor(driver.loop) }
 
     /// The chosen records from `position` on, in order, skipping no-ops; waits for new ones.

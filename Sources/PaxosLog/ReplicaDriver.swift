@@ -497,16 +497,10 @@ final class AppendBatch: @unchecked Sendable {
     private var remaining: Int
     private var completion: Completion?
 
-    init(count: Int, continuation: UnsafeContinuation<[Slot], any Error>) {
+    init(count: Int, _ completion: Completion) {
         self.slots = Array(repeating: 0, count: count)
         self.remaining = count
-        self.completion = .continuation(continuation)
-    }
-
-    init(count: Int, callback: @escaping @Sendable (Result<[Slot], PaxosLogError>) -> Void) {
-        self.slots = Array(repeating: 0, count: count)
-        self.remaining = count
-        self.completion = .callback(callback)
+        self.completion = completion
     }
 
     func complete(index: Int, slot: Slot) {

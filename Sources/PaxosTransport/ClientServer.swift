@@ -239,9 +239,7 @@ final class ClientServerHandler: ChannelDuplexHandler {
         }
         if let direct, direct(frame.request, respond) { return }
         if case .terminated = jobs.yield(ClientServer.Job(request: frame.request, respond: respond)) {
-            loop.execute {
-                this.value.respond(ClientResponseFrame(id: id, response: .error(ClientError(code: .shuttingDown, message: "the server is shutting down"))))
-            }
+            respond(.error(ClientError(code: .shuttingDown, message: "the server is shutting down")))
         }
     }
 

@@ -36,7 +36,7 @@ final class AppendCoalescer: Sendable {
     let maxBatchBytes: Int
     private let state = NIOLockedValueBox(State())
 
-    init(maxInFlight: Int = 4, maxBatchBytes: Int = 1 << 20) {
+    init(maxInFlight: Int, maxBatchBytes: Int = 1 << 20) {
         self.maxInFlight = maxInFlight
         self.maxBatchBytes = maxBatchBytes
     }

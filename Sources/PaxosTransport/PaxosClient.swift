@@ -19,6 +19,12 @@ public struct PaxosClientConfiguration: Sendable {
     public var handshakeTimeout: TimeAmount = .seconds(5)
     /// How many redirects one call follows before giving up.
     public var maxRedirects: Int = 5
+    /// Append requests this client keeps in flight. Appends made while they are all out wait and
+    /// go out together as the next request. With one, each round of replication carries one
+    /// proposal and costs one sync per replica; requests sent side by side each cost their own,
+    /// and each extra sync is another chance to meet a slow one (Benchmarks/README.md has the
+    /// measurements). More can pay over a link whose round trip is long against a replica's sync.
+    public var appendRequestsInFlight: Int = 1
 
     public init(addresses: [PeerAddress], clusterName: String, secret: [UInt8]? = nil) {
         self.addresses = addresses
@@ -201,10 +207,11 @@ public final class PaxosClient: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let current: NIOLockedValueBox<ClientConnection?>
-    private let coalescer = AppendCoalescer()
+    private let coalescer: AppendCoalescer
 
     private init(configuration: PaxosClientConfiguration, group: any EventLoopGroup, logger: Logger, connection: ClientConnection) {
         self.configuration = configuration
+        self.coalescer = AppendCoalescer(maxInFlight: max(1, configuration.appendRequestsInFlight))
         self.group = group
         self.logger = logger
         self.current = NIOLockedValueBox(connection)
@@ -250,9 +257,10 @@ public final class PaxosClient: Sendable {
     /// - Throws: ``TransportError`` `.serverError` with the server's ``ClientError`` (e.g.
     ///   overloaded, noQuorum), `.redirect` when redirects cannot be followed, `.connectionClosed`.
     ///
-    /// Concurrent calls share requests: while ``AppendCoalescer``'s few requests are in flight,
-    /// further appends wait and go out together in the next one (each caller still gets exactly
-    /// its own slots). If that merged request fails, every append in it gets the error.
+    /// Concurrent calls share requests: while ``PaxosClientConfiguration/appendRequestsInFlight``
+    /// requests are in flight, further appends wait and go out together in the next one (each
+    /// caller still gets exactly its own slots). If that merged request fails, every append in it
+    /// gets the error.
     public func append(_ records: [[UInt8]]) async throws(TransportError) -> [Slot] {
         try await coalescer.append(records) { [self] batch, completion in
             sendAppend(batch, completion: completion)

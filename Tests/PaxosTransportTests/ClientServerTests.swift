@@ -72,6 +72,41 @@ import Testing
         await server.shutdown()
     }
 
+    /// Concurrent appends of one client keep at most `appendRequestsInFlight` requests out (one by
+    /// default) and merge the rest; every caller still gets its own slot.
+    @Test(arguments: [nil, 3])
+    func appendRequestsInFlightPerClient(limit: Int?) async throws {
+        let running = Mutex((now: 0, peak: 0, requests: 0))
+        let (server, address) = try await startServer { request in
+            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now); $0.requests += 1 }
+            try? await Task.sleep(for: .milliseconds(20))
+            running.withLock { $0.now -= 1 }
+            return .appended(records.map { Slot($0[0]) })
+        }
+        var configuration = PaxosClientConfiguration(addresses: [address], clusterName: "test")
+        if let limit { configuration.appendRequestsInFlight = limit }
+        let client = try await PaxosClient.connect(configuration: configuration, group: testGroup, logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<100 {
+                group.addTask {
+                    let slots = try await client.append([[UInt8(i)]])
+                    #expect(slots == [Slot(i)])
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seen = running.withLock { $0 }
+        if let limit {
+            #expect(seen.peak > 1 && seen.peak <= limit, "\(seen)")
+        } else {
+            #expect(seen.peak == 1, "\(seen)")
+        }
+        #expect(seen.requests < 100, "appends were not merged: \(seen)")
+        await client.close()
+        await server.shutdown()
+    }
+
     /// A direct handler answers at once (inside the read that decoded the request), later from
     /// another thread, or declines to the async handler; under a small in-flight limit, every
     /// pipelined request still gets its own answer.

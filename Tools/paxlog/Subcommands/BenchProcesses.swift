@@ -19,9 +19,11 @@ struct BenchProcesses: AsyncParsableCommand {
     @OptionGroup var options: BenchOptions
     @Option(help: "Replicas.") var replicas = 3
     @Option(help: "Clients (one connection each) the load spreads its streams over; a database links one.") var connections = 1
+    @Option(help: "Append requests each client keeps in flight (its appendRequestsInFlight).") var requestsInFlight = 1
 
     func validate() throws {
         if connections < 1 { throw ValidationError("--connections must be ≥ 1") }
+        if requestsInFlight < 1 { throw ValidationError("--requests-in-flight must be ≥ 1") }
     }
 
     func run() async throws {
@@ -52,7 +54,8 @@ struct BenchProcesses: AsyncParsableCommand {
             BenchProgress.note("processes c=\(concurrency): node \(leader) leads")
             var addresses = cluster.clientAddresses
             addresses.swapAt(0, Int(leader) - 1)
-            let client = PaxosClientConfiguration(addresses: addresses, clusterName: cluster.clusterName)
+            var client = PaxosClientConfiguration(addresses: addresses, clusterName: cluster.clusterName)
+            client.appendRequestsInFlight = requestsInFlight
             // Warm-up: connections and the first Accepts stay out of the figures.
             _ = try await AppendLoad(configuration: client, concurrency: 1, batch: 1).run(.payload(payload, count: 1)) { _, _ in }
 
@@ -89,6 +92,7 @@ struct BenchProcesses: AsyncParsableCommand {
             let replicaCPU = children1.cpuSeconds - children0.cpuSeconds
             details["replicas_cpu_seconds"] = replicaCPU
             details["replicas_peak_rss_mb"] = children1.peakRSSMB
+            details["requests_in_flight"] = Double(requestsInFlight)
             let usage = ResourceUsage(cpuSeconds: loadCPU + replicaCPU, peakRSSMB: max(children1.peakRSSMB, usage1.peakRSSMB))
             let report = BenchReport(
                 scenario: "processes", replicas: replicas, concurrency: concurrency, options: options,

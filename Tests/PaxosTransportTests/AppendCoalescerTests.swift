@@ -1,5 +1,7 @@
 import MultiPaxos
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import Testing
 @testable import PaxosTransport
 
@@ -115,5 +117,41 @@ struct AppendCoalescerTests {
         #expect(sizes.withLockedValue { $0.reduce(0, +) } == 1000)
         // Both places were given back: two more requests can be in flight at once.
         #expect(try await coalescer.append([[1]], send: send) == [1001])
+    }
+
+    /// Callers that run on the loop answering their requests (as a database's tasks preferring the
+    /// client's executor do) append again right after being answered; the next request must wait
+    /// for them, not go out with only what waited. 16 callers, 20 appends each, answered 1 ms late.
+    @Test("on an event loop, the callers just answered join the next request", .timeLimit(.minutes(1)))
+    func answeredCallersJoinTheNextRequest() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let executor = EventLoopTaskExecutor(loop)
+        let next = NIOLockedValueBox<Slot>(1)
+        let sizes = NIOLockedValueBox<[Int]>([])
+        let send: AppendCoalescer.Send = { records, completion in
+            sizes.withLockedValue { $0.append(records.count) }
+            loop.scheduleTask(in: .milliseconds(1)) {
+                completion(.success(next.withLockedValue { n in
+                    defer { n += Slot(records.count) }
+                    return (0..<records.count).map { n + Slot($0) }
+                }))
+            }
+        }
+        let coalescer = AppendCoalescer(maxInFlight: 1)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for c in 0..<16 {
+                tasks.addTask(executorPreference: executor) {
+                    for i in 0..<20 { _ = try await coalescer.append([[UInt8(c), UInt8(i)]], send: send) }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let requests = sizes.withLockedValue { $0 }
+        #expect(requests.reduce(0, +) == 320)
+        // About 20 requests of 16; taking the next request before the answered callers ran gave
+        // about 40, alternating 15 and 1.
+        #expect(requests.count <= 25, "\(requests)")
+        try await group.shutdownGracefully()
     }
 }

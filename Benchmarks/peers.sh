@@ -8,19 +8,22 @@
 # rocksdb.json (one JSON object per line, one per concurrency), then calls report.py to rebuild
 # RESULTS.md and the charts from every results/*.json.
 #
-#   Benchmarks/peers.sh [--concurrency 1,16,256] [--size 256] [--duration 10] [--dir /tmp]
+#   Benchmarks/peers.sh [--concurrency 1,16,256] [--size 256] [--duration 10] [--rounds 3] [--dir /tmp]
+#
+# Each peer runs --rounds times at every concurrency (report.py shows the median round).
 #
 # Every server runs under `timeout` and is killed by the EXIT trap: none outlives the script.
 set -euo pipefail
 cd "$(dirname "$0")"
-CONCURRENCY=1,16,256; SIZE=256; DURATION=10; BASE="${TMPDIR:-/tmp}"
+CONCURRENCY=1,16,256; SIZE=256; DURATION=10; ROUNDS=3; BASE="${TMPDIR:-/tmp}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --size) SIZE="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --dir) BASE="$2"; shift 2 ;;
-    *) echo "usage: $0 [--concurrency LIST] [--size BYTES] [--duration SECONDS] [--dir DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--concurrency LIST] [--size BYTES] [--duration SECONDS] [--rounds N] [--dir DIR]" >&2; exit 2 ;;
   esac
 done
 PY=/usr/bin/python3   # Debian's, which has python3-matplotlib
@@ -34,6 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 IFS=, read -r -a LEVELS <<< "$CONCURRENCY"
+RUNS=()  # every concurrency level, once per round
+for _ in $(seq 1 "$ROUNDS"); do RUNS+=("${LEVELS[@]}"); done
 SERVER_TIMEOUT=$(( ${#LEVELS[@]} * (DURATION + 30) + 60 ))
 
 # --- etcd ---------------------------------------------------------------------------------
@@ -66,7 +71,7 @@ stop_etcd() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wai
 if command -v etcd >/dev/null && command -v etcdctl >/dev/null; then
   for members in 1 3; do
     out="results/etcd-$members.json"; : > "$out"
-    for c in "${LEVELS[@]}"; do
+    for c in "${RUNS[@]}"; do
       rm -rf "$WORK"/etcd"$members"-*
       start_etcd "$members"
       echo "etcd $members member(s), concurrency $c, leader $LEADER_ENDPOINT: ${DURATION}s…" >&2
@@ -83,7 +88,7 @@ fi
 # --- RocksDB db_bench fillseq --sync=1 -----------------------------------------------------
 if command -v db_bench >/dev/null; then
   out=results/rocksdb.json; : > "$out"
-  for c in "${LEVELS[@]}"; do
+  for c in "${RUNS[@]}"; do
     rm -rf "$WORK/rocksdb"
     # About DURATION seconds at the rates seen here (3,500/s alone, 14,000/s at 16 threads).
     per_thread=$(( (DURATION * 4000 + c - 1) / c )); [ "$per_thread" -lt 100 ] && per_thread=100

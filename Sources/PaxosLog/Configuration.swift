@@ -104,6 +104,14 @@ extension PaxosLog {
         /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
         /// (its outcome is then unknown: it may still be chosen later).
         public var appendTimeout: TimeAmount = .seconds(10)
+        /// How long a leader holds appends made off its event loop, right after it answered
+        /// appends, for as many callers as it answered to append again: so those appends share one
+        /// round (one Accept, one sync per replica) instead of trickling out in several. Callers
+        /// on Swift's global executor come back a few at a time, and each would otherwise start a
+        /// round of its own. Zero: propose at once. Appends made on the replica's event loop (see
+        /// ``PaxosLog/taskExecutor``) are never held. The cost, at most this long, falls on
+        /// appends that follow a burst whose callers do not return.
+        public var appendHold: TimeAmount = .milliseconds(1)
         /// What a non-leader does with an `append`.
         public var nonLeaderAppends: NonLeaderAppends = .redirect
         /// Largest record `append` takes; larger ones fail with ``PaxosLogError/Code/invalidArgument``
@@ -148,6 +156,7 @@ extension PaxosLog {
             guard maxRecordSize > 0, maxRecordSize <= storage.maxRecordBytes / 2, maxRecordSize <= 8 << 20 else {
                 throw PaxosLogError(.invalidConfiguration, "max record size \(maxRecordSize) must be 1 B…min(8 MiB, half the storage record limit \(storage.maxRecordBytes))")
             }
+            guard appendHold >= .zero else { throw PaxosLogError(.invalidConfiguration, "append hold must not be negative") }
             guard maxBatchCount > 0, maxInflightBatches > 0, maxQueuedProposals > 0 else {
                 throw PaxosLogError(.invalidConfiguration, "batch, window and queue sizes must be positive")
             }

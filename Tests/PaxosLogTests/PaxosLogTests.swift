@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MultiPaxos
+import NIOConcurrencyHelpers
 import NIOPosix
 import PaxosLog
 import PaxosLogTesting
@@ -16,22 +17,38 @@ func temporaryDirectory(_ name: String) -> String {
 
 /// Collects the first `count` entries of a log (fails the test after `seconds`).
 func firstEntries(_ log: PaxosLog, count: Int, seconds: Double = 20) async throws -> [PaxosLog.Entry] {
-    try await withThrowingTaskGroup(of: [PaxosLog.Entry].self) { group in
-        group.addTask {
-            var out: [PaxosLog.Entry] = []
-            for try await e in log.entries(from: 1) {
-                out.append(e)
-                if out.count == count { break }
+    try await withTimeout(seconds: seconds) {
+        var out: [PaxosLog.Entry] = []
+        for try await e in log.entries(from: 1) {
+            out.append(e)
+            if out.count == count { break }
+        }
+        return out
+    }
+}
+
+/// Runs `body`, failing the test instead of hanging if it takes longer than `seconds`. A body
+/// that never returns is left behind: a task group would wait for it, cancelled or not.
+func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let outcome = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    return try await withCheckedThrowingContinuation { continuation in
+        outcome.withLockedValue { $0 = continuation }
+        let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+            outcome.withLockedValue { c in
+                c?.resume(with: result)
+                c = nil
             }
-            return out
         }
-        group.addTask {
+        let timer = Task {
             try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-            throw ClusterError("timed out waiting for \(count) entries")
+            finish(.failure(ClusterError("timed out after \(seconds) s")))
         }
-        let first = try await group.next()!
-        group.cancelAll()
-        return first
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            timer.cancel()
+            finish(result)
+        }
     }
 }
 

@@ -19,9 +19,17 @@ struct BenchCluster: AsyncParsableCommand {
     @Option(help: "Replicas.") var replicas = 3
     @Option(help: ArgumentHelp("Steady state: each time a replica has written this many MiB more, it compacts its log through its chosen watermark (0: never).",
                                discussion: "Compaction keeps freed segment files for reuse, so a steady-state log appends into recycled files.")) var checkpointMib: Int = 0
+    @Option(help: "Where the load's streams run: 'loop' (the leader's event loop, as PaxosLog.taskExecutor suggests) or 'global' (Swift's global executor, where tasks run by default).")
+    var streams: Streams = .loop
+    @Option(help: "The replicas' Configuration.appendHold in microseconds (default: the library's).") var appendHoldUs: Int?
+
+    enum Streams: String, ExpressibleByArgument, CaseIterable {
+        case loop, global
+    }
 
     func validate() throws {
         guard checkpointMib >= 0 else { throw ValidationError("--checkpoint-mib must be 0 (never) or positive") }
+        guard appendHoldUs.map({ $0 >= 0 }) ?? true else { throw ValidationError("--append-hold-us must not be negative") }
     }
 
     func run() async throws {
@@ -41,6 +49,7 @@ struct BenchCluster: AsyncParsableCommand {
                 var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(directory)/node-\(m.id)")
                 c.clusterName = "paxlog-bench"
                 c.storage = options.storageOptions()
+                if let appendHoldUs { c.appendHold = .microseconds(Int64(appendHoldUs)) }
                 logs.append(try await PaxosLog.open(c))
             }
             let leader = try await Self.waitForLeader(logs)
@@ -62,8 +71,7 @@ struct BenchCluster: AsyncParsableCommand {
             let usage0 = ResourceUsage.current()
             let threads0 = ThreadCPU.sample()
             var loop = ClosedLoop(concurrency: concurrency, records: options.recordCount, duration: options.duration, label: "cluster c=\(concurrency)")
-            // The streams run on the leader's event loop, as `PaxosLog.taskExecutor` suggests.
-            loop.executor = leader.taskExecutor
+            if streams == .loop { loop.executor = leader.taskExecutor }
             let checkpoints = checkpointMib == 0 ? [] : logs.map { log in
                 Task { await checkpointLoop(every: checkpointMib << 20, written: { log.storageStatistics.bytesWritten }) { await Self.checkpoint(log) } }
             }
@@ -77,7 +85,11 @@ struct BenchCluster: AsyncParsableCommand {
             }
             let usage1 = ResourceUsage.current()
             var storage = StorageTotals()
-            var details: [String: Double] = ["leader": Double(leader.configuration.nodeID)]
+            var details: [String: Double] = [
+                "leader": Double(leader.configuration.nodeID),
+                "streams_on_global_executor": streams == .global ? 1 : 0,
+                "append_hold_us": Double(leader.configuration.appendHold.nanoseconds) / 1000,
+            ]
             for (group, seconds) in ThreadCPU.sample().since(threads0) { details["cpu_\(group)_threads_seconds"] = seconds }
             for (i, log) in logs.enumerated() {
                 let d = StorageTotals(log.storageStatistics) - before[i]

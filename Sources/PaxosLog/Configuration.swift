@@ -110,7 +110,10 @@ extension PaxosLog {
         /// on Swift's global executor come back a few at a time, and each would otherwise start a
         /// round of its own. Zero: propose at once. Appends made on the replica's event loop (see
         /// ``PaxosLog/taskExecutor``) are never held. The cost, at most this long, falls on
-        /// appends that follow a burst whose callers do not return.
+        /// appends that follow a burst whose callers do not return. Gathering callers into one
+        /// round also keeps them in one: with hundreds of streams on the global executor a
+        /// one-member log pipelines two half-rounds better (Benchmarks/README.md has both sides),
+        /// so a log that wants throughput there more than its tail latency can set zero.
         public var appendHold: TimeAmount = .milliseconds(1)
         /// What a non-leader does with an `append`.
         public var nonLeaderAppends: NonLeaderAppends = .redirect

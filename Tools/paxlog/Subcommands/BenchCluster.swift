@@ -107,7 +107,7 @@ struct BenchCluster: AsyncParsableCommand {
 
             let usage = ResourceUsage(cpuSeconds: usage1.cpuSeconds - usage0.cpuSeconds, peakRSSMB: usage1.peakRSSMB)
             let report = BenchReport(
-                scenario: checkpointMib > 0 ? "cluster-checkpointed" : "cluster", replicas: replicas, concurrency: concurrency, options: options, load: result, storage: storage,
+                scenario: "cluster" + (checkpointMib > 0 ? "-checkpointed" : "") + (streams == .global ? "-global" : ""), replicas: replicas, concurrency: concurrency, options: options, load: result, storage: storage,
                 leaderGroupCommits: leaderCommits, usage: usage, loadCPUSeconds: usage.cpuSeconds, limits: limits,
                 loadBefore: loadBefore, details: details
             )

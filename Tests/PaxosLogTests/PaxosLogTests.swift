@@ -132,6 +132,9 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         c = .local(dataDirectory: dir)
         c.members.append(c.members[0])
         await #expect(throws: PaxosLogError.self) { _ = try await PaxosLog.open(c) }
+        c = .local(dataDirectory: dir)
+        c.appendHold = .microseconds(-1)
+        await #expect(throws: PaxosLogError.self) { _ = try await PaxosLog.open(c) }
         #expect(throws: PaxosLogError.self) { _ = try PaxosLog.Member.parseList("1=127.0.0.1:notaport") }
         #expect(throws: PaxosLogError.self) { _ = try PaxosLog.Member.parseList("x=127.0.0.1:7000") }
         #expect(try PaxosLog.Member.parseList("1=127.0.0.1:7101,2=127.0.0.1:7102:9000").map(\.clientAddress.port) == [8101, 9000])

@@ -320,6 +320,11 @@ public final class PaxosClient: Sendable {
     }
 
     /// Closes the connection.
+    ///
+    /// Close the client before shutting down the `EventLoopGroup` it was given. A call that finds
+    /// its connection lost reconnects on that group, and SwiftNIO treats work handed to a
+    /// shut-down group as a programmer error: the connect never completes (debug builds trap on
+    /// the promise it leaks).
     public func close() async {
         let connection = current.withLockedValue { connection -> ClientConnection? in
             defer { connection = nil }

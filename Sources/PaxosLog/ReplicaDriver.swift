@@ -196,7 +196,8 @@ final class ReplicaDriver: @unchecked Sendable {
         if awaitedReturns > 0 {
             // Callers just answered are coming back: from Swift's global executor a few at a
             // time, each arrival a hop of its own. Proposed as they came, every few would make a
-            // round of their own (measured: 2.5x the syncs and ten times the p99 at 16 streams).
+            // round of their own, with its own sync on every replica (measured in
+            // Benchmarks/README.md, session 7).
             awaitedReturns = Swift.max(0, awaitedReturns - proposals.count)
             if awaitedReturns > 0 && NIODeadline.now() < holdUntil {
                 heldForReturns.append(contentsOf: proposals)

@@ -16,13 +16,14 @@ LABELS = {
     "local-checkpointed": "PaxosLog local, checkpointing (recycled segments)",
     "cluster": "PaxosLog 3 replicas, 1 process",
     "cluster-global": "PaxosLog 3 replicas, 1 process, streams on the global executor",
+    "cluster-checkpointed-global": "PaxosLog 3 replicas, 1 process, global executor, checkpointing (recycled segments)",
     "processes": "PaxosLog 3 replica processes", "etcd-1": "etcd 3.4 1 member", "etcd-3": "etcd 3.4 3 members",
     "rocksdb": "RocksDB db_bench fillseq sync=1",
 }
 ORDER = list(LABELS)
 # Which peer each of ours is compared with: same durability and replication.
 PAIRS = [("local", "rocksdb"), ("local-checkpointed", "rocksdb"), ("local", "etcd-1"), ("cluster", "etcd-3"), ("cluster-global", "etcd-3"),
-         ("processes", "etcd-3")]
+         ("cluster-checkpointed-global", "etcd-3"), ("processes", "etcd-3")]
 
 
 def load():

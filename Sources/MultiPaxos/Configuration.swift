@@ -53,6 +53,16 @@ public struct Configuration: Sendable, Hashable {
         self.randomSeed = randomSeed
     }
 
+    /// Most slots past its chosen watermark a replica votes for, or re-proposes after Phase 1:
+    /// 16 × `maxQueuedProposals`, well past any leader's open slots (at most
+    /// `maxQueuedProposals` past its watermark). A replica further behind catches up first. Bounds
+    /// the memory one Accept or Promise can make a replica reserve for its slots and the holes
+    /// before them.
+    public var maxSlotsAhead: Slot {
+        let queued = Slot(Swift.max(maxQueuedProposals, 1))
+        return queued > Message.maxSlot / 16 ? Message.maxSlot : 16 * queued
+    }
+
     /// Acceptors needed to choose a value or to win Phase 1: a strict majority.
     public var quorum: Int {
         if plantedBug == .quorumHalf { return Swift.max(1, members.count / 2) }

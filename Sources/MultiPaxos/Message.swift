@@ -222,3 +222,65 @@ public struct SnapshotAck: Hashable, Sendable {
         self.status = status
     }
 }
+
+extension Message {
+    /// The highest ballot round a replica takes from a peer. Rounds grow by one per election, so
+    /// no cluster comes near it; a larger round comes from a faulty or hostile peer, and taking it
+    /// would make the next campaign's `round + 1` overflow (and, promised durably, do so again
+    /// after every restart).
+    public static let maxRound: UInt64 = 1 << 62
+    /// The highest slot a replica takes from a peer: slots grow by one per record, and slot
+    /// arithmetic (`first + count`, offsets into the in-memory log) must not overflow.
+    public static let maxSlot: Slot = 1 << 62
+
+    /// Why no correct replica could have sent this message (a ballot round above ``maxRound`` or
+    /// a slot above ``maxSlot``), or nil. ``PaxosCore/step(_:)`` ignores such a message and the
+    /// transport refuses it as malformed.
+    public var outOfRange: String? {
+        func round(_ b: Ballot, _ field: StaticString) -> String? {
+            b.round > Message.maxRound ? "\(field) round \(b.round) is above \(Message.maxRound)" : nil
+        }
+        func slot(_ s: Slot, _ field: StaticString) -> String? {
+            s > Message.maxSlot ? "\(field) \(s) is above \(Message.maxSlot)" : nil
+        }
+        func entries(_ es: [Entry], _ field: StaticString) -> String? {
+            for e in es {
+                if let reason = slot(e.slot, field) ?? round(e.ballot, field) { return reason }
+            }
+            return nil
+        }
+        switch self {
+        case .prepare(let m):
+            return round(m.ballot, "prepare ballot") ?? slot(m.fromSlot, "prepare fromSlot")
+        case .promise(let m):
+            return round(m.ballot, "promise ballot") ?? slot(m.fromSlot, "promise fromSlot")
+                ?? slot(m.chosenThrough, "promise chosenThrough") ?? entries(m.accepted, "promise entry")
+        case .reject(let m):
+            return round(m.ballot, "reject ballot") ?? round(m.promised, "reject promised")
+        case .accept(let m):
+            if let reason = round(m.ballot, "accept ballot") ?? slot(m.firstSlot, "accept firstSlot")
+                ?? slot(m.chosenThrough, "accept chosenThrough") { return reason }
+            let count = UInt64(m.values.count)
+            return count > Message.maxSlot - m.firstSlot + 1
+                ? "accept of \(count) values from slot \(m.firstSlot) ends above \(Message.maxSlot)" : nil
+        case .accepted(let m):
+            return round(m.ballot, "accepted ballot") ?? slot(m.firstSlot, "accepted firstSlot")
+                ?? slot(m.lastSlot, "accepted lastSlot")
+        case .heartbeat(let m):
+            return round(m.ballot, "heartbeat ballot") ?? slot(m.chosenThrough, "heartbeat chosenThrough")
+        case .heartbeatReply(let m):
+            return round(m.ballot, "heartbeatReply ballot") ?? slot(m.chosenThrough, "heartbeatReply chosenThrough")
+                ?? slot(m.lastAccepted, "heartbeatReply lastAccepted")
+        case .catchUpRequest(let m):
+            return slot(m.fromSlot, "catchUpRequest fromSlot") ?? slot(m.throughSlot, "catchUpRequest throughSlot")
+        case .catchUpReply(let m):
+            return slot(m.chosenThrough, "catchUpReply chosenThrough") ?? entries(m.entries, "catchUpReply entry")
+        case .snapshotOffer(let m):
+            return slot(m.slot, "snapshotOffer slot") ?? slot(m.chosenThrough, "snapshotOffer chosenThrough")
+        case .snapshotChunk(let m):
+            return slot(m.slot, "snapshotChunk slot")
+        case .snapshotAck(let m):
+            return slot(m.slot, "snapshotAck slot")
+        }
+    }
+}

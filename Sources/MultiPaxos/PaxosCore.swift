@@ -176,10 +176,12 @@ public struct PaxosCore: Sendable {
 
     // MARK: - Inputs
 
-    /// Handles one message from a peer. Messages from non-members or addressed elsewhere are ignored.
+    /// Handles one message from a peer. Messages from non-members, addressed elsewhere, or with
+    /// numbers no correct replica sends (``Message/outOfRange``) are ignored.
     public mutating func step(_ envelope: Envelope) {
         guard envelope.to == id, envelope.from != id,
-              let from = configuration.members.firstIndex(of: envelope.from) else { return }
+              let from = configuration.members.firstIndex(of: envelope.from),
+              envelope.message.outOfRange == nil else { return }
         switch envelope.message {
         case .prepare(let m): onPrepare(from: envelope.from, m)
         case .promise(let m): onPromise(fromIndex: from, m)
@@ -423,7 +425,8 @@ public struct PaxosCore: Sendable {
             appendRecord(.promise(a.ballot))
         }
         followLeader(from, ballot: a.ballot)
-        if !a.values.isEmpty, first <= lastSlot {
+        // Too far ahead to vote on (see Configuration.maxSlotsAhead): learn, and catch up first.
+        if !a.values.isEmpty, first <= lastSlot, lastSlot <= chosenThrough + configuration.maxSlotsAhead {
             let values = first == a.firstSlot ? a.values : Array(a.values[Int(first - a.firstSlot)...])
             var slot = first
             for v in values {
@@ -531,6 +534,13 @@ public struct PaxosCore: Sendable {
         let bit: UInt64 = 1 << UInt64(fromIndex)
         guard promisesFrom & bit == 0 else { return }
         promisesFrom |= bit
+        if let top = p.accepted.lazy.map(\.slot).max(), top > chosenThrough + configuration.maxSlotsAhead {
+            // Votes this far ahead must be re-proposed, with every hole before them: more than a
+            // leader may hold open. Let a replica that is less far behind lead; catch up meanwhile.
+            backoff = Swift.min(backoff + 1, configuration.maxBackoffExponent)
+            becomeFollower(leader: nil, ballot: leaderBallot)
+            return
+        }
         if configuration.plantedBug != .ignorePhase1Values {
             for e in p.accepted where e.slot >= phase1From {
                 if let have = phase1[e.slot], have.ballot >= e.ballot { continue }

@@ -103,7 +103,8 @@ public enum MessageCodec {
 
     /// Decodes an envelope frame's body. The whole buffer must be one envelope.
     ///
-    /// - Throws: ``WireError`` on an unknown message type, a truncated field, or trailing bytes.
+    /// - Throws: ``WireError`` on an unknown message type, a truncated field, trailing bytes, or
+    ///   a ballot round or slot no correct replica sends (``Message/outOfRange``).
     public static func decode(_ buffer: inout ByteBuffer) throws(WireError) -> Envelope {
         let from = try buffer.readWire(NodeID.self, "envelope.from")
         let to = try buffer.readWire(NodeID.self, "envelope.to")
@@ -171,6 +172,7 @@ public enum MessageCodec {
             message = .snapshotAck(SnapshotAck(slot: slot, nextOffset: next, status: status))
         }
         try buffer.checkFullyRead("envelope")
+        if let reason = message.outOfRange { throw WireError(.invalidValue, reason) }
         return Envelope(from: from, to: to, message: message)
     }
 

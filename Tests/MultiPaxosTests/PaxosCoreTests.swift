@@ -137,4 +137,49 @@ import Testing
         #expect(r.records.isEmpty)
         #expect(r.messages == [Envelope(from: 2, to: 1, message: .reject(Reject(ballot: Ballot(round: 4, node: 1), promised: Ballot(round: 5, node: 3))))])
     }
+
+    /// Numbers no correct replica sends are ignored, not trusted: a promised round of 2^64 - 1
+    /// made every later campaign overflow (durably, so restarts too), and an Accept for slot
+    /// 2^64 - 1 trapped indexing the in-memory log.
+    @Test func outOfRangeNumbersAreIgnored() {
+        var f = PaxosCore(configuration: config(2))
+        f.step(Envelope(from: 1, to: 2, message: .heartbeat(Heartbeat(ballot: Ballot(round: .max, node: 1), chosenThrough: 0))))
+        f.step(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: .max, values: [.noop], chosenThrough: 0))))
+        f.step(Envelope(from: 3, to: 2, message: .reject(Reject(ballot: .zero, promised: Ballot(round: Message.maxRound + 1, node: 3)))))
+        let r = f.takeReady()
+        #expect(r.records.isEmpty && r.messages.isEmpty && r.messagesAfterPersist.isEmpty)
+        f.campaign()
+        #expect(f.takeReady().records == [.promise(Ballot(round: 1, node: 2))])
+    }
+
+    /// An Accept further past the chosen watermark than `maxSlotsAhead` gets no vote (its holes
+    /// would have to be held in memory): the follower still follows the leader and catches up.
+    @Test func acceptFarAheadIsNotVotedOn() {
+        var f = PaxosCore(configuration: config(2))
+        let ballot = Ballot(round: 1, node: 1)
+        let ahead = config(2).maxSlotsAhead
+        #expect(ahead == 64)
+        f.step(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: ballot, firstSlot: ahead + 1, values: [.noop], chosenThrough: 5))))
+        var r = f.takeReady()
+        #expect(r.records == [.promise(ballot)])
+        #expect(r.messages == [Envelope(from: 2, to: 1, message: .catchUpRequest(CatchUpRequest(fromSlot: 1, throughSlot: 5)))])
+        #expect(r.messagesAfterPersist.isEmpty)
+        f.step(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: ballot, firstSlot: ahead, values: [.noop], chosenThrough: 5))))
+        r = f.takeReady()
+        #expect(r.messagesAfterPersist == [Envelope(from: 2, to: 1, message: .accepted(Accepted(ballot: ballot, firstSlot: ahead, lastSlot: ahead)))])
+    }
+
+    /// A candidate that a promise shows to be more than `maxSlotsAhead` behind does not lead (it
+    /// would have to re-propose every slot up to there at once): it steps aside.
+    @Test func candidateFarBehindStepsAside() {
+        var c = PaxosCore(configuration: config(1))
+        c.campaign()
+        let r = c.takeReady()
+        c.persisted(through: r.persistThrough)
+        let ballot = Ballot(round: 1, node: 1)
+        let far = Entry(slot: c.configuration.maxSlotsAhead + 1, ballot: Ballot(round: 0, node: 2), value: .noop)
+        c.step(Envelope(from: 2, to: 1, message: .promise(Promise(ballot: ballot, fromSlot: 1, accepted: [far], chosenThrough: 0))))
+        #expect(!c.isLeader)
+        #expect(c.propose(.noop) == .notLeader(leader: nil))
+    }
 }

@@ -47,7 +47,7 @@ import Testing
             .accept(Accept(ballot: b, firstSlot: 10, values: [], chosenThrough: 9)),
             .accept(Accept(ballot: b, firstSlot: 10, values: [.data([]), .noop, .data([]), .data([1, 2, 3])], chosenThrough: 9)),
             .accepted(Accepted(ballot: b, firstSlot: 10, lastSlot: 12)),
-            .heartbeat(Heartbeat(ballot: b, chosenThrough: .max)),
+            .heartbeat(Heartbeat(ballot: b, chosenThrough: Message.maxSlot)),
             .heartbeatReply(HeartbeatReply(ballot: b, chosenThrough: 3, lastAccepted: 4)),
             .catchUpRequest(CatchUpRequest(fromSlot: 1, throughSlot: 100)),
             .catchUpReply(CatchUpReply(entries: entries, chosenThrough: 7)),
@@ -134,6 +134,31 @@ import Testing
         var longer = ByteBuffer(bytes: bytes + [0])
         let error = try #require(throws: WireError.self) { try MessageCodec.decode(&longer) }
         #expect(error.kind == .trailingBytes)
+    }
+
+    /// A ballot round or slot no replica reaches is refused with its field named: the core would
+    /// overflow on it (a promised round of 2^64 - 1 crashed every campaign after it, restarts too).
+    @Test func outOfRangeNumbersAreRefused() throws {
+        let huge = Message.maxSlot + 1
+        let cases: [(Message, String)] = [
+            (.heartbeat(Heartbeat(ballot: Ballot(round: .max, node: 2), chosenThrough: 0)), "heartbeat ballot round"),
+            (.reject(Reject(ballot: Ballot(round: 1, node: 1), promised: Ballot(round: Message.maxRound + 1, node: 0))), "reject promised round"),
+            (.accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: .max, values: [.noop], chosenThrough: 0)), "accept firstSlot"),
+            (.accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: Message.maxSlot, values: [.noop, .noop], chosenThrough: 0)), "ends above"),
+            (.promise(Promise(ballot: Ballot(round: 1, node: 1), fromSlot: 1, accepted: [Entry(slot: huge, ballot: Ballot(round: 1, node: 1), value: .noop)], chosenThrough: 0)), "promise entry"),
+            (.catchUpReply(CatchUpReply(entries: [Entry(slot: 1, ballot: Ballot(round: .max, node: 1), value: .noop)], chosenThrough: 0)), "catchUpReply entry round"),
+        ]
+        for (message, field) in cases {
+            var body = ByteBuffer()
+            MessageCodec.encode(Envelope(from: 1, to: 2, message: message), into: &body)
+            let error = try #require(throws: WireError.self) { try MessageCodec.decode(&body) }
+            #expect(error.kind == .invalidValue && "\(error)".contains(field), "\(error)")
+        }
+        // The largest numbers still in range pass.
+        var body = ByteBuffer()
+        let edge = Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: Message.maxRound, node: 1), firstSlot: Message.maxSlot - 1, values: [.noop, .noop], chosenThrough: Message.maxSlot)))
+        MessageCodec.encode(edge, into: &body)
+        #expect(try MessageCodec.decode(&body) == edge)
     }
 
     /// A forged element count must fail before reserving memory for it.

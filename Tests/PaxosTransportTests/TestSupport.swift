@@ -27,10 +27,11 @@ enum Gen {
     }
 
     static func ballot(_ rng: inout SeededRandom) -> Ballot {
-        Ballot(round: UInt64.random(in: 0...UInt64.max, using: &rng), node: NodeID.random(in: 0...NodeID.max, using: &rng))
+        Ballot(round: UInt64.random(in: 0...Message.maxRound, using: &rng), node: NodeID.random(in: 0...NodeID.max, using: &rng))
     }
 
-    static func slot(_ rng: inout SeededRandom) -> Slot { Slot.random(in: 0...Slot.max, using: &rng) }
+    /// Up to half of `Message.maxSlot`, so that an Accept's last slot stays in range too.
+    static func slot(_ rng: inout SeededRandom) -> Slot { Slot.random(in: 0...Message.maxSlot / 2, using: &rng) }
 
     static func value(_ rng: inout SeededRandom) -> Value {
         Bool.random(using: &rng) && Bool.random(using: &rng) ? .noop : .data(bytes(Int.random(in: 0...300, using: &rng), &rng))

@@ -31,14 +31,15 @@ extension PaxosLog {
             }
         }
 
-        /// Reads chosen records in `from ... through` (at most `maxCount` slots) from storage.
-        /// Every slot must be present: a gap in the chosen prefix is corruption, never skipped.
-        static func read(store: SegmentStore, from: Position, through: Position, maxCount: Int) throws -> (entries: [Entry], next: Position) {
+        /// Reads chosen records in `from ... through` (at most `maxCount` slots, and no more once
+        /// their payloads reach `maxBytes`) from storage. Every slot must be present: a gap in the
+        /// chosen prefix is corruption, never skipped.
+        static func read(store: SegmentStore, from: Position, through: Position, maxCount: Int, maxBytes: Int = .max) throws -> (entries: [Entry], next: Position) {
             guard from <= through, maxCount > 0 else { return ([], from) }
             let last = Swift.min(through, from + Position(maxCount) - 1)
             let stored: [LogEntry]
             do {
-                stored = try store.entries(from: from, through: last)
+                stored = try store.entries(from: from, through: last, maxBytes: maxBytes)
             } catch let error as SegmentLogError where error.isCompacted {
                 // The application must restore the latest snapshot and continue after it.
                 throw PaxosLogError(.compacted, "position \(from) was compacted into a snapshot; restore latestSnapshot() and read on from after it")
@@ -48,17 +49,20 @@ extension PaxosLog {
             var out: [Entry] = []
             out.reserveCapacity(stored.count)
             var expected = from
+            var bytes = 0
             for e in stored {
                 guard e.slot == expected else {
                     throw PaxosLogError(.storage, "chosen slot \(expected) is missing from storage (next stored: \(e.slot))")
                 }
                 expected += 1
+                bytes += e.payload.count
                 if !e.isNoop { out.append(Entry(position: e.slot, bytes: e.payload)) }
             }
-            guard expected == last + 1 else {
+            // Storage stops early only once the payloads reach maxBytes.
+            guard expected == last + 1 || bytes >= maxBytes else {
                 throw PaxosLogError(.storage, "chosen slots \(expected)...\(last) are missing from storage")
             }
-            return (out, last + 1)
+            return (out, expected)
         }
     }
 }

@@ -160,11 +160,12 @@ public final class PaxosLog: Sendable {
         Entries(driver: driver, from: Swift.max(position, 1))
     }
 
-    /// Chosen records from `position` on that are available now (at most `maxCount`), without waiting.
+    /// Chosen records from `position` on that are available now (at most `maxCount` positions,
+    /// and none after the one whose record brings the bytes read to `maxBytes`), without waiting.
     /// - Returns: the records and the position to continue from.
-    public func read(from position: Position, maxCount: Int) async throws -> (entries: [Entry], next: Position) {
+    public func read(from position: Position, maxCount: Int, maxBytes: Int = .max) async throws -> (entries: [Entry], next: Position) {
         let readable = try await driver.status().get().chosenThrough
-        return try Entries.read(store: driver.store, from: Swift.max(position, 1), through: readable, maxCount: maxCount)
+        return try Entries.read(store: driver.store, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
     }
 
     /// This replica's storage counters since open (appends, group commits, fdatasyncs, bytes

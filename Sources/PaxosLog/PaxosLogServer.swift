@@ -82,7 +82,9 @@ struct ClientService: Sendable {
         case .read(let from, let maxCount):
             guard maxCount > 0 else { return .error(ClientError(code: .invalidRequest, message: "read of zero entries")) }
             do {
-                let (entries, next) = try await log.read(from: from, maxCount: Int(Swift.min(maxCount, 65_536)))
+                // The answer must fit one frame: 4 MiB of payload, plus the record that crosses it
+                // (at most 8 MiB) and 65,536 entries' headers, stays under the 16 MiB default.
+                let (entries, next) = try await log.read(from: from, maxCount: Int(Swift.min(maxCount, 65_536)), maxBytes: 4 << 20)
                 return .entries(ReadResult(entries: entries.map { ClientEntry(slot: $0.position, bytes: $0.bytes) }, nextSlot: next))
             } catch let error as PaxosLogError {
                 return response(for: error)

@@ -169,18 +169,23 @@ public final class ClientServer: Sendable {
 
 /// Turns decoded requests into jobs (or direct calls) and writes their responses back.
 ///
-/// At most `maxInFlight` requests of one connection run at once. Requests decoded beyond that (one
-/// socket read can hold many) wait here, and no further read is issued until they are started:
-/// memory per connection stays bounded and TCP pushes back on the client.
+/// At most `maxInFlight` requests of one connection run at once, of them at most
+/// `maxReadsInFlight` reads (whose answers can be megabytes), and none starts while the socket
+/// does not take our output (a client that sends requests but never reads the answers must not
+/// make us buffer them without bound). Requests decoded beyond that (one socket read can hold
+/// many) wait here, and no further read is issued until they are started: memory per connection
+/// stays bounded and TCP pushes back on the client.
 final class ClientServerHandler: ChannelDuplexHandler {
     typealias InboundIn = SessionMessage
     typealias OutboundIn = OutboundFrame
     typealias OutboundOut = OutboundFrame
 
+    static let maxReadsInFlight = 2
     private let maxInFlight: Int
     private let direct: ClientServer.DirectHandler?
     private let jobs: AsyncStream<ClientServer.Job>.Continuation
     private var inFlight = 0
+    private var readsInFlight = 0
     private var readPending = false
     private var waiting = Deque<ClientRequestFrame>()
     /// `startWaiting` is on the stack: a direct handler may answer inside `start`, and that answer
@@ -213,11 +218,13 @@ final class ClientServerHandler: ChannelDuplexHandler {
     private func startWaiting(context: ChannelHandlerContext) {
         guard !starting else { return }
         starting = true
-        while inFlight < maxInFlight, let next = waiting.popFirst() {
+        while let next = waiting.first, canStart(context),
+              readsInFlight < Self.maxReadsInFlight || !next.request.isRead {
+            waiting.removeFirst()
             start(next, context: context)
         }
         starting = false
-        if readPending, inFlight < maxInFlight, waiting.isEmpty {
+        if readPending, canStart(context), waiting.isEmpty {
             readPending = false
             context.read()
         }
@@ -225,6 +232,8 @@ final class ClientServerHandler: ChannelDuplexHandler {
 
     private func start(_ frame: ClientRequestFrame, context: ChannelHandlerContext) {
         inFlight += 1
+        let isRead = frame.request.isRead
+        if isRead { readsInFlight += 1 }
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
         let id = frame.id
@@ -232,9 +241,9 @@ final class ClientServerHandler: ChannelDuplexHandler {
             // A direct handler may answer on this loop (at once, or from an owner on the same
             // loop): then without a hop.
             if loop.inEventLoop {
-                this.value.respond(ClientResponseFrame(id: id, response: response))
+                this.value.respond(ClientResponseFrame(id: id, response: response), isRead: isRead)
             } else {
-                loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response)) }
+                loop.execute { this.value.respond(ClientResponseFrame(id: id, response: response), isRead: isRead) }
             }
         }
         if let direct, direct(frame.request, respond) { return }
@@ -243,8 +252,9 @@ final class ClientServerHandler: ChannelDuplexHandler {
         }
     }
 
-    private func respond(_ frame: ClientResponseFrame) {
+    private func respond(_ frame: ClientResponseFrame, isRead: Bool) {
         inFlight -= 1
+        if isRead { readsInFlight -= 1 }
         guard let context else { return }
         context.write(wrapOutboundOut(.response(frame)), promise: nil)
         // Responses finishing in the same loop tick share one flush (one writev).
@@ -259,11 +269,26 @@ final class ClientServerHandler: ChannelDuplexHandler {
         startWaiting(context: context)
     }
 
+    private func canStart(_ context: ChannelHandlerContext) -> Bool {
+        inFlight < maxInFlight && context.channel.isWritable
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { startWaiting(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
     func read(context: ChannelHandlerContext) {
-        if inFlight >= maxInFlight || !waiting.isEmpty {
+        if !canStart(context) || !waiting.isEmpty {
             readPending = true
         } else {
             context.read()
         }
+    }
+}
+
+extension ClientRequest {
+    var isRead: Bool {
+        if case .read = self { return true } else { return false }
     }
 }

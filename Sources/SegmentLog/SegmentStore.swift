@@ -282,8 +282,10 @@ public final class SegmentStore: @unchecked Sendable {
 
     /// The latest accepted entries for the occupied slots in `from...through`, in slot order
     /// (slots without an entry are skipped). Each record is read and verified once.
+    /// - Parameter maxBytes: stop after the entry that brings the payload bytes to this or more,
+    ///   so a range of large entries does not have to fit in memory at once.
     /// - Throws: `.compacted(from)` if `from` is at or below the snapshot; see `entry(at:)`.
-    public func entries(from: UInt64, through: UInt64) throws -> [LogEntry] {
+    public func entries(from: UInt64, through: UInt64, maxBytes: Int = .max) throws -> [LogEntry] {
         let (locations, files): ([(UInt64, SlotLocation)], [SegmentFile]) = try lock.withLock {
             try checkReadable()
             if let s = shared.log.snapshotSlot, from <= s { throw SegmentLogError(.compacted(slot: from), "") }
@@ -293,7 +295,8 @@ public final class SegmentStore: @unchecked Sendable {
         result.reserveCapacity(locations.count)
         var cachedKey: (UInt32, UInt32) = (0, 0)
         var cached: [UInt8] = []
-        for (slot, location) in locations {
+        var bytes = 0
+        for (slot, location) in locations where bytes < maxBytes {
             guard let file = Self.segment(location.segment, in: files) else {
                 throw SegmentLogError.corruption(directory, 0, "index names segment \(location.segment), which is gone")
             }
@@ -306,6 +309,7 @@ public final class SegmentStore: @unchecked Sendable {
                 throw SegmentLogError.corruption(file.path, Int(location.frameOffset), "index points at no entry for slot \(slot)")
             }
             result.append(entry)
+            bytes += entry.payload.count
         }
         return result
     }

@@ -236,6 +236,46 @@ import Testing
         await server.shutdown()
     }
 
+    /// A client that pipelines requests but never reads the answers gets no more of them run
+    /// once the socket stops taking output: before, every answer was buffered (gigabytes of RSS
+    /// for large reads).
+    /// Reads (whose answers can be megabytes) are capped at a few per connection even when many
+    /// more requests may run; other requests wait for the socket's writability.
+    @Test(arguments: [false, true])
+    func clientThatDoesNotReadIsNotAnsweredWithoutBound(reads: Bool) async throws {
+        let handled = Mutex(0)
+        let answer = ClientResponse.entries(ReadResult(entries: [ClientEntry(slot: 1, bytes: Array(repeating: 7, count: 1 << 20))], nextSlot: 2))
+        var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
+        if !reads { config.maxInFlightPerConnection = 8 }
+        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in
+            handled.withLock { $0 += 1 }
+            return answer
+        }
+        let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
+        let raw = try await ClientBootstrap(group: testGroup).channelOption(.autoRead, value: false)
+            .connect(host: address.host, port: address.port).get()
+        let hello = HandshakeMessage.hello(.init(version: WireVersion.current, cluster: "test", role: .client, nonce: []))
+        var bytes = frameBytes(.handshake(hello))
+        let requests = 400
+        for id in 0..<requests {
+            var request = frameBytes(.request(ClientRequestFrame(id: UInt64(id), request: reads ? .read(fromSlot: 1, maxCount: 1) : .status)))
+            bytes.writeBuffer(&request)
+        }
+        try await raw.writeAndFlush(bytes)
+        // Wait until the server stops starting requests (or has started them all).
+        var last = -1
+        while true {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = handled.withLock { $0 }
+            if now == last || now == requests { break }
+            last = now
+        }
+        // Loopback socket buffers hold a few MiB: a few answers of 1 MiB, not hundreds.
+        #expect(handled.withLock { $0 } < requests / 4)
+        try await raw.close()
+        await server.shutdown()
+    }
+
     /// Shutdown cancels handlers still running and fails the client's requests in flight.
     @Test func shutdownWithRequestsInFlight() async throws {
         let started = Mutex(0)

@@ -90,16 +90,26 @@ public struct PosixFileSystem: FileSystem {
         }
     }
 
-    /// `open(2)` with `O_CLOEXEC`.
+    /// `open(2)` with `O_CLOEXEC`, of a regular file only. A FIFO, socket or device put where a
+    /// segment or the lock file belongs would otherwise block a reader forever: `O_NONBLOCK`
+    /// keeps the open itself from waiting (it changes nothing for a regular file), and `fstat`
+    /// refuses the rest.
     public func open(_ path: String, mode: FileOpenMode) throws -> Int32 {
-        var flags: Int32 = O_CLOEXEC
+        var flags: Int32 = O_CLOEXEC | O_NONBLOCK
         switch mode {
         case .readOnly: flags |= O_RDONLY
         case .readWrite: flags |= O_RDWR
         case .readWriteCreate: flags |= O_RDWR | O_CREAT
         case .createNew: flags |= O_RDWR | O_CREAT | O_EXCL
         }
-        return try retrying("open") { Glibc.open(path, flags, 0o644) }
+        let fd = try retrying("open") { Glibc.open(path, flags, 0o644) }
+        var st = stat()
+        let type = fstat(fd, &st) == 0 ? st.st_mode & S_IFMT : S_IFREG
+        guard type == S_IFREG else {
+            Glibc.close(fd)
+            throw FileSystemError(errno: type == S_IFDIR ? EISDIR : EINVAL, function: "open (not a regular file)")
+        }
+        return fd
     }
 
     /// `close(2)`; not retried on EINTR (Linux has already released the descriptor).

@@ -17,6 +17,14 @@ enum Format {
     /// "PXLOGSEG": the first eight bytes of every segment file.
     static let segmentMagic: UInt64 = 0x4745_5347_4F4C_5850  // little-endian bytes "PXLOGSEG"
     static let segmentHeaderSize = 64
+    /// No segment is larger (`Options.segmentSize`'s limit): a bigger file is not one the store
+    /// wrote, and reading it whole could not fit in memory.
+    static let maxSegmentSize = 1 << 31
+    /// Segment sequences stay below this: the per-segment CRC mask is distinct only below it.
+    static let maxSequence: UInt64 = 1 << 32
+    /// Slots (and ballot rounds) above this are damage: no log reaches them, and slot arithmetic
+    /// (`last - first + 1`, `base + count`) must not overflow.
+    static let maxSlot: UInt64 = 1 << 62
     static let segmentSuffix = ".seg"
 
     // Segment header flag bits: which optional acceptor-state fields are present.
@@ -82,8 +90,9 @@ enum Format {
     static func segmentSequence(fileName: String) -> UInt64? {
         guard fileName.hasSuffix(segmentSuffix) else { return nil }
         let digits = fileName.dropLast(segmentSuffix.count)
-        guard digits.count == 20, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        return UInt64(digits)
+        guard digits.count == 20, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let sequence = UInt64(digits), sequence < maxSequence else { return nil }
+        return sequence
     }
 
     static func snapshotSlot(fileName: String) -> UInt64? {

@@ -89,6 +89,9 @@ public struct LogDamage: Sendable, Hashable {
         case segmentState = "segment-state"
         /// The snapshot the log names is missing or does not verify.
         case snapshot
+        /// A segment that later segments follow ends without its segment-end record: the records
+        /// it held after that point were lost (zeroed or cut off).
+        case unsealedSegment = "unsealed-segment"
     }
 
     public var kind: Kind

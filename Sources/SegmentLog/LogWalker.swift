@@ -115,6 +115,10 @@ struct LogWalker {
             } catch {
                 throw OfflineToolError.io(error, p)
             }
+            // Read whole below: a file the store cannot have written must not be either.
+            if let size = sizes.last, size > Format.maxSegmentSize {
+                throw OfflineToolError(.io(errno: EFBIG, path: p), "\(size) bytes, above the 2 GiB any segment can have")
+            }
         }
         let total = sizes.reduce(0, +)
 
@@ -174,6 +178,8 @@ struct LogWalker {
 
             try Self.refuseNewerFormat(bytes, file: filePath)
             var state: HeaderState
+            // Version 2 on: a segment that later ones follow must end with a segment-end record.
+            var sealable = false
             switch SegmentHeader.decode(bytes) {
             case .failure(let failure):
                 var damage = LogDamage(kind: .segmentHeader, file: filePath, offset: 0, reason: failure.reason,
@@ -212,6 +218,7 @@ struct LogWalker {
                 summary.headerChosenThrough = header.chosenThrough
                 summary.headerSnapshotSlot = header.snapshotSlot
                 summary.recycled = header.recycled
+                sealable = header.formatVersion >= 2
                 state = HeaderState(promised: header.promised, chosenThrough: header.chosenThrough, snapshotSlot: header.snapshotSlot)
                 if let carried, carried != state {
                     report.damage.append(LogDamage(
@@ -245,6 +252,10 @@ struct LogWalker {
             records: while true {
                 switch parser.step(at: offset) {
                 case .end:
+                    if !isLast && sealable {
+                        // The writer seals a segment before it rolls (FORMAT.md, recovery rule 3).
+                        damaged(.unsealedSegment, at: offset, reason: "segment ends without its segment-end record, yet a later segment follows: the records after offset \(offset) are missing", type: nil, crc: nil, resumeAt: nil)
+                    }
                     break records
                 case .sealed(let at):
                     contentEnd = at + Format.recordHeaderSize

@@ -220,7 +220,11 @@ enum RecordCodec {
             guard length <= raw.count - p - Format.entryHeaderSize else {
                 return "entry value of \(length) bytes at payload offset \(p) overruns the payload"
             }
-            body(raw.le(p, as: UInt64.self), p)
+            let slot = raw.le(p, as: UInt64.self), round = raw.le(p + 8, as: UInt64.self)
+            guard slot <= Format.maxSlot, round <= Format.maxSlot else {
+                return "entry at payload offset \(p) has slot \(slot), round \(round): above 2^62, which no log reaches"
+            }
+            body(slot, p)
             p += Format.entryHeaderSize + length
         }
         return p == raw.count ? nil : "\(raw.count - p) trailing bytes after \(count) entries"
@@ -255,7 +259,10 @@ enum RecordCodec {
     /// - Returns: the record, or what is wrong with the payload.
     static func decode(type: Format.RecordType, raw: UnsafeRawBufferPointer) -> Result<LogRecord, DecodeFailure> {
         func need(_ n: Int) -> DecodeFailure? {
-            raw.count == n ? nil : DecodeFailure(reason: "\(type) payload is \(raw.count) bytes, expected \(n)")
+            if raw.count != n { return DecodeFailure(reason: "\(type) payload is \(raw.count) bytes, expected \(n)") }
+            // The first field is a slot or a round either way.
+            let value = raw.le(0, as: UInt64.self)
+            return value <= Format.maxSlot + 1 ? nil : DecodeFailure(reason: "\(type) value \(value) is above 2^62, which no log reaches")
         }
         switch type {
         case .promise:

@@ -23,6 +23,9 @@ struct SegmentHeader: Hashable, Sendable {
     /// The file was a segment before (compaction freed it): bytes after this segment's last record
     /// may be stale records of that use, which fail this sequence's CRC mask.
     var recycled = false
+    /// The format version the segment was written in (encoding always writes the current one).
+    /// From version 2 on, every segment but the last ends with a segment-end record.
+    var formatVersion = Format.version
 
     func encoded() -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: Format.segmentHeaderSize) { buffer, count in
@@ -72,12 +75,17 @@ struct SegmentHeader: Hashable, Sendable {
         guard flags & ~Format.knownSegmentFlags == 0 else {
             return .failure(DecodeFailure(reason: "unknown segment header flags \(hex(flags))"))
         }
+        for (offset, field) in [(24, "promised round"), (40, "chosen watermark"), (48, "snapshot slot")]
+        where raw.le(offset, as: UInt64.self) > Format.maxSlot + 1 {
+            return .failure(DecodeFailure(reason: "segment header \(field) \(raw.le(offset, as: UInt64.self)) is above 2^62, which no log reaches"))
+        }
         return .success(SegmentHeader(
             sequence: raw.le(16),
             promised: flags & Format.flagPromised != 0 ? LogBallot(round: raw.le(24), node: raw.le(32)) : nil,
             chosenThrough: flags & Format.flagChosen != 0 ? raw.le(40) : nil,
             snapshotSlot: flags & Format.flagSnapshot != 0 ? raw.le(48) : nil,
-            recycled: flags & Format.flagRecycled != 0))
+            recycled: flags & Format.flagRecycled != 0,
+            formatVersion: version))
     }
 }
 

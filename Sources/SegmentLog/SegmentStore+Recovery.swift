@@ -127,6 +127,15 @@ struct Recovery {
                     } else {
                         throw SegmentLogError.corruption(file.path, damage.offset, damage.reason)
                     }
+                } else if !isLast && !result.sealed && (result.header?.formatVersion ?? 1) >= 2 {
+                    // Rule 3: the writer seals a segment before it rolls, so records after
+                    // `result.end` were lost (a zeroed or truncated range), acknowledged ones too.
+                    let reason = "segment ends without its segment-end record, yet a later segment follows: the records after offset \(result.end) are missing"
+                    guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(file.path, result.end, reason) }
+                    logger.warning("tolerant recovery: \(file.path): \(reason); setting later segments aside")
+                    try setAside(Array(sequences[(i + 1)...]))
+                    lastSealed = false
+                    break segmentLoop
                 }
             }
             next += wave.count
@@ -210,6 +219,10 @@ struct Recovery {
         let size: Int
         do { size = Int(try fileSystem.size(file.fd)) } catch {
             result.ioError = SegmentLogError.io(error, "fstat", file.path)
+            return result
+        }
+        guard size <= Format.maxSegmentSize else {
+            result.ioError = SegmentLogError(.io(errno: EFBIG, path: file.path), "segment of \(size) bytes, above the 2 GiB any segment can have")
             return result
         }
         var mapped: UnsafeRawBufferPointer?

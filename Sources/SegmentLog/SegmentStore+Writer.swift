@@ -312,6 +312,9 @@ extension SegmentStore {
     /// Starts the next segment, in a file compaction freed if there is one.
     private func roll() throws {
         let sequence = writer.active.sequence + 1
+        guard sequence < Format.maxSequence else {
+            throw SegmentLogError(.io(errno: EOVERFLOW, path: directory), "segment sequence limit 2^32 reached")
+        }
         var header = SegmentHeader(sequence: sequence, promised: writer.promised,
                                    chosenThrough: writer.chosenThrough, snapshotSlot: writer.snapshotSlot)
         let file: SegmentFile

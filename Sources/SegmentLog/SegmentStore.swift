@@ -107,7 +107,7 @@ public final class SegmentStore: @unchecked Sendable {
     ///   (strict mode) naming the damaged file, offset and reason, `.io` on system-call failures.
     public static func open(directory: String, options: Options = .init(),
                             fileSystem: any FileSystem = PosixFileSystem(), logger: Logger) throws -> SegmentStore {
-        guard options.segmentSize >= 256, options.segmentSize <= 1 << 31 else {
+        guard options.segmentSize >= 256, options.segmentSize <= Format.maxSegmentSize else {
             throw SegmentLogError(.invalidArgument, "segmentSize must be between 256 bytes and 2 GiB")
         }
         guard (0...100_000).contains(options.commitDelayMicroseconds), options.commitDelayMinimumAppends >= 1 else {
@@ -227,8 +227,19 @@ public final class SegmentStore: @unchecked Sendable {
 
     private func encodeForAppend(_ records: [LogRecord]) throws -> EncodedBatch {
         for record in records {
-            if case .snapshot = record {
+            // Recovery refuses numbers above 2^62 as damage (FORMAT.md): refuse the append instead.
+            var value: UInt64 = 0
+            switch record {
+            case .snapshot:
                 throw SegmentLogError(.invalidArgument, "snapshot markers are written by writeSnapshot(slot:data:)")
+            case .promise(let ballot): value = ballot.round
+            case .chosen(let through): value = through
+            case .suffixTruncated(let from): value = from
+            case .accepted(let entries):
+                for e in entries { value = Swift.max(value, e.slot, e.ballot.round) }
+            }
+            if value > Format.maxSlot {
+                throw SegmentLogError(.invalidArgument, "\(value) is above 2^62, the largest slot or round a log holds")
             }
         }
         return try RecordCodec.encode(records, compressionThreshold: options.compressionThreshold,

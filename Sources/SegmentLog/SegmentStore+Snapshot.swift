@@ -23,7 +23,8 @@ enum SnapshotFile {
         }
     }
 
-    /// Opens a snapshot file and checks its header and length; the caller owns the returned fd.
+    /// Opens a snapshot file and checks its header and length, and that the header's slot is the
+    /// one a `snapshot-<slot>.snap` file name gives; the caller owns the returned fd.
     static func open(path: String, fileSystem: any FileSystem) throws -> (fd: Int32, slot: UInt64, length: UInt64, dataCRC: UInt32) {
         let fd: Int32
         do { fd = try fileSystem.open(path, mode: .readOnly) } catch {
@@ -52,6 +53,12 @@ enum SnapshotFile {
                 }
                 guard h.le(8, as: UInt16.self) == Format.snapshotVersion else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
                 return (h.le(16), h.le(24), h.le(32))
+            }
+            // The file name is what the log's snapshot watermark points at: a header for another
+            // slot (a file copied or renamed into place) would make the store serve the wrong state.
+            let name = path.split(separator: "/").last.map(String.init) ?? path
+            if let named = Format.snapshotSlot(fileName: name), named != slot {
+                throw SegmentLogError.corruption(path, 16, "snapshot header names slot \(slot), the file name says \(named)")
             }
             guard length <= UInt64(Int64.max) - UInt64(Format.snapshotHeaderSize),
                   UInt64(size) == UInt64(Format.snapshotHeaderSize) + length else {

@@ -166,6 +166,58 @@ func kvRecord(_ i: Int) -> [UInt8] {
         #expect(try runPaxlog(["compact", "\(base)/kv", "--through", "350", "--state-machine", "kv"]).status == 1)
     }
 
+    /// Every file's bytes but LOCK's (compact takes the lock): "changed nothing" at byte level.
+    func bytes(_ dir: String) throws -> [String: Data] {
+        var out: [String: Data] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir) where name != "LOCK" {
+            out[name] = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name)"))
+        }
+        return out
+    }
+
+    /// A compacted log whose snapshot is damaged: one data byte flipped, or a header (CRC
+    /// re-signed) naming another slot than its file. Every source refuses (exit 1, naming the
+    /// file and the fault) and changes nothing, instead of sealing the damage under a new CRC.
+    @Test func offlineCompactRefusesADamagedSnapshot() async throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-damaged-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let pristine = "\(base)/pristine"
+        let records = try await makeDirectory(pristine)
+        let first = try runPaxlog(["compact", pristine, "--through", "300", "--state-machine", "kv"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let name = "snapshot-00000000000000000300.snap"
+        let file = "\(base)/snap.bin"
+        try Data(expected(records, through: 350).snapshot()).write(to: URL(fileURLWithPath: file))
+
+        let damages: [(String, String, (inout [UInt8]) -> Void)] = [
+            ("data", "snapshot data CRC mismatch", { $0[40 + 25] ^= 0x01 }),
+            ("slot", "snapshot header names slot 7, the file name says 300", { b in
+                withUnsafeBytes(of: UInt64(7).littleEndian) { for i in 0..<8 { b[16 + i] = $0[i] } }
+                let crc = b.prefix(36).withUnsafeBytes { zlibCRC($0) }
+                withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { b[36 + i] = $0[i] } }
+            }),
+        ]
+        for (label, reason, damage) in damages {
+            let dir = "\(base)/\(label)"
+            try copyDirectory(pristine, dir)
+            var snapshot = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name)")))
+            damage(&snapshot)
+            try Data(snapshot).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+            #expect(try runPaxlog(["verify", dir]).status == 1, "\(label): verify")
+            let before = try bytes(dir)
+            for source in [["--state-machine", "kv"], ["--snapshotter", "'\(try paxlogExecutable())' kv-snapshotter"], ["--snapshot", file]] {
+                let r = try runPaxlog(["compact", dir, "--through", "350"] + source)
+                #expect(r.status == 1 && !r.signaled, "\(label) \(source): exit \(r.status): \(r.stderr)")
+                #expect(r.stderr.contains(name) && r.stderr.contains(reason), "\(label) \(source): \(r.stderr)")
+                #expect(r.stderr.split(separator: "\n").count == 1, "\(label) \(source): \(r.stderr)")
+                #expect(try bytes(dir) == before, "\(label) \(source) changed the directory")
+            }
+            #expect(try runPaxlog(["verify", dir]).status == 1, "\(label): verify after the refusals")
+        }
+    }
+
     /// SIGKILL at each step of a compaction: the directory opens (strict recovery verifies every
     /// record), holds every chosen entry above whatever snapshot it has, and a second compaction
     /// then completes.

@@ -126,4 +126,27 @@ import Testing
         #expect(try store.readSnapshot()?.data == [1])
         #expect(try !FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasSuffix(".tmp") })
     }
+
+    /// A snapshot file whose header (CRC intact) names another slot than its file name: the log's
+    /// watermark would point at the wrong state. Verify reports it, a strict open refuses it.
+    @Test func snapshotHeaderSlotMustMatchItsFileName() async throws {
+        let dir = TestSupport.temporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        do {
+            let store = try TestSupport.open(dir)
+            try await fill(store, through: 30)
+            try await store.writeSnapshot(slot: 20, data: [1, 2, 3])
+            try store.close()
+        }
+        let path = dir + "/" + Format.snapshotFileName(20)
+        var bytes = TestSupport.read(path)
+        let header = SnapshotFile.encodeHeader(slot: 7, length: 3, dataCRC: bytes.withUnsafeBytes { h in h.le(32, as: UInt32.self) })
+        bytes.replaceSubrange(0..<Format.snapshotHeaderSize, with: header)
+        TestSupport.write(path, bytes)
+
+        let report = try LogVerifier(directory: dir).verify()
+        #expect(report.damage.map(\.kind) == [.snapshot])
+        #expect(report.damage.first?.reason.contains("names slot 7, the file name says 20") == true, "\(report.damage)")
+        #expect(throws: SegmentLogError.self) { _ = try TestSupport.open(dir) }
+    }
 }

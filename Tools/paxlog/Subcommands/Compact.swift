@@ -21,7 +21,8 @@ struct Compact: AsyncParsableCommand {
                                  `paxlog kv-snapshotter` is a reference snapshotter for the kv state machine;
           --state-machine kv     the built-in key-value state machine (records `set K V`, `del K`).
         Refuses, changing nothing (exit 1, one line on stderr): a SLOT beyond the chosen watermark or not above the \
-        current snapshot, a directory held by a live replica, a snapshotter that fails or writes nothing. \
+        current snapshot, a directory held by a live replica, a snapshotter that fails or writes nothing, a \
+        damaged log or snapshot (the current snapshot's data is read in full and its CRC checked first). \
         Exit 2 on I/O errors.
         """
     )
@@ -91,6 +92,7 @@ struct Compact: AsyncParsableCommand {
             store = try SegmentStore.open(directory: directory, options: options, fileSystem: fileSystem, logger: logger)
         } catch let e as SegmentLogError {
             if case .locked = e.code { throw Refusal(reason: "\(directory) is locked by a live replica") }
+            if case .corruption = e.code { throw Refusal(reason: "\(e); run `paxlog verify`") }
             throw e
         }
         defer { try? store.close() }
@@ -99,6 +101,15 @@ struct Compact: AsyncParsableCommand {
         guard through <= chosen else { throw Refusal(reason: "slot \(through) is beyond the chosen watermark \(chosen)") }
         let previous = state.snapshotSlot
         if let previous, through <= previous { throw Refusal(reason: "slot \(through) is not above the current snapshot \(previous)") }
+        // Opening checks only the snapshot's header (recovery must stay fast); its data is read
+        // here in full, or damage in it would be built on and sealed under the new snapshot's CRC.
+        if previous != nil, let reader = try store.openSnapshot() {
+            defer { reader.close() }
+            do { try reader.verify() } catch let e as SegmentLogError {
+                if case .corruption = e.code { throw Refusal(reason: "\(e); run `paxlog verify`") }
+                throw e
+            }
+        }
         let plan = try store.segmentsWhollyBelow(through + 1)
         let freed = plan.reduce(Int64(0)) { $0 + $1.bytes }
 

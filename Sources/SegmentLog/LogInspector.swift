@@ -28,6 +28,15 @@ public struct LogInspector: Sendable {
         try probeLock(directory: directory, fileSystem: fileSystem)
     }
 
+    /// Checks that the directory is a data directory, from its listing alone. A command that
+    /// writes calls this before it takes `LOCK` or opens a store, which would otherwise create a
+    /// first segment in a directory that is not a log.
+    /// - Throws: `OfflineToolError` `.notFound`, `.notADirectory`, `.notALog` (no segment files),
+    ///   `.io`.
+    public func checkIsLog() throws {
+        _ = try LogWalker(directory: directory, fileSystem: fileSystem).listNames()
+    }
+
     /// Verifies and summarises the whole log, and replays the acceptor state of its valid prefix.
     /// - Parameter progress: called after each segment with bytes done and bytes in all segments.
     /// - Returns: a report with `state` set; damage is in `damage`, not thrown.

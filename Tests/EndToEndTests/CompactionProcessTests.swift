@@ -218,6 +218,28 @@ func kvRecord(_ i: Int) -> [UInt8] {
         }
     }
 
+    /// Not a data directory (empty, unrelated files, missing, a plain file): exit 2 with the
+    /// other tools' message, and nothing created (no LOCK, no first segment), dry run or not.
+    @Test func offlineCompactRefusesWhatIsNotALog() throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-notalog-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: "\(base)/empty", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(base)/other", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try Data("notes\n".utf8).write(to: URL(fileURLWithPath: "\(base)/other/a.txt"))
+        for (dir, message) in [("\(base)/empty", "not a PaxosLog data directory"), ("\(base)/other", "not a PaxosLog data directory"),
+                               ("\(base)/missing", "no such directory"), ("\(base)/other/a.txt", "not a directory")] {
+            let before = try FileManager.default.subpathsOfDirectory(atPath: base).sorted()
+            for extra in [[], ["--dry-run"], ["--dry-run", "--json"]] {
+                let r = try runPaxlog(["compact", dir, "--through", "1", "--state-machine", "kv"] + extra)
+                #expect(r.status == 2 && !r.signaled, "\(dir) \(extra): exit \(r.status): \(r.stderr)")
+                #expect(r.stdout.isEmpty)
+                #expect(r.stderr.contains("\(dir): \(message)") && r.stderr.split(separator: "\n").count == 1, "\(dir) \(extra): \(r.stderr)")
+                #expect(try FileManager.default.subpathsOfDirectory(atPath: base).sorted() == before, "\(dir) \(extra) created something")
+            }
+        }
+    }
+
     /// SIGKILL at each step of a compaction: the directory opens (strict recovery verifies every
     /// record), holds every chosen entry above whatever snapshot it has, and a second compaction
     /// then completes.

@@ -23,7 +23,7 @@ struct Compact: AsyncParsableCommand {
         Refuses, changing nothing (exit 1, one line on stderr): a SLOT beyond the chosen watermark or not above the \
         current snapshot, a directory held by a live replica, a snapshotter that fails or writes nothing, a \
         damaged log or snapshot (the current snapshot's data is read in full and its CRC checked first). \
-        Exit 2 on I/O errors.
+        Exit 2 on I/O errors and on a path that is not a data directory (nothing is created in it).
         """
     )
 
@@ -71,10 +71,9 @@ struct Compact: AsyncParsableCommand {
 
     func compact() async throws {
         let start = Date()
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw Refusal(reason: "\(directory) is not a directory")
-        }
+        // Before anything touches it: opening a store creates LOCK and a first segment (exit 2 and
+        // the other tools' message, via the generic catch in `run`).
+        try LogInspector(directory: directory).checkIsLog()
         let fileSystem: any FileSystem = ProcessInfo.processInfo.environment["PAXLOG_KILL_AT"].map { KillSwitchFileSystem(step: $0) } ?? PosixFileSystem()
         if try SegmentStore.isLocked(directory: directory) {
             throw Refusal(reason: "\(directory) is locked by a live replica; stop it or compact through the running log")

@@ -67,6 +67,9 @@ public struct SegmentSummary: Sendable, Hashable {
     public var contentEnd: Int64 = 0
     /// The segment reuses a file compaction freed (its header says so).
     public var recycled = false
+    /// The segment ends in a segment-end record: its writer moved on. When the last segment is
+    /// sealed, opening the log creates the next one, and this one is no longer the active segment.
+    public var sealed = false
     /// Lowest and highest slot of any accepted entry in the segment (superseded or not).
     public var firstSlot: UInt64?
     public var lastSlot: UInt64?

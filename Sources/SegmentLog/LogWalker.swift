@@ -259,6 +259,7 @@ struct LogWalker {
                     break records
                 case .sealed(let at):
                     contentEnd = at + Format.recordHeaderSize
+                    summary.sealed = true
                     break records
                 case .damage(let at, let reason, let frame):
                     let next = parser.nextValidFrame(after: at)

@@ -240,6 +240,77 @@ func kvRecord(_ i: Int) -> [UInt8] {
         }
     }
 
+    /// `--dry-run` on logs that opening a store would write to: a torn tail, or a sealed last
+    /// segment (recovery creates the next one), leftover `*.tmp`, `.free` and stale snapshot
+    /// files, no LOCK. It changes no byte and creates nothing, and the run then deletes what
+    /// it planned (with a sealed last segment, that segment too).
+    @Test func offlineCompactDryRunWritesNothing() async throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-dryrun-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let pristine = "\(base)/pristine"
+        _ = try await makeDirectory(pristine)
+        #expect(try runPaxlog(["compact", pristine, "--through", "200", "--state-machine", "kv"]).status == 0)
+        do {
+            // Every slot chosen, so the last segment can go too.
+            let store = try SegmentStore.open(directory: pristine, logger: Logger(label: "setup"))
+            try await store.append([.chosen(through: 400)])
+            try store.close()
+        }
+        let snapshot = try Data(contentsOf: URL(fileURLWithPath: "\(pristine)/snapshot-00000000000000000200.snap"))
+
+        for label in ["torn", "sealed"] {
+            let dir = "\(base)/\(label)"
+            try copyDirectory(pristine, dir)
+            let last = try #require(try LogInspector(directory: dir).inspect().segments.last)
+            let handle = try #require(FileHandle(forUpdatingAtPath: last.path))
+            try handle.seek(toOffset: UInt64(last.dataEnd))
+            if label == "torn" {
+                try handle.write(contentsOf: Data([0x11, 0x11, 0x11, 0x11]))  // an append cut short
+            } else {
+                // What a roll leaves when it dies after the seal, before the next segment exists.
+                var frame = [UInt8](repeating: 0, count: 16)
+                frame[12] = 6
+                let mask = withUnsafeBytes(of: last.sequence.littleEndian) { zlibCRC($0) }
+                let crc = frame[4...].withUnsafeBytes { zlibCRC($0) } ^ mask
+                withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { frame[i] = $0[i] } }
+                try handle.write(contentsOf: Data(frame))
+            }
+            try handle.close()
+            try Data("half".utf8).write(to: URL(fileURLWithPath: "\(dir)/snapshot-00000000000000000300.snap.1-0.tmp"))
+            try Data([1, 2, 3]).write(to: URL(fileURLWithPath: "\(dir)/00000000000000000999.seg.free"))
+            try snapshot.write(to: URL(fileURLWithPath: "\(dir)/snapshot-00000000000000000100.snap"))
+            try FileManager.default.removeItem(atPath: "\(dir)/LOCK")
+            let verify = try runPaxlog(["verify", dir])
+            #expect(verify.status == 0 && verify.stdout.contains(label == "torn" ? "torn tail" : "clean"), "\(label): \(verify.stdout)")
+            let before = try bytes(dir)
+
+            let text = try runPaxlog(["compact", dir, "--through", "400", "--state-machine", "kv", "--dry-run"])
+            #expect(text.status == 0, "\(label): \(text.stderr)")
+            #expect(text.stdout.hasPrefix("would write snapshot-400 from the kv state machine, covering slots 201…400 on top of snapshot 200\n"))
+            let dry = try runPaxlog(["compact", dir, "--through", "400", "--state-machine", "kv", "--dry-run", "--json"])
+            #expect(dry.status == 0, "\(label): \(dry.stderr)")
+            let plan = try #require(try JSONSerialization.jsonObject(with: Data(dry.stdout.utf8)) as? [String: Any])
+            #expect(plan["dry_run"] as? Bool == true)
+            #expect(text.stdout.contains("would delete \(plan["segments_deleted"] as? Int ?? -1) segment file(s), \(plan["bytes_freed"] as? Int ?? -1) bytes:"))
+            #expect(try bytes(dir) == before, "\(label): the dry run changed the directory")
+            #expect(!FileManager.default.fileExists(atPath: "\(dir)/LOCK"), "\(label): the dry run created LOCK")
+            // Refusals come from the same read-only look.
+            let beyond = try runPaxlog(["compact", dir, "--through", "401", "--state-machine", "kv", "--dry-run"])
+            #expect(beyond.status == 1 && beyond.stderr.contains("beyond the chosen watermark 400"), "\(beyond.stderr)")
+            #expect(try bytes(dir) == before && !FileManager.default.fileExists(atPath: "\(dir)/LOCK"))
+
+            let run = try runPaxlog(["compact", dir, "--through", "400", "--state-machine", "kv", "--json"])
+            #expect(run.status == 0, "\(label): \(run.stderr)")
+            let done = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+            #expect(done["segments_deleted"] as? Int == plan["segments_deleted"] as? Int, "\(label): planned \(plan), did \(done)")
+            #expect(done["bytes_freed"] as? Int == plan["bytes_freed"] as? Int, "\(label): planned \(plan), did \(done)")
+            // The active segment stays; a sealed last one is not active once the store is opened.
+            #expect(FileManager.default.fileExists(atPath: last.path) == (label == "torn"), "\(label)")
+        }
+    }
+
     /// SIGKILL at each step of a compaction: the directory opens (strict recovery verifies every
     /// record), holds every chosen entry above whatever snapshot it has, and a second compaction
     /// then completes.

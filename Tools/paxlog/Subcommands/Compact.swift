@@ -74,6 +74,7 @@ struct Compact: AsyncParsableCommand {
         // Before anything touches it: opening a store creates LOCK and a first segment (exit 2 and
         // the other tools' message, via the generic catch in `run`).
         try LogInspector(directory: directory).checkIsLog()
+        if dryRun { return try planDryRun(start: start) }
         let fileSystem: any FileSystem = ProcessInfo.processInfo.environment["PAXLOG_KILL_AT"].map { KillSwitchFileSystem(step: $0) } ?? PosixFileSystem()
         if try SegmentStore.isLocked(directory: directory) {
             throw Refusal(reason: "\(directory) is locked by a live replica; stop it or compact through the running log")
@@ -96,10 +97,8 @@ struct Compact: AsyncParsableCommand {
         }
         defer { try? store.close() }
         let state = store.state
-        let chosen = state.chosenThrough ?? 0
-        guard through <= chosen else { throw Refusal(reason: "slot \(through) is beyond the chosen watermark \(chosen)") }
         let previous = state.snapshotSlot
-        if let previous, through <= previous { throw Refusal(reason: "slot \(through) is not above the current snapshot \(previous)") }
+        try checkThrough(chosen: state.chosenThrough, snapshot: previous)
         // Opening checks only the snapshot's header (recovery must stay fast); its data is read
         // here in full, or damage in it would be built on and sealed under the new snapshot's CRC.
         if previous != nil, let reader = try store.openSnapshot() {
@@ -110,20 +109,6 @@ struct Compact: AsyncParsableCommand {
             }
         }
         let plan = try store.segmentsWhollyBelow(through + 1)
-        let freed = plan.reduce(Int64(0)) { $0 + $1.bytes }
-
-        if dryRun {
-            let source = snapshot.map { "file \($0)" } ?? snapshotter.map { "the output of `\($0)`" } ?? "the kv state machine"
-            if json {
-                print(jsonLine(Report(directory: directory, snapshot_slot: through, snapshot_bytes: 0, segments_deleted: plan.count,
-                                      bytes_freed: freed, dry_run: true, seconds: Date().timeIntervalSince(start))))
-            } else {
-                print("would write snapshot-\(through) from \(source), covering slots \((previous ?? 0) + 1)…\(through) on top of \(previous.map { "snapshot \($0)" } ?? "the empty state")")
-                print("would delete \(plan.count) segment file(s), \(freed) bytes:")
-                for s in plan { print("  \(s.path)  \(s.bytes) bytes  max slot \(s.maxSlot.map(String.init) ?? "-")") }
-            }
-            return
-        }
 
         let progress = Progress(start: start)
         let writer = try store.beginSnapshot(slot: through)
@@ -159,6 +144,51 @@ struct Compact: AsyncParsableCommand {
             print(jsonLine(report))
         } else {
             print("wrote snapshot-\(through) (\(report.snapshot_bytes) bytes); deleted \(deleted) segment file(s), freed \(report.bytes_freed) bytes in \(String(format: "%.2f", report.seconds)) s")
+        }
+    }
+
+    /// Refuses a `--through` beyond the chosen watermark or not above the current snapshot.
+    func checkThrough(chosen: UInt64?, snapshot previous: UInt64?) throws {
+        let chosen = chosen ?? 0
+        guard through <= chosen else { throw Refusal(reason: "slot \(through) is beyond the chosen watermark \(chosen)") }
+        if let previous, through <= previous { throw Refusal(reason: "slot \(through) is not above the current snapshot \(previous)") }
+    }
+
+    /// `--dry-run`: says what a run would write and delete, from the read-only walk `inspect`
+    /// makes. Opening a store is no way to find out: recovery writes (it cuts a torn tail,
+    /// creates the next segment after a sealed one, deletes leftover files, creates LOCK).
+    /// Refuses what a run would refuse; a run may still fail later (a snapshotter, I/O).
+    func planDryRun(start: Date) throws {
+        let inspector = LogInspector(directory: directory)
+        if try inspector.isLocked() {
+            throw Refusal(reason: "\(directory) is locked by a live replica; stop it or compact through the running log")
+        }
+        let report = try inspector.inspect()
+        // A run refuses damage when it opens the store (strict recovery), or before writing for
+        // the snapshot's data; the walk finds the same.
+        if let d = report.damage.first {
+            let more = report.damage.count > 1 ? " (and \(report.damage.count - 1) more)" : ""
+            throw Refusal(reason: "corruption in \(d.file) at offset \(d.offset): \(d.reason)\(more); run `paxlog verify`")
+        }
+        let state = report.state ?? ReplayedState()
+        let previous = state.snapshotSlot
+        try checkThrough(chosen: state.chosenThrough, snapshot: previous)
+        // What `truncatePrefix(below: through + 1)` would delete: oldest first, up to the first
+        // segment with a slot above `through`, never the active (last) segment, unless the last
+        // one is sealed: then opening the store creates a new active segment after it.
+        var candidates = report.segments[...]
+        if candidates.last?.sealed != true { candidates = candidates.dropLast() }
+        let plan = candidates.prefix { $0.lastSlot.map { $0 <= through } ?? true }
+        let freed = plan.reduce(Int64(0)) { $0 + $1.fileSize }
+
+        let source = snapshot.map { "file \($0)" } ?? snapshotter.map { "the output of `\($0)`" } ?? "the kv state machine"
+        if json {
+            print(jsonLine(Report(directory: directory, snapshot_slot: through, snapshot_bytes: 0, segments_deleted: plan.count,
+                                  bytes_freed: freed, dry_run: true, seconds: Date().timeIntervalSince(start))))
+        } else {
+            print("would write snapshot-\(through) from \(source), covering slots \((previous ?? 0) + 1)…\(through) on top of \(previous.map { "snapshot \($0)" } ?? "the empty state")")
+            print("would delete \(plan.count) segment file(s), \(freed) bytes:")
+            for s in plan { print("  \(s.path)  \(s.fileSize) bytes  max slot \(s.lastSlot.map(String.init) ?? "-")") }
         }
     }
 

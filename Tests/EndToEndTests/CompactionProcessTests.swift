@@ -311,6 +311,29 @@ func kvRecord(_ i: Int) -> [UInt8] {
         }
     }
 
+    /// `--snapshot` naming a directory: exit 2 naming it; an empty source (/dev/null, an empty
+    /// file): refused like a snapshotter that writes nothing. Nothing changes either way.
+    @Test func offlineCompactRefusesABadSnapshotFile() async throws {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-snapfile-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let dir = "\(base)/data"
+        _ = try await makeDirectory(dir)
+        let empty = "\(base)/empty.bin"
+        try Data().write(to: URL(fileURLWithPath: empty))
+        let before = try bytes(dir)
+        for (source, status, message) in [(base, Int32(2), "--snapshot \(base) is a directory"), ("/dev/null", 1, "the snapshot file /dev/null is empty"),
+                                          (empty, 1, "the snapshot file \(empty) is empty")] {
+            for extra in status == 2 ? [[], ["--dry-run"]] : [[]] {
+                let r = try runPaxlog(["compact", dir, "--through", "300", "--snapshot", source] + extra)
+                #expect(r.status == status && !r.signaled, "\(source) \(extra): exit \(r.status): \(r.stderr)")
+                #expect(r.stderr.contains(message) && r.stderr.split(separator: "\n").count == 1, "\(source) \(extra): \(r.stderr)")
+                #expect(try bytes(dir) == before, "\(source) \(extra) changed the directory")
+            }
+        }
+    }
+
     /// SIGKILL at each step of a compaction: the directory opens (strict recovery verifies every
     /// record), holds every chosen entry above whatever snapshot it has, and a second compaction
     /// then completes.

@@ -21,7 +21,7 @@ struct Compact: AsyncParsableCommand {
                                  `paxlog kv-snapshotter` is a reference snapshotter for the kv state machine;
           --state-machine kv     the built-in key-value state machine (records `set K V`, `del K`).
         Refuses, changing nothing (exit 1, one line on stderr): a SLOT beyond the chosen watermark or not above the \
-        current snapshot, a directory held by a live replica, a snapshotter that fails or writes nothing, a \
+        current snapshot, a directory held by a live replica, a snapshotter that fails or writes nothing (or an empty --snapshot file), a \
         damaged log or snapshot (the current snapshot's data is read in full and its CRC checked first). \
         Exit 2 on I/O errors and on a path that is not a data directory (nothing is created in it).
         """
@@ -74,6 +74,12 @@ struct Compact: AsyncParsableCommand {
         // Before anything touches it: opening a store creates LOCK and a first segment (exit 2 and
         // the other tools' message, via the generic catch in `run`).
         try LogInspector(directory: directory).checkIsLog()
+        if let path = snapshot {
+            // Reading a directory fails only mid-copy, with an error that names no file.
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("--snapshot \(path): no such file") }
+            if isDirectory.boolValue { throw CLIError("--snapshot \(path) is a directory, not a snapshot file") }
+        }
         if dryRun { return try planDryRun(start: start) }
         let fileSystem: any FileSystem = ProcessInfo.processInfo.environment["PAXLOG_KILL_AT"].map { KillSwitchFileSystem(step: $0) } ?? PosixFileSystem()
         if try SegmentStore.isLocked(directory: directory) {
@@ -127,8 +133,10 @@ struct Compact: AsyncParsableCommand {
             } else if let command = snapshotter {
                 try runSnapshotter(command, store: store, previous: previous, into: writer, progress: progress)
             }
-            guard writer.length > 0 || snapshot != nil else {
-                throw Refusal(reason: "the snapshotter wrote nothing")
+            // No state machine's snapshot is empty: an empty source (/dev/null, a file not yet
+            // written) would replace the state and let the segments holding it go.
+            guard writer.length > 0 else {
+                throw Refusal(reason: snapshot.map { "the snapshot file \($0) is empty" } ?? "the snapshotter wrote nothing")
             }
             try await writer.commit()
         } catch {
@@ -196,7 +204,10 @@ struct Compact: AsyncParsableCommand {
     func copyFile(_ path: String, into writer: SnapshotWriter, progress: Progress) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw Refusal(reason: "cannot read snapshot file \(path)") }
         defer { try? handle.close() }
-        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+        while true {
+            let chunk: Data?
+            do { chunk = try handle.read(upToCount: 1 << 20) } catch { throw CLIError("reading snapshot file \(path): \(error.localizedDescription)") }
+            guard let chunk, !chunk.isEmpty else { break }
             try writer.write([UInt8](chunk))
             progress.note(bytes: chunk.count)
         }

@@ -124,6 +124,13 @@ public struct LogRepair: Sendable {
             return plan
         }
 
+        if cut.segment == 0 && cut.offset == 0 {
+            // The first segment's header carries the acceptor state every later record builds on:
+            // cutting there leaves no log at all, and a replica restarted empty could forget a promise.
+            plan.refusal = "cannot repair: \(report.segments[0].path) is damaged from its header on; cutting there would "
+                + "leave no log: copy the directory from a healthy replica"
+            return plan
+        }
         plan.cutsCorruption = true
         plan.apparentLostSlots = report.damage.compactMap(\.apparentSlots)
         plan.unreadableRegions = report.damage.count - plan.apparentLostSlots.count

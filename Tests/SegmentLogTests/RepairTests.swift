@@ -64,6 +64,18 @@ struct RepairTests {
         #expect(OfflineFixture.contents(copy).filter { $0.key != "LOCK" } == before.filter { $0.key != "LOCK" })
     }
 
+    @Test("damage in the first segment's header is refused even with the flag: the cut would leave no log")
+    func refusesCuttingEverything() async throws {
+        let fixture = try await OfflineFixture.make()
+        let copy = fixture.copy()
+        defer { TestSupport.remove(fixture.directory); TestSupport.remove(copy) }
+        OfflineFixture.flip(copy + "/" + fixture.segments[0].split(separator: "/").last!, at: 20)
+        let before = OfflineFixture.contents(copy)
+        let plan = try LogRepair(directory: copy).run(truncateAfterCorruption: true, dryRun: false)
+        #expect(plan.refusal?.contains("leave no log") == true)
+        #expect(OfflineFixture.contents(copy).filter { $0.key != "LOCK" } == before.filter { $0.key != "LOCK" })
+    }
+
     @Test("with the flag, the plan names exactly the slots lost, then the log is cut and opens clean")
     func truncatesAfterCorruption() async throws {
         let fixture = try await OfflineFixture.make()

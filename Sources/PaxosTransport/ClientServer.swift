@@ -20,6 +20,9 @@ public struct ClientServerConfiguration: Sendable {
     /// Requests per connection being handled at once. Beyond it the server stops reading from that
     /// connection (TCP back-pressure to the client) until a response goes out.
     public var maxInFlightPerConnection: Int = 1024
+    /// Most bytes of partial frames all client connections may hold together; a connection whose
+    /// partial frame (above 64 KiB) finds the total above it is closed.
+    public var maxPartialFrameBytes: Int = 256 << 20
     /// A connection that has not completed the handshake by then is closed.
     public var handshakeTimeout: TimeAmount = .seconds(5)
 
@@ -75,6 +78,7 @@ public final class ClientServer: Sendable {
     private let jobStream: AsyncStream<Job>
     private let state = NIOLockedValueBox(ServerState())
     private let connections = AcceptedChannels()
+    private let partialFrames: PartialFrameBudget
 
     private struct ServerState {
         var started = false
@@ -94,6 +98,7 @@ public final class ClientServer: Sendable {
     ///   - handler: answers the requests `direct` declines; called concurrently, from tasks the server owns.
     public init(configuration: ClientServerConfiguration, group: any EventLoopGroup, logger: Logger, direct: DirectHandler? = nil, handler: @escaping Handler) {
         self.configuration = configuration
+        self.partialFrames = PartialFrameBudget(limit: configuration.maxPartialFrameBytes)
         self.group = group
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
@@ -161,7 +166,7 @@ public final class ClientServer: Sendable {
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
-        try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+        try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize, budget: partialFrames)))
         try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: nil))
         try sync.addHandler(ClientServerHandler(maxInFlight: configuration.maxInFlightPerConnection, direct: direct, jobs: jobs))
     }

@@ -1,6 +1,7 @@
 import CZlib
 import MultiPaxos
 import NIOCore
+import Synchronization
 
 // The frame layer: see WIRE.md beside this file for the byte layout and the rationale.
 //
@@ -83,17 +84,45 @@ public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = InboundFrame
 
     public let maxFrameSize: Int
+    /// Shared by a server's connections: bytes of frames begun and not yet complete.
+    let budget: PartialFrameBudget?
+    /// This connection's share of `budget`.
+    private var held = 0
 
     public init(maxFrameSize: Int = FrameFormat.defaultMaxFrameSize) {
+        self.init(maxFrameSize: maxFrameSize, budget: nil)
+    }
+
+    init(maxFrameSize: Int, budget: PartialFrameBudget?) {
         self.maxFrameSize = maxFrameSize
+        self.budget = budget
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let frame = try Self.decodeFrame(from: &buffer, maxFrameSize: maxFrameSize) else {
+            try hold(buffer.readableBytes)
             return .needMoreData
         }
         context.fireChannelRead(Self.wrapInboundOut(frame))
         return .continue
+    }
+
+    public mutating func decoderRemoved(context: ChannelHandlerContext) {
+        budget?.release(held)
+        held = 0
+    }
+
+    /// Accounts this connection's partial frame; refuses it when all connections together hold
+    /// more than the budget (each one alone is capped by `maxFrameSize`, their number is not).
+    private mutating func hold(_ bytes: Int) throws(WireError) {
+        guard let budget else { return }
+        let total = budget.take(bytes - held)
+        held = bytes
+        if total > budget.limit && bytes > PartialFrameBudget.exempt {
+            budget.release(held)
+            held = 0
+            throw WireError(.badLength, "a partial frame of \(bytes) bytes while all connections hold \(total), above the \(budget.limit)-byte budget")
+        }
     }
 
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
@@ -190,4 +219,20 @@ public struct FrameEncoder: MessageToByteEncoder {
         }
         out.setInteger(crc, at: start + 4, endianness: .big, as: UInt32.self)
     }
+}
+
+/// Bytes of partial frames that a server's connections may hold together. A frame begun may
+/// wait for its last bytes for as long as the sender likes, so without a total, many connections
+/// each holding an almost complete 16 MiB frame grow the server without bound.
+final class PartialFrameBudget: Sendable {
+    /// Partial frames up to this size are never refused: ordinary traffic never waits on the budget.
+    static let exempt = 64 << 10
+    let limit: Int
+    private let used = Mutex(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Adds `bytes` (negative to give back) and returns the new total.
+    func take(_ bytes: Int) -> Int { used.withLock { $0 += bytes; return $0 } }
+    func release(_ bytes: Int) { _ = take(-bytes) }
 }

@@ -276,6 +276,34 @@ import Testing
         await server.shutdown()
     }
 
+    /// Connections that each hold most of a large frame are closed once their partial frames
+    /// together pass the server's budget (150 such connections took a replica to 2.5 GB), and
+    /// other clients are still served.
+    @Test func partialFramesShareABudget() async throws {
+        var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
+        config.maxPartialFrameBytes = 4 << 20
+        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in .appended([1]) }
+        let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
+        let hello = HandshakeMessage.hello(.init(version: WireVersion.current, cluster: "test", role: .client, nonce: []))
+        var raws: [any Channel] = []
+        for _ in 0..<4 {
+            let raw = try await ClientBootstrap(group: testGroup).connect(host: address.host, port: address.port).get()
+            var bytes = frameBytes(.handshake(hello))
+            bytes.writeInteger(UInt32((16 << 20) - 100))  // length
+            bytes.writeInteger(UInt32(0))  // CRC
+            bytes.writeRepeatingByte(0, count: 2 << 20)  // 2 MiB of the frame, the rest never comes
+            try await raw.writeAndFlush(bytes)
+            raws.append(raw)
+        }
+        // 4 x 2 MiB against 4 MiB: two of them at least must go.
+        try await eventually("connections over the budget closed") { server.counters.snapshot.malformedFrames >= 2 }
+        let client = try await connect([address])
+        #expect(try await client.append([[1]]) == [1])
+        await client.close()
+        for raw in raws { try? await raw.close() }
+        await server.shutdown()
+    }
+
     /// Shutdown cancels handlers still running and fails the client's requests in flight.
     @Test func shutdownWithRequestsInFlight() async throws {
         let started = Mutex(0)

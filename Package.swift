@@ -98,7 +98,7 @@ let package = Package(
             path: "Tools/paxlog"
         ),
 
-        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "PaxosLogTesting"], resources: [.copy("Golden")]),
+        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "MultiPaxos", "PaxosLogTesting"], resources: [.copy("Golden")]),
         .testTarget(name: "MultiPaxosTests", dependencies: ["MultiPaxos", "PaxosLogTesting"], resources: [.copy("Transcripts")]),
         .testTarget(
             name: "PaxosTransportTests",

@@ -115,7 +115,8 @@ public struct FrameDecoder: ByteToMessageDecoder {
     /// Accounts this connection's partial frame; refuses it when all connections together hold
     /// more than the budget (each one alone is capped by `maxFrameSize`, their number is not).
     private mutating func hold(_ bytes: Int) throws(WireError) {
-        guard let budget else { return }
+        // Most reads end on a frame boundary: nothing held before or after, no lock taken.
+        guard let budget, bytes != held else { return }
         let total = budget.take(bytes - held)
         held = bytes
         if total > budget.limit && bytes > PartialFrameBudget.exempt {

@@ -27,24 +27,34 @@ enum BatchOp: Sendable {
 enum RecordCodec {
     /// Frames `records`. Accepted batches larger than `maxRecordBytes` are split over several
     /// frames; payloads above `compressionThreshold` are LZ4-compressed when that shrinks them.
-    /// - Throws: `.recordTooLarge` when one entry alone exceeds `maxRecordBytes`.
+    /// - Throws: `.recordTooLarge` when one entry alone exceeds `maxRecordBytes`;
+    ///   `.invalidArgument` for a slot, round or watermark above `Format.maxSlot`, which recovery
+    ///   would refuse as damage.
     /// - Parameter gate: skips compressing while recent payloads did not compress (may be nil).
     static func encode(_ records: [LogRecord], compressionThreshold: Int, maxRecordBytes: Int,
                        gate: CompressionGate? = nil) throws -> EncodedBatch {
+        func checkRange(_ value: UInt64) throws {
+            if value > Format.maxSlot {
+                throw SegmentLogError(.invalidArgument, "\(value) is above 2^62, the largest slot or round a log holds")
+            }
+        }
         // Pass 1: the exact size without compression (compression only ever shrinks a frame).
         var total = 0
         var opCount = 0
         for record in records {
             switch record {
-            case .promise:
+            case .promise(let ballot):
+                try checkRange(ballot.round)
                 total += Format.recordHeaderSize + 12
                 opCount += 1
-            case .chosen, .snapshot, .suffixTruncated:
+            case .chosen(let value), .snapshot(let value), .suffixTruncated(let value):
+                try checkRange(value)
                 total += Format.recordHeaderSize + 8
                 opCount += 1
             case .accepted(let entries):
                 var chunk = 0
                 for entry in entries {
+                    try checkRange(Swift.max(entry.slot, entry.ballot.round))
                     let size = Format.entryHeaderSize + entry.payload.count
                     if size + 4 > maxRecordBytes {
                         throw SegmentLogError(.recordTooLarge(size: size + 4, limit: maxRecordBytes),

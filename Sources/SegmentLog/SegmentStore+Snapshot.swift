@@ -210,11 +210,8 @@ extension SegmentStore {
                     throw SegmentLogError(.invalidArgument,
                                           "no durable snapshot covers slots below \(slot) (snapshot: \(shared.log.snapshotSlot.map(String.init) ?? "none"))")
                 }
-                var count = 0
-                for file in shared.segments.dropLast() {
-                    if let m = file.maxSlot, m >= slot { break }
-                    count += 1
-                }
+                let candidates = shared.segments.dropLast()
+                let count = Self.countWhollyBelow(slot, maxSlots: candidates.lazy.map(\.maxSlot))
                 let victims = Array(shared.segments.prefix(count))
                 shared.segments.removeFirst(count)
                 return victims

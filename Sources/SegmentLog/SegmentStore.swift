@@ -227,19 +227,8 @@ public final class SegmentStore: @unchecked Sendable {
 
     private func encodeForAppend(_ records: [LogRecord]) throws -> EncodedBatch {
         for record in records {
-            // Recovery refuses numbers above 2^62 as damage (FORMAT.md): refuse the append instead.
-            var value: UInt64 = 0
-            switch record {
-            case .snapshot:
+            if case .snapshot = record {
                 throw SegmentLogError(.invalidArgument, "snapshot markers are written by writeSnapshot(slot:data:)")
-            case .promise(let ballot): value = ballot.round
-            case .chosen(let through): value = through
-            case .suffixTruncated(let from): value = from
-            case .accepted(let entries):
-                for e in entries { value = Swift.max(value, e.slot, e.ballot.round) }
-            }
-            if value > Format.maxSlot {
-                throw SegmentLogError(.invalidArgument, "\(value) is above 2^62, the largest slot or round a log holds")
             }
         }
         return try RecordCodec.encode(records, compressionThreshold: options.compressionThreshold,

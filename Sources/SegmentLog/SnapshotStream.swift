@@ -336,17 +336,26 @@ extension SegmentStore {
         public var maxSlot: UInt64?
     }
 
+    /// How many segments, oldest first, hold no slot at or above `slot` (a segment's highest slot
+    /// is nil when it holds no entry): those a snapshot through `slot - 1` lets go. The caller
+    /// leaves the active segment out. The one rule for compaction and for `compact --dry-run`'s
+    /// plan, which has no store open.
+    public static func countWhollyBelow(_ slot: UInt64, maxSlots: some Sequence<UInt64?>) -> Int {
+        var count = 0
+        for maxSlot in maxSlots {
+            if let maxSlot, maxSlot >= slot { break }
+            count += 1
+        }
+        return count
+    }
+
     /// The segments ``truncatePrefix(below:)`` would delete now, oldest first (for dry runs and
     /// reports); nothing is changed.
     public func segmentsWhollyBelow(_ slot: UInt64) throws -> [SegmentInfo] {
         let files: [(SegmentFile, UInt64?)] = try lock.withLock {
             if shared.closed { throw SegmentLogError(.closed, "") }
-            var out: [(SegmentFile, UInt64?)] = []
-            for file in shared.segments.dropLast() {
-                if let m = file.maxSlot, m >= slot { break }
-                out.append((file, file.maxSlot))
-            }
-            return out
+            let candidates = shared.segments.dropLast()
+            return candidates.prefix(Self.countWhollyBelow(slot, maxSlots: candidates.lazy.map(\.maxSlot))).map { ($0, $0.maxSlot) }
         }
         return files.map { f, maxSlot in
             SegmentInfo(path: f.path, sequence: f.sequence, bytes: (try? fileSystem.size(f.fd)) ?? 0, maxSlot: maxSlot)

@@ -85,15 +85,21 @@ func kvRecord(_ i: Int) -> [UInt8] {
         return m
     }
 
+    /// An empty scratch directory for one test (a leftover of an earlier run is removed first).
+    func freshDirectory(_ name: String) throws -> String {
+        let base = NSTemporaryDirectory() + "paxoslog-compact-\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        return base
+    }
+
     func copyDirectory(_ from: String, _ to: String) throws {
         try? FileManager.default.removeItem(atPath: to)
         try FileManager.default.copyItem(atPath: from, toPath: to)
     }
 
     @Test func offlineCompactRefusesAndCompacts() async throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-offline-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let base = try freshDirectory("offline")
         defer { try? FileManager.default.removeItem(atPath: base) }
         let pristine = "\(base)/pristine"
         let records = try await makeDirectory(pristine)
@@ -179,9 +185,7 @@ func kvRecord(_ i: Int) -> [UInt8] {
     /// re-signed) naming another slot than its file. Every source refuses (exit 1, naming the
     /// file and the fault) and changes nothing, instead of sealing the damage under a new CRC.
     @Test func offlineCompactRefusesADamagedSnapshot() async throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-damaged-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let base = try freshDirectory("damaged")
         defer { try? FileManager.default.removeItem(atPath: base) }
         let pristine = "\(base)/pristine"
         let records = try await makeDirectory(pristine)
@@ -221,8 +225,7 @@ func kvRecord(_ i: Int) -> [UInt8] {
     /// Not a data directory (empty, unrelated files, missing, a plain file): exit 2 with the
     /// other tools' message, and nothing created (no LOCK, no first segment), dry run or not.
     @Test func offlineCompactRefusesWhatIsNotALog() throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-notalog-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
+        let base = try freshDirectory("notalog")
         try FileManager.default.createDirectory(atPath: "\(base)/empty", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: "\(base)/other", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: base) }
@@ -245,9 +248,7 @@ func kvRecord(_ i: Int) -> [UInt8] {
     /// files, no LOCK. It changes no byte and creates nothing, and the run then deletes what
     /// it planned (with a sealed last segment, that segment too).
     @Test func offlineCompactDryRunWritesNothing() async throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-dryrun-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let base = try freshDirectory("dryrun")
         defer { try? FileManager.default.removeItem(atPath: base) }
         let pristine = "\(base)/pristine"
         _ = try await makeDirectory(pristine)
@@ -314,9 +315,7 @@ func kvRecord(_ i: Int) -> [UInt8] {
     /// `--snapshot` naming a directory: exit 2 naming it; an empty source (/dev/null, an empty
     /// file): refused like a snapshotter that writes nothing. Nothing changes either way.
     @Test func offlineCompactRefusesABadSnapshotFile() async throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-snapfile-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let base = try freshDirectory("snapfile")
         defer { try? FileManager.default.removeItem(atPath: base) }
         let dir = "\(base)/data"
         _ = try await makeDirectory(dir)
@@ -339,10 +338,8 @@ func kvRecord(_ i: Int) -> [UInt8] {
     /// then completes.
     @Test(arguments: ["snapshot-write", "snapshot-sync", "snapshot-rename", "snapshot-renamed", "record", "recorded", "delete:1", "delete:3", "deleted"])
     func killedAtEachStepOfCompaction(step: String) async throws {
-        let base = NSTemporaryDirectory() + "paxoslog-compact-kill-\(step.replacingOccurrences(of: ":", with: "-"))-\(getpid())"
-        try? FileManager.default.removeItem(atPath: base)
+        let base = try freshDirectory("kill-\(step.replacingOccurrences(of: ":", with: "-"))")
         defer { try? FileManager.default.removeItem(atPath: base) }
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
         let dir = "\(base)/data"
         let records = try await makeDirectory(dir)
         let r = try runPaxlog(["compact", dir, "--through", "300", "--state-machine", "kv"], environment: ["PAXLOG_KILL_AT": step])

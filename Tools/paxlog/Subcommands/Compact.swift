@@ -186,7 +186,7 @@ struct Compact: AsyncParsableCommand {
         // one is sealed: then opening the store creates a new active segment after it.
         var candidates = report.segments[...]
         if candidates.last?.sealed != true { candidates = candidates.dropLast() }
-        let plan = candidates.prefix { $0.lastSlot.map { $0 <= through } ?? true }
+        let plan = candidates.prefix(SegmentStore.countWhollyBelow(through + 1, maxSlots: candidates.lazy.map(\.lastSlot)))
         let freed = plan.reduce(Int64(0)) { $0 + $1.fileSize }
 
         let source = snapshot.map { "file \($0)" } ?? snapshotter.map { "the output of `\($0)`" } ?? "the kv state machine"

@@ -126,6 +126,20 @@ extension PaxosLog {
         /// under twice the p99 without, where no cap gave 3–10×); nil: no cap. Snapshots
         /// received from a peer are never capped.
         public var snapshotWriteBytesPerSecond: Int? = 64 << 20
+        /// Bytes of chosen values a replica keeps in memory to answer followers a little behind;
+        /// older ones are forgotten and served from storage. Bounded in bytes, not slots, so one
+        /// replica's memory stays the same whatever the record size. Default 64 MiB.
+        public var retainedChosenBytes = 64 << 20
+        /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
+        /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
+        public var snapshotChunkSize = 2 << 20
+        /// Snapshot bytes sent and not yet acknowledged: 64 MiB keeps loopback and LAN links busy
+        /// while the receiver syncs (16 MiB left the sender idle during every sync). Default 64 MiB.
+        public var snapshotWindowBytes: UInt64 = 64 << 20
+        /// A snapshot received from a peer starts the writeback of every this many bytes without
+        /// waiting for it, so the disk writes while the transfer goes on and the final sync has
+        /// little left. Default 4 MiB.
+        public var receivedSnapshotSyncInterval = 4 << 20
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID
@@ -160,6 +174,10 @@ extension PaxosLog {
                 throw PaxosLogError(.invalidConfiguration, "max record size \(maxRecordSize) must be 1 B…min(8 MiB, half the storage record limit \(storage.maxRecordBytes))")
             }
             guard appendHold >= .zero else { throw PaxosLogError(.invalidConfiguration, "append hold must not be negative") }
+            guard retainedChosenBytes >= 0, snapshotChunkSize > 0, snapshotChunkSize <= 8 << 20, snapshotWindowBytes >= UInt64(snapshotChunkSize),
+                  receivedSnapshotSyncInterval > 0 else {
+                throw PaxosLogError(.invalidConfiguration, "retained bytes must not be negative; snapshot chunks 1 B…8 MiB, within the window; sync interval positive")
+            }
             guard maxBatchCount > 0, maxInflightBatches > 0, maxQueuedProposals > 0 else {
                 throw PaxosLogError(.invalidConfiguration, "batch, window and queue sizes must be positive")
             }

@@ -48,7 +48,7 @@ public final class PaxosLog: Sendable {
         }
         let state: DurableState
         do {
-            state = try store.recoveredConsensusState(retained: ReplicaDriver.retainedSlots)
+            state = try store.recoveredConsensusState()
         } catch {
             try? store.close()
             throw error

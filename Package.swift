@@ -80,7 +80,8 @@ let package = Package(
         .target(
             name: "PaxosLogTesting",
             dependencies: [
-                "MultiPaxos", "SegmentLog", "PaxosTransport",
+                "MultiPaxos", "SegmentLog", "PaxosTransport", "PaxosLog",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -100,7 +100,7 @@ let package = Package(
         ),
 
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "MultiPaxos", "PaxosLogTesting"], resources: [.copy("Golden")]),
-        .testTarget(name: "MultiPaxosTests", dependencies: ["MultiPaxos", "PaxosLogTesting"], resources: [.copy("Transcripts")]),
+        .testTarget(name: "MultiPaxosTests", dependencies: ["MultiPaxos", "PaxosLogTesting", "PaxosLog"], resources: [.copy("Transcripts")]),
         .testTarget(
             name: "PaxosTransportTests",
             dependencies: [

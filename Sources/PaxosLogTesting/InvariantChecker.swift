@@ -236,6 +236,19 @@ public struct InvariantChecker: Sendable {
 
     /// Checks the durable state a replica restarts from: its chosen prefix must be the chosen log.
     public mutating func observeRestart(node: NodeID, state: DurableState) {
+        // Recovery may cut only what was never durable (a torn or lost unsynced tail).
+        if state.promised < (durablePromised[node] ?? .zero) {
+            fail("node \(node) restarted having forgotten its durable promise \(durablePromised[node]!) (recovered \(state.promised))")
+            return
+        }
+        if checkDurabilityContract, let durable = durableVote[node] {
+            var recovered: [Slot: Ballot] = [:]
+            for e in state.entries { recovered[e.slot] = Swift.max(recovered[e.slot] ?? .zero, e.ballot) }
+            for (k, b) in durable.enumerated() where Slot(k + 1) > state.chosenThrough && b > .zero && (recovered[Slot(k + 1)] ?? .zero) < b {
+                fail("node \(node) restarted having forgotten its durable vote in ballot \(b) for slot \(k + 1)")
+                return
+            }
+        }
         var latest: [Slot: Value] = [:]
         for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
         if state.chosenThrough > state.compactedThrough {

@@ -182,7 +182,7 @@ public final class Simulation: @unchecked Sendable {
         if storageRNG.chance(options.storageFaultRunRate) {
             storageRates.readCorruption = Double(storageRNG.below(5)) / 100
             storageRates.eio = Double(storageRNG.below(5)) / 100
-            storageRates.misdirectedWrite = Double(storageRNG.below(3)) / 1000
+            storageRates.misdirectedWrite = Double(storageRNG.below(3)) / 200
             storageRates.fsyncFailure = Double(storageRNG.below(3)) / 1000
             storageRates.enospc = Double(storageRNG.below(3)) / 1000
         }
@@ -256,6 +256,10 @@ public final class Simulation: @unchecked Sendable {
     func step() {
         now += 1
         executor.now = simulatedNow
+        // A replica whose storage failed is restarted by its operator, on what its disk kept.
+        for i in nodes.indices where nodes[i].replica?.failure != nil {
+            if let t = nodes[i].restartAt, t <= now { crash(i, restartAfter: 0) }
+        }
         for i in nodes.indices where nodes[i].replica == nil {
             if let t = nodes[i].restartAt, t <= now { restart(i) }
         }
@@ -459,9 +463,6 @@ public final class Simulation: @unchecked Sendable {
             let i = rng.below(nodes.count)
             // Half the restarts are quick, so a replica is back before anyone noticed it left.
             if nodes[i].replica != nil { crash(i, restartAfter: rng.chance(0.5) ? 1 + rng.below(3) : 1 + rng.below(40)) }
-        }
-        for i in nodes.indices where nodes[i].replica?.failure != nil {
-            if let t = nodes[i].restartAt, t <= now { crash(i, restartAfter: 0) }
         }
         if options.partitions, let b = bridge {
             // One partition at a time: a random heal would end the bridge's scenario early.

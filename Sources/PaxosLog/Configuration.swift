@@ -90,17 +90,18 @@ extension PaxosLog {
         public var storage: SegmentStore.Options = .init()
         /// One consensus tick; election timeouts and heartbeats are counted in ticks.
         public var tickInterval: TimeAmount = .milliseconds(10)
-        /// Heartbeat every this many ticks.
-        public var heartbeatTicks = 2
-        /// Randomized election timeout, in ticks.
-        public var electionTimeoutTicks: ClosedRange<Int> = 15...30
-        /// Values per Accept message, and in-flight Accepts per follower.
-        public var maxBatchCount = 512
-        public var maxInflightBatches = 8
+        /// Heartbeat every this many ticks. Default: the core's (`MultiPaxos.Configuration.defaults`), 2.
+        public var heartbeatTicks = MultiPaxos.Configuration.defaults.heartbeatTicks
+        /// Randomized election timeout, in ticks. Default: the core's, 15...30.
+        public var electionTimeoutTicks = MultiPaxos.Configuration.defaults.electionTimeoutTicks
+        /// Values per Accept message, and in-flight Accepts per follower. Default: the core's, 512 and 8.
+        public var maxBatchCount = MultiPaxos.Configuration.defaults.maxBatchCount
+        public var maxInflightBatches = MultiPaxos.Configuration.defaults.maxInflightBatches
         /// Caps on in-flight and uncommitted bytes and queued proposals (beyond: `overloaded`).
-        public var maxInflightBytes = 16 << 20
-        public var maxUncommittedBytes = 64 << 20
-        public var maxQueuedProposals = 65_536
+        /// Default: the core's, 16 MiB, 64 MiB and 65,536.
+        public var maxInflightBytes = MultiPaxos.Configuration.defaults.maxInflightBytes
+        public var maxUncommittedBytes = MultiPaxos.Configuration.defaults.maxUncommittedBytes
+        public var maxQueuedProposals = MultiPaxos.Configuration.defaults.maxQueuedProposals
         /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
         /// (its outcome is then unknown: it may still be chosen later).
         public var appendTimeout: TimeAmount = .seconds(10)

@@ -154,6 +154,8 @@ public final class Simulation: @unchecked Sendable {
     /// Every replica's election timeout range when not the configuration's default.
     var electionTimeoutTicks: ClosedRange<Int>? = nil
     static let tickInterval = TimeAmount.milliseconds(10)
+    /// Shorter than production's, so a run of a few hundred ticks sees many elections.
+    static let electionTimeoutTicks = 10...20
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -175,7 +177,7 @@ public final class Simulation: @unchecked Sendable {
         if bridgeRate > 0 {
             // A bridge's scenario must fit between the rest's election timeout and the old
             // leader's second quorum check; runs with bridges draw the upper bound in 20...40.
-            let d = Configuration(id: 1, members: [1]).electionTimeoutTicks
+            let d = Self.electionTimeoutTicks
             electionTimeoutTicks = d.lowerBound...(d.upperBound + bridgeRNG.below(d.upperBound + 1))
         }
         var storageRNG = SplitMix64(seed: mix.next())
@@ -198,7 +200,7 @@ public final class Simulation: @unchecked Sendable {
         c.maxQueuedProposals = 64
         c.maxCatchUpEntries = 16
         c.plantedBug = options.plantedBug
-        if let t = electionTimeoutTicks { c.electionTimeoutTicks = t }
+        c.electionTimeoutTicks = electionTimeoutTicks ?? Self.electionTimeoutTicks
         return c
     }
 

@@ -68,6 +68,16 @@ enum Format {
     static let snapshotPrefix = "snapshot-"
     static let snapshotSuffix = ".snap"
 
+    // MARK: Identity file: `IDENTITY`
+
+    /// "PXLOGIDN".
+    static let identityMagic: UInt64 = 0x4E44_4947_4F4C_5850
+    static let identityVersion: UInt16 = 1
+    static let identitySize = 64
+    static let identityFileName = "IDENTITY"
+    /// The acceptor state was cut; the directory must rejoin as a learner before it votes.
+    static let identityFlagNeedsRejoin: UInt32 = 1 << 0
+
     // MARK: Other files
 
     static let lockFileName = "LOCK"

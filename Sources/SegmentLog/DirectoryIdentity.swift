@@ -148,12 +148,7 @@ public struct DirectoryIdentity: Hashable, Sendable, CustomStringConvertible {
 
     /// The 64 bytes of the identity file (FORMAT.md, "Identity file").
     func encoded() -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Format.identitySize) { buffer, count in
-            let out = UnsafeMutableRawBufferPointer(buffer)
-            out.initializeMemory(as: UInt8.self, repeating: 0)
-            out.putLE(Format.identityMagic, at: 0)
-            out.putLE(Format.identityVersion, at: 8)
-            out.putLE(UInt16(Format.identitySize), at: 10)
+        Format.encodeFixed(size: Format.identitySize, magic: Format.identityMagic, version: Format.identityVersion) { out in
             out.putLE(lostState == nil ? 0 : Format.identityFlagNeedsRejoin, at: 12)
             // Big-endian: the bytes in the order the text form prints them, as a UUID's are.
             out.storeBytes(of: clusterID.high.bigEndian, toByteOffset: 16, as: UInt64.self)
@@ -161,8 +156,6 @@ public struct DirectoryIdentity: Hashable, Sendable, CustomStringConvertible {
             out.putLE(nodeID, at: 32)
             out.putLE(lostState?.rawValue ?? 0, at: 36)
             out.putLE(incarnation, at: 40)
-            out.putLE(Format.crc(0, UnsafeRawBufferPointer(rebasing: out[0..<60])), at: 60)
-            count = Format.identitySize
         }
     }
 

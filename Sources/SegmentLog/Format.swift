@@ -124,6 +124,22 @@ enum Format {
         withUnsafeBytes(of: sequence.littleEndian) { crc(0, $0) }
     }
 
+    /// A fixed-size header (or whole small file): zeros, then `magic`, `version` and `size` at
+    /// offsets 0, 8 and 10, the fields `fill` stores, and crc32 of all but the last four bytes
+    /// in those four bytes. Snapshot headers and identity files share this shape.
+    static func encodeFixed(size: Int, magic: UInt64, version: UInt16, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            let out = UnsafeMutableRawBufferPointer(buffer)
+            out.initializeMemory(as: UInt8.self, repeating: 0)
+            out.putLE(magic, at: 0)
+            out.putLE(version, at: 8)
+            out.putLE(UInt16(size), at: 10)
+            fill(out)
+            out.putLE(crc(0, UnsafeRawBufferPointer(rebasing: out[0..<size - 4])), at: size - 4)
+            count = size
+        }
+    }
+
     /// zlib's crc32, continuing from `seed`.
     @inline(__always)
     static func crc(_ seed: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {

@@ -14,6 +14,13 @@ import Testing
         return PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(dir)/node-\(id)")
     }
 
+    /// Node `id`'s configuration, its directory bootstrapped as a member of a new cluster.
+    static func bootstrapped(_ id: NodeID, _ dir: String) async throws -> (PaxosLog.Configuration, PaxosLog.ClusterID, DirectoryIdentity) {
+        let c = try member(id, dir)
+        let cluster = PaxosLog.ClusterID.random()
+        return (c, cluster, try await PaxosLog.bootstrap(c, clusterID: cluster))
+    }
+
     static func expectRefusal(_ code: PaxosLogError.Code, _ configuration: PaxosLog.Configuration, mentioning words: [String]) async {
         do {
             let log = try await PaxosLog.open(configuration)
@@ -41,9 +48,8 @@ import Testing
     func bootstrapRestartWipe() async throws {
         let dir = temporaryDirectory("identity-restart")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var c = try Self.member(2, dir)
-        let cluster = PaxosLog.ClusterID.random()
-        let written = try await PaxosLog.bootstrap(c, clusterID: cluster)
+        let (member, cluster, written) = try await Self.bootstrapped(2, dir)
+        var c = member
         #expect(written == DirectoryIdentity(clusterID: cluster, nodeID: 2, incarnation: 1))
         for _ in 0..<2 {
             let log = try await PaxosLog.open(c)
@@ -68,9 +74,7 @@ import Testing
     func needsRejoinRefused() async throws {
         let dir = temporaryDirectory("identity-rejoin")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let c = try Self.member(1, dir)
-        let cluster = PaxosLog.ClusterID.random()
-        try await PaxosLog.bootstrap(c, clusterID: cluster)
+        let (c, cluster, _) = try await Self.bootstrapped(1, dir)
         try DirectoryIdentity(clusterID: cluster, nodeID: 1, incarnation: 2, lostState: .repair).write(directory: c.dataDirectory)
         await Self.expectRefusal(.needsRejoin, c, mentioning: ["repair", "not yet available"])
 

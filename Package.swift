@@ -68,6 +68,7 @@ let package = Package(
             name: "PaxosLog",
             dependencies: [
                 "SegmentLog", "MultiPaxos", "PaxosTransport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -82,6 +82,13 @@ extension PaxosLog {
         public var dataDirectory: String
         /// Peers and clients of another cluster are refused.
         public var clusterName: String = "paxoslog"
+        /// The id of the cluster this replica belongs to, as its data directory records it since
+        /// the cluster was bootstrapped (``PaxosLog/bootstrap(_:clusterID:)``, `paxlog init`).
+        /// When set, opening a directory of another cluster fails with
+        /// ``PaxosLogError/Code/wrongIdentity``; nil accepts the cluster the directory records
+        /// (its node id is always checked). A one-member log bootstraps an empty directory
+        /// itself, with this id if set. Default: nil.
+        public var clusterID: ClusterID? = nil
         /// When set, every peer and client must prove it knows this secret (HMAC challenge).
         public var secret: [UInt8]? = nil
         /// Where the library logs (at `info` and below); the caller owns it.

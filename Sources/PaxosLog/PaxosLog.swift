@@ -43,9 +43,8 @@ public final class PaxosLog: Sendable {
     ///   or a peer port that cannot be bound.
     public static func open(_ configuration: Configuration) async throws -> PaxosLog {
         try configuration.validate()
-        let store = try await NIOThreadPool.singleton.runIfActive {
-            try SegmentStore.open(directory: configuration.dataDirectory, options: configuration.storage, logger: configuration.logger)
-        }
+        // Checks (or, for a one-member log, writes) the directory's identity before recovery.
+        let store = try await NIOThreadPool.singleton.runIfActive { try ReplicaIdentity.openStore(configuration) }
         let state: DurableState
         do {
             state = try store.recoveredConsensusState()

@@ -11,6 +11,7 @@ struct Paxlog: AsyncParsableCommand {
         commandName: "paxlog",
         abstract: "Inspect, verify, repair, compact and benchmark PaxosLog replicated write-ahead logs.",
         subcommands: [
+            Init.self,
             Serve.self,
             Append.self,
             Read.self,

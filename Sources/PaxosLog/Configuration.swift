@@ -149,6 +149,9 @@ extension PaxosLog {
         /// little left. Default 4 MiB.
         public var receivedSnapshotSyncInterval = 4 << 20
 
+        /// Where the store's files live; tests pass a fault-injecting one.
+        package var fileSystem: any FileSystem = PosixFileSystem()
+
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID
             self.members = members

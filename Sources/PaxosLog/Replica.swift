@@ -241,7 +241,9 @@ package final class Replica: @unchecked Sendable {
             observer?.replica(configuration.nodeID, chose: ready.chosen)
             chosenCounter.increment(by: Int64(ready.chosen.count))
             for c in ready.chosen {
-                let bytes = if case .data(let b) = c.value { b.count } else { 0 }
+                // A slot costs its payload plus the log's bookkeeping, so no-ops count too.
+                let payload = if case .data(let b) = c.value { b.count } else { 0 }
+                let bytes = Self.slotOverhead + payload
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }
@@ -318,6 +320,9 @@ package final class Replica: @unchecked Sendable {
             ])
         }
     }
+
+    /// What one chosen slot held in memory costs besides its payload (entry, ballot, index).
+    static let slotOverhead = 64
 
     /// Forgets the oldest chosen values in memory (they stay in storage, and catch-up serves them
     /// from there) once they exceed ``PaxosLog/Configuration/retainedChosenBytes``; never a slot

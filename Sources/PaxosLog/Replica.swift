@@ -78,7 +78,7 @@ package final class Replica: @unchecked Sendable {
     }
 
     private func assertOnExecutor() {
-        assert(executor.inExecutor, "Replica used off its executor")
+        precondition(executor.inExecutor, "Replica used off its executor")
     }
 
     // MARK: - Inputs

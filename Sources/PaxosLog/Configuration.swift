@@ -136,8 +136,9 @@ extension PaxosLog {
         public var snapshotWriteBytesPerSecond: Int? = 64 << 20
         /// Bytes of chosen values a replica keeps in memory to answer followers a little behind;
         /// older ones are forgotten and served from storage. Bounded in bytes, not slots, so one
-        /// replica's memory stays the same whatever the record size. Default 64 MiB.
-        public var retainedChosenBytes = 64 << 20
+        /// replica's memory stays the same whatever the record size. Default 16 MiB (about 50,000
+        /// records of 256 B, the 65,536 slots kept before it was a byte bound).
+        public var retainedChosenBytes = 16 << 20
         /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
         /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
         public var snapshotChunkSize = 2 << 20

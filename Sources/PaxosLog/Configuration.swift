@@ -126,6 +126,15 @@ extension PaxosLog {
         /// under twice the p99 without, where no cap gave 3–10×); nil: no cap. Snapshots
         /// received from a peer are never capped.
         public var snapshotWriteBytesPerSecond: Int? = 64 << 20
+        /// How often the replica samples its state (role, ballot, positions, storage and transport
+        /// counters) into swift-metrics, with its node id as the `node` dimension; nil: never (the
+        /// event metrics, such as append latency, are recorded either way). Default 1 s.
+        public var metricsInterval: Duration? = .seconds(1)
+        /// Mutual TLS 1.3 on the peer port, and TLS on the client port (with client certificates
+        /// when the files say so); each replica's certificate must name its node id
+        /// (``PaxosTransport/TLSCredentials``). Call its `reload()` to rotate certificates: new
+        /// connections use them. nil: plain TCP. Independent of ``secret``. Default nil.
+        public var tls: TLSCredentials? = nil
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID

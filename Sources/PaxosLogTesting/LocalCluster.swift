@@ -23,8 +23,12 @@ public final class LocalCluster: @unchecked Sendable {
     public let nodes: [Node]
     /// Extra `paxlog serve` arguments (e.g. `--secret-file`).
     public var extraArguments: [String]
+    /// Extra `paxlog serve` arguments of one replica (e.g. its own TLS certificate or metrics port).
+    public var nodeArguments: [NodeID: [String]] = [:]
     /// The secret status requests present, when the cluster runs with one.
     public var clientSecret: [UInt8]? = nil
+    /// The TLS credentials status requests present, when the cluster runs with TLS.
+    public var clientTLS: TLSCredentials? = nil
     private var processes: [NodeID: Process] = [:]
     private let lock = NSLock()
 
@@ -67,7 +71,7 @@ public final class LocalCluster: @unchecked Sendable {
         let n = node(id)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["serve", "--id", "\(id)", "--members", membersArgument, "--data", n.dataDirectory, "--cluster", clusterName, "--exit-with-parent"] + extraArguments
+        p.arguments = ["serve", "--id", "\(id)", "--members", membersArgument, "--data", n.dataDirectory, "--cluster", clusterName, "--exit-with-parent"] + extraArguments + nodeArguments[id, default: []]
         if !FileManager.default.fileExists(atPath: n.logFile) { _ = FileManager.default.createFile(atPath: n.logFile, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: n.logFile))
         log.seekToEndOfFile()
@@ -102,6 +106,15 @@ public final class LocalCluster: @unchecked Sendable {
         return p.terminationStatus
     }
 
+    /// Sends `signal` to replica `id` if it runs (e.g. SIGHUP to reload its TLS files).
+    public func signal(_ id: NodeID, _ signal: Int32) {
+        guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
+        Foundation.kill(p.processIdentifier, signal)
+    }
+
+    /// The process of replica `id`, if it was started.
+    public func process(_ id: NodeID) -> Process? { lock.withLock { processes[id] } }
+
     public func terminateAll() {
         for n in nodes { terminate(n.id) }
     }
@@ -131,6 +144,7 @@ public final class LocalCluster: @unchecked Sendable {
     public func status(_ id: NodeID, logger: Logger = Logger(label: "cluster")) async throws -> ClientStatus {
         var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName, secret: clientSecret)
         c.connectTimeout = .milliseconds(500)
+        c.tls = clientTLS
         let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         defer { Task { await client.close() } }
         return try await client.status()

@@ -83,6 +83,12 @@ import Testing
                          "paxoslog_malformed_frames_total", "paxoslog_snapshot_transfers_sending"] {
                 #expect(text.split(separator: "\n").contains { $0.hasPrefix(name) && $0.contains(node) }, "\(name){\(node)} missing")
             }
+            // Histograms exist from the start: they must also have observations.
+            for series in ["paxoslog_fsync_duration_seconds_count", "paxoslog_append_duration_seconds_count", "paxoslog_group_commit_appends_count",
+                           "paxoslog_appended_records_total", "paxoslog_chosen_slots_total", "paxoslog_storage_written_bytes_total"] {
+                #expect(sample(text, series, node: leader) ?? 0 > 0, "\(series){\(node)} has no observations")
+            }
+            #expect(sample(text, "paxoslog_storage_failed", node: leader) == 0)
             #expect(text.contains("paxoslog_is_leader{node=\"\(leader)\"} 1"), "leader gauge")
             #expect(text.contains("paxoslog_role{node=\"\(leader)\",role=\"leader\"} 1") || text.contains("paxoslog_role{role=\"leader\",node=\"\(leader)\"} 1"), "role gauge")
             // The refused certificate-less client was counted on the client port of the one it reached first.
@@ -110,6 +116,12 @@ import Testing
         }
         try? FileManager.default.removeItem(atPath: base)
     }
+}
+
+/// The value of the series `name` with label `node="N"` (and no other label) in a Prometheus text exposition.
+func sample(_ text: String, _ name: String, node: NodeID) -> Double? {
+    let prefix = "\(name){node=\"\(node)\"} "
+    return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Double($0.dropFirst(prefix.count)) }
 }
 
 /// The first line of an HTTP response.

@@ -122,6 +122,7 @@ let package = Package(
             dependencies: [
                 "PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos", "SegmentLog",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.

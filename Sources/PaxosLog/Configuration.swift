@@ -1,3 +1,4 @@
+import Metrics
 import Logging
 import MultiPaxos
 import NIOCore
@@ -130,6 +131,9 @@ extension PaxosLog {
         /// counters) into swift-metrics, with its node id as the `node` dimension; nil: never (the
         /// event metrics, such as append latency, are recorded either way). Default 1 s.
         public var metricsInterval: Duration? = .seconds(1)
+        /// Where this replica's metrics go; nil: the process-wide `MetricsSystem` (bootstrap it
+        /// before opening the log). Default nil.
+        public var metricsFactory: (any MetricsFactory)? = nil
         /// Mutual TLS 1.3 on the peer port, and TLS on the client port (with client certificates
         /// when the files say so); each replica's certificate must name its node id
         /// (``PaxosTransport/TLSCredentials``). Call its `reload()` to rotate certificates: new

@@ -87,39 +87,40 @@ final class ReplicaMetrics: Sendable {
         self.transport = transport
         node = "\(driver.configuration.nodeID)"
         let d = [("node", node)]
-        appended = Counter(label: "paxoslog_appended_records_total", dimensions: d)
-        appendFailures = Counter(label: "paxoslog_append_failures_total", dimensions: d)
-        appendDuration = Metrics.Timer(label: "paxoslog_append_duration_seconds", dimensions: d)
-        fsyncDuration = Metrics.Timer(label: "paxoslog_fsync_duration_seconds", dimensions: d)
-        groupCommitSize = Recorder(label: "paxoslog_group_commit_appends", dimensions: d, aggregate: true)
-        chosenSlots = Counter(label: "paxoslog_chosen_slots_total", dimensions: d)
-        chosenThrough = Gauge(label: "paxoslog_chosen_through", dimensions: d)
-        lastAccepted = Gauge(label: "paxoslog_last_accepted", dimensions: d)
-        isLeader = Gauge(label: "paxoslog_is_leader", dimensions: d)
-        leaderID = Gauge(label: "paxoslog_leader_id", dimensions: d)
-        roles = ["leader", "follower", "electing"].map { ($0, Gauge(label: "paxoslog_role", dimensions: d + [("role", $0)])) }
-        ballotRound = Gauge(label: "paxoslog_ballot_round", dimensions: d)
-        ballotNode = Gauge(label: "paxoslog_ballot_node", dimensions: d)
-        leadershipChanges = Counter(label: "paxoslog_leadership_changes_total", dimensions: d)
-        writtenBytes = Counter(label: "paxoslog_storage_written_bytes_total", dimensions: d)
-        rawPayloadBytes = Counter(label: "paxoslog_storage_raw_payload_bytes_total", dimensions: d)
-        storedPayloadBytes = Counter(label: "paxoslog_storage_stored_payload_bytes_total", dimensions: d)
-        fsyncs = Counter(label: "paxoslog_storage_fsyncs_total", dimensions: d)
-        groupCommits = Counter(label: "paxoslog_storage_group_commits_total", dimensions: d)
-        directoryBytes = Gauge(label: "paxoslog_data_directory_bytes", dimensions: d)
-        storageFailed = Gauge(label: "paxoslog_storage_failed", dimensions: d)
-        snapshotsSending = Gauge(label: "paxoslog_snapshot_transfers_sending", dimensions: d)
-        snapshotSentBytes = Counter(label: "paxoslog_snapshot_sent_bytes_total", dimensions: d)
-        snapshotsInstalled = Counter(label: "paxoslog_snapshots_installed_total", dimensions: d)
+        let f = driver.configuration.metricsFactory ?? MetricsSystem.factory
+        appended = Counter(label: "paxoslog_appended_records_total", dimensions: d, factory: f)
+        appendFailures = Counter(label: "paxoslog_append_failures_total", dimensions: d, factory: f)
+        appendDuration = Metrics.Timer(label: "paxoslog_append_duration_seconds", dimensions: d, factory: f)
+        fsyncDuration = Metrics.Timer(label: "paxoslog_fsync_duration_seconds", dimensions: d, factory: f)
+        groupCommitSize = Recorder(label: "paxoslog_group_commit_appends", dimensions: d, aggregate: true, factory: f)
+        chosenSlots = Counter(label: "paxoslog_chosen_slots_total", dimensions: d, factory: f)
+        chosenThrough = Gauge(label: "paxoslog_chosen_through", dimensions: d, factory: f)
+        lastAccepted = Gauge(label: "paxoslog_last_accepted", dimensions: d, factory: f)
+        isLeader = Gauge(label: "paxoslog_is_leader", dimensions: d, factory: f)
+        leaderID = Gauge(label: "paxoslog_leader_id", dimensions: d, factory: f)
+        roles = ["leader", "follower", "electing"].map { ($0, Gauge(label: "paxoslog_role", dimensions: d + [("role", $0)], factory: f)) }
+        ballotRound = Gauge(label: "paxoslog_ballot_round", dimensions: d, factory: f)
+        ballotNode = Gauge(label: "paxoslog_ballot_node", dimensions: d, factory: f)
+        leadershipChanges = Counter(label: "paxoslog_leadership_changes_total", dimensions: d, factory: f)
+        writtenBytes = Counter(label: "paxoslog_storage_written_bytes_total", dimensions: d, factory: f)
+        rawPayloadBytes = Counter(label: "paxoslog_storage_raw_payload_bytes_total", dimensions: d, factory: f)
+        storedPayloadBytes = Counter(label: "paxoslog_storage_stored_payload_bytes_total", dimensions: d, factory: f)
+        fsyncs = Counter(label: "paxoslog_storage_fsyncs_total", dimensions: d, factory: f)
+        groupCommits = Counter(label: "paxoslog_storage_group_commits_total", dimensions: d, factory: f)
+        directoryBytes = Gauge(label: "paxoslog_data_directory_bytes", dimensions: d, factory: f)
+        storageFailed = Gauge(label: "paxoslog_storage_failed", dimensions: d, factory: f)
+        snapshotsSending = Gauge(label: "paxoslog_snapshot_transfers_sending", dimensions: d, factory: f)
+        snapshotSentBytes = Counter(label: "paxoslog_snapshot_sent_bytes_total", dimensions: d, factory: f)
+        snapshotsInstalled = Counter(label: "paxoslog_snapshots_installed_total", dimensions: d, factory: f)
         var malformed: [String: Counter] = [:], refused: [String: Counter] = [:]
         for port in ["peer", "client"] {
-            malformed[port] = Counter(label: "paxoslog_malformed_frames_total", dimensions: d + [("port", port)])
-            refused[port] = Counter(label: "paxoslog_refused_handshakes_total", dimensions: d + [("port", port)])
+            malformed[port] = Counter(label: "paxoslog_malformed_frames_total", dimensions: d + [("port", port)], factory: f)
+            refused[port] = Counter(label: "paxoslog_refused_handshakes_total", dimensions: d + [("port", port)], factory: f)
         }
         malformedFrames = malformed
         refusedHandshakes = refused
-        connectFailures = Counter(label: "paxoslog_peer_connect_failures_total", dimensions: d)
-        droppedEnvelopes = Counter(label: "paxoslog_peer_dropped_envelopes_total", dimensions: d)
+        connectFailures = Counter(label: "paxoslog_peer_connect_failures_total", dimensions: d, factory: f)
+        droppedEnvelopes = Counter(label: "paxoslog_peer_dropped_envelopes_total", dimensions: d, factory: f)
 
         let fsyncDuration = fsyncDuration, groupCommitSize = groupCommitSize
         driver.store.observeCommits { commit in

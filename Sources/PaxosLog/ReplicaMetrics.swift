@@ -88,39 +88,42 @@ final class ReplicaMetrics: Sendable {
         node = "\(driver.configuration.nodeID)"
         let d = [("node", node)]
         let f = driver.configuration.metricsFactory ?? MetricsSystem.factory
-        appended = Counter(label: "paxoslog_appended_records_total", dimensions: d, factory: f)
-        appendFailures = Counter(label: "paxoslog_append_failures_total", dimensions: d, factory: f)
-        appendDuration = Metrics.Timer(label: "paxoslog_append_duration_seconds", dimensions: d, factory: f)
-        fsyncDuration = Metrics.Timer(label: "paxoslog_fsync_duration_seconds", dimensions: d, factory: f)
+        func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter { Counter(label: name, dimensions: d + extra, factory: f) }
+        func gauge(_ name: String, _ extra: [(String, String)] = []) -> Gauge { Gauge(label: name, dimensions: d + extra, factory: f) }
+        func timer(_ name: String) -> Metrics.Timer { Metrics.Timer(label: name, dimensions: d, factory: f) }
+        appended = counter("paxoslog_appended_records_total")
+        appendFailures = counter("paxoslog_append_failures_total")
+        appendDuration = timer("paxoslog_append_duration_seconds")
+        fsyncDuration = timer("paxoslog_fsync_duration_seconds")
         groupCommitSize = Recorder(label: "paxoslog_group_commit_appends", dimensions: d, aggregate: true, factory: f)
-        chosenSlots = Counter(label: "paxoslog_chosen_slots_total", dimensions: d, factory: f)
-        chosenThrough = Gauge(label: "paxoslog_chosen_through", dimensions: d, factory: f)
-        lastAccepted = Gauge(label: "paxoslog_last_accepted", dimensions: d, factory: f)
-        isLeader = Gauge(label: "paxoslog_is_leader", dimensions: d, factory: f)
-        leaderID = Gauge(label: "paxoslog_leader_id", dimensions: d, factory: f)
-        roles = ["leader", "follower", "electing"].map { ($0, Gauge(label: "paxoslog_role", dimensions: d + [("role", $0)], factory: f)) }
-        ballotRound = Gauge(label: "paxoslog_ballot_round", dimensions: d, factory: f)
-        ballotNode = Gauge(label: "paxoslog_ballot_node", dimensions: d, factory: f)
-        leadershipChanges = Counter(label: "paxoslog_leadership_changes_total", dimensions: d, factory: f)
-        writtenBytes = Counter(label: "paxoslog_storage_written_bytes_total", dimensions: d, factory: f)
-        rawPayloadBytes = Counter(label: "paxoslog_storage_raw_payload_bytes_total", dimensions: d, factory: f)
-        storedPayloadBytes = Counter(label: "paxoslog_storage_stored_payload_bytes_total", dimensions: d, factory: f)
-        fsyncs = Counter(label: "paxoslog_storage_fsyncs_total", dimensions: d, factory: f)
-        groupCommits = Counter(label: "paxoslog_storage_group_commits_total", dimensions: d, factory: f)
-        directoryBytes = Gauge(label: "paxoslog_data_directory_bytes", dimensions: d, factory: f)
-        storageFailed = Gauge(label: "paxoslog_storage_failed", dimensions: d, factory: f)
-        snapshotsSending = Gauge(label: "paxoslog_snapshot_transfers_sending", dimensions: d, factory: f)
-        snapshotSentBytes = Counter(label: "paxoslog_snapshot_sent_bytes_total", dimensions: d, factory: f)
-        snapshotsInstalled = Counter(label: "paxoslog_snapshots_installed_total", dimensions: d, factory: f)
+        chosenSlots = counter("paxoslog_chosen_slots_total")
+        chosenThrough = gauge("paxoslog_chosen_through")
+        lastAccepted = gauge("paxoslog_last_accepted")
+        isLeader = gauge("paxoslog_is_leader")
+        leaderID = gauge("paxoslog_leader_id")
+        roles = ["leader", "follower", "electing"].map { ($0, gauge("paxoslog_role", [("role", $0)])) }
+        ballotRound = gauge("paxoslog_ballot_round")
+        ballotNode = gauge("paxoslog_ballot_node")
+        leadershipChanges = counter("paxoslog_leadership_changes_total")
+        writtenBytes = counter("paxoslog_storage_written_bytes_total")
+        rawPayloadBytes = counter("paxoslog_storage_raw_payload_bytes_total")
+        storedPayloadBytes = counter("paxoslog_storage_stored_payload_bytes_total")
+        fsyncs = counter("paxoslog_storage_fsyncs_total")
+        groupCommits = counter("paxoslog_storage_group_commits_total")
+        directoryBytes = gauge("paxoslog_data_directory_bytes")
+        storageFailed = gauge("paxoslog_storage_failed")
+        snapshotsSending = gauge("paxoslog_snapshot_transfers_sending")
+        snapshotSentBytes = counter("paxoslog_snapshot_sent_bytes_total")
+        snapshotsInstalled = counter("paxoslog_snapshots_installed_total")
         var malformed: [String: Counter] = [:], refused: [String: Counter] = [:]
         for port in ["peer", "client"] {
-            malformed[port] = Counter(label: "paxoslog_malformed_frames_total", dimensions: d + [("port", port)], factory: f)
-            refused[port] = Counter(label: "paxoslog_refused_handshakes_total", dimensions: d + [("port", port)], factory: f)
+            malformed[port] = counter("paxoslog_malformed_frames_total", [("port", port)])
+            refused[port] = counter("paxoslog_refused_handshakes_total", [("port", port)])
         }
         malformedFrames = malformed
         refusedHandshakes = refused
-        connectFailures = Counter(label: "paxoslog_peer_connect_failures_total", dimensions: d, factory: f)
-        droppedEnvelopes = Counter(label: "paxoslog_peer_dropped_envelopes_total", dimensions: d, factory: f)
+        connectFailures = counter("paxoslog_peer_connect_failures_total")
+        droppedEnvelopes = counter("paxoslog_peer_dropped_envelopes_total")
 
         let fsyncDuration = fsyncDuration, groupCommitSize = groupCommitSize
         driver.store.observeCommits { commit in
@@ -160,22 +163,25 @@ final class ReplicaMetrics: Sendable {
 
     /// Samples the replica's state now (on its event loop) and publishes it.
     func refresh() async {
-        struct LoopState {
-            var leadership: Leadership, chosenThrough: Slot, lastAccepted: Slot, failed: Bool
-            var sending: Int, sentBytes: UInt64, installed: Int
+        let directory = driver.configuration.dataDirectory
+        if let size = try? await NIOThreadPool.singleton.runIfActive({ dataDirectoryBytes(directory) }) {
+            directoryBytes.record(Double(size))
         }
-        let driver = self.driver
-        guard let state = try? await driver.loop.submit({
-            LoopState(leadership: driver.leadership, chosenThrough: driver.readableThrough, lastAccepted: driver.core.lastAcceptedSlot,
-                      failed: driver.failure != nil, sending: driver.snapshots.outgoing.count,
-                      sentBytes: driver.snapshots.sentBytes, installed: driver.snapshots.installed)
-        }).get() else { return }
+        try? await driver.loop.submit { self.publish() }.get()
+    }
+
+    /// Samples and publishes. On the driver's event loop: that reads the replica's state where
+    /// it lives, and serializes samples, so that two at once (a scrape during a periodic sample)
+    /// cannot publish the same increase twice.
+    private func publish() {
+        driver.loop.preconditionInEventLoop()
+        let state = (leadership: driver.leadership, chosenThrough: driver.readableThrough, lastAccepted: driver.core.lastAcceptedSlot,
+                     failed: driver.failure != nil, sending: driver.snapshots.outgoing.count,
+                     sentBytes: driver.snapshots.sentBytes, installed: driver.snapshots.installed)
         let storage = driver.store.statistics
         var transportCounters: [String: TransportCounters.Snapshot] = [:]
         if let transport { transportCounters["peer"] = transport.counters.snapshot }
         if let client = clientCounters.withLockedValue({ $0 }) { transportCounters["client"] = client.snapshot }
-        let directory = driver.configuration.dataDirectory
-        let size = try? await NIOThreadPool.singleton.runIfActive { dataDirectoryBytes(directory) }
 
         let previous = last.withLockedValue { previous in
             defer {
@@ -201,7 +207,6 @@ final class ReplicaMetrics: Sendable {
         grow(storedPayloadBytes, storage.storedPayloadBytes, previous.storage?.storedPayloadBytes ?? 0)
         grow(fsyncs, storage.dataSyncs, previous.storage?.dataSyncs ?? 0)
         grow(groupCommits, storage.groupCommits, previous.storage?.groupCommits ?? 0)
-        if let size { directoryBytes.record(Double(size)) }
         storageFailed.record(state.failed ? 1 : 0)
         snapshotsSending.record(Double(state.sending))
         grow(snapshotSentBytes, Int(clamping: state.sentBytes), Int(clamping: previous.snapshotSentBytes))

@@ -102,12 +102,18 @@ import Testing
         #expect(r.toNode1 == 0 && r.toNode2 == 0)
     }
 
-    @Test func aClientWithoutACertificateIsRefusedWhenOneIsRequired() async throws {
+    /// A client port with node 1's certificate that answers every append with slot 7.
+    func startClientPort(requireClients: Bool) async throws -> (ClientServer, PeerAddress) {
         let m = try Self.material.get()
         var config = ClientServerConfiguration(nodeID: 1, clusterName: "tls", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
-        config.tls = try credentials(m.node[1], ca: m.ca, node: 1, requireClients: true)
+        config.tls = try credentials(m.node[1], ca: m.ca, node: 1, requireClients: requireClients)
         let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in .appended([7]) }
-        let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
+        return (server, PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port)))
+    }
+
+    @Test func aClientWithoutACertificateIsRefusedWhenOneIsRequired() async throws {
+        let m = try Self.material.get()
+        let (server, address) = try await startClientPort(requireClients: true)
         func client(_ tls: TLSCredentials?) -> PaxosClientConfiguration {
             var c = PaxosClientConfiguration(addresses: [address], clusterName: "tls")
             c.tls = tls
@@ -134,10 +140,7 @@ import Testing
 
     @Test func aClientWithoutACertificateIsServedWhenNoneIsRequired() async throws {
         let m = try Self.material.get()
-        var config = ClientServerConfiguration(nodeID: 1, clusterName: "tls", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
-        config.tls = try credentials(m.node[1], ca: m.ca, node: 1, requireClients: false)
-        let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in .appended([7]) }
-        let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
+        let (server, address) = try await startClientPort(requireClients: false)
         var c = PaxosClientConfiguration(addresses: [address], clusterName: "tls")
         c.tls = try credentials(nil, ca: m.ca, node: nil)
         let client = try await PaxosClient.connect(configuration: c, group: testGroup, logger: quietLogger)

@@ -35,11 +35,13 @@ extension Serve {
 
     /// On SIGHUP, reads the TLS files again: connections opened afterwards use the new
     /// certificate, key and CA; open ones keep theirs. A failed reload keeps the old ones and
-    /// says why in the log (the replica keeps running).
-    static func reloadOnHangup(_ tls: TLSCredentials, logger: Logger) {
+    /// says why in the log (the replica keeps running). Without TLS, SIGHUP is logged and
+    /// ignored, so a service manager's reload never kills the replica.
+    static func reloadOnHangup(_ tls: TLSCredentials?, logger: Logger) {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "paxlog.sighup"))
         source.setEventHandler {
+            guard let tls else { return logger.notice("SIGHUP: nothing to reload (no TLS configured)") }
             do {
                 try tls.reload()
                 logger.notice("TLS certificates reloaded", metadata: ["certificate": "\(tls.files.certificate ?? "-")"])

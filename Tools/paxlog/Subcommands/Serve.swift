@@ -112,7 +112,7 @@ struct Serve: AsyncParsableCommand {
         }
         FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
         guard shutdownTimeout > 0 else { throw ValidationError("--shutdown-timeout must be positive") }
-        if let tls = configuration.tls { Self.reloadOnHangup(tls, logger: configuration.logger) }
+        Self.reloadOnHangup(configuration.tls, logger: configuration.logger)
         await Self.waitForTermination(orParentExit: exitWithParent)
         configuration.logger.info("shutting down: failing waiting appends, finishing syncs, closing sockets")
         Self.exitIfShutdownTakesLongerThan(shutdownTimeout)

@@ -55,7 +55,9 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
             var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", "\(body.count)")])
             if !keepAlive { headers.add(name: "Connection", value: "close") }
             context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            if head.method != .HEAD {
+                context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            }
             let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
             if !keepAlive { done.whenComplete { _ in loopBound.value.close(promise: nil) } }
         }

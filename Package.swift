@@ -71,6 +71,7 @@ let package = Package(
             name: "PaxosLog",
             dependencies: [
                 "SegmentLog", "MultiPaxos", "PaxosTransport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -83,7 +84,8 @@ let package = Package(
         .target(
             name: "PaxosLogTesting",
             dependencies: [
-                "MultiPaxos", "SegmentLog", "PaxosTransport",
+                "MultiPaxos", "SegmentLog", "PaxosTransport", "PaxosLog",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -107,7 +109,7 @@ let package = Package(
         ),
 
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "MultiPaxos", "PaxosLogTesting"], resources: [.copy("Golden")]),
-        .testTarget(name: "MultiPaxosTests", dependencies: ["MultiPaxos", "PaxosLogTesting"], resources: [.copy("Transcripts")]),
+        .testTarget(name: "MultiPaxosTests", dependencies: ["MultiPaxos", "PaxosLogTesting", "PaxosLog"], resources: [.copy("Transcripts")]),
         .testTarget(
             name: "PaxosTransportTests",
             dependencies: [

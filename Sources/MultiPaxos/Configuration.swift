@@ -11,7 +11,8 @@ public struct Configuration: Sendable, Hashable {
     public var heartbeatTicks: Int = 2
     /// A follower that hears nothing from a leader for a random number of ticks in
     /// `electionTimeoutTicks` campaigns. Randomisation keeps candidates from colliding forever.
-    public var electionTimeoutTicks: ClosedRange<Int> = 10...20
+    /// Default 15...30 (150–300 ms at the facade's 10 ms tick).
+    public var electionTimeoutTicks: ClosedRange<Int> = 15...30
     /// After each election lost to a competing ballot the timeout range is multiplied by up to
     /// `2^maxBackoffExponent` (randomised), the backoff that breaks duelling-proposer livelock.
     public var maxBackoffExponent: Int = 3
@@ -21,14 +22,14 @@ public struct Configuration: Sendable, Hashable {
     /// A catch-up request that got no answer for this many ticks is sent again.
     public var catchUpRetryTicks: Int = 6
 
-    /// Most slots in one Accept message (and in one accepted-batch record).
-    public var maxBatchCount: Int = 256
+    /// Most slots in one Accept message (and in one accepted-batch record). Default 512.
+    public var maxBatchCount: Int = 512
     /// Most payload bytes in one Accept message (a single larger value still travels alone).
     public var maxBatchBytes: Int = 1 << 20
     /// Most Accept messages unacknowledged per follower (pipelining depth).
     public var maxInflightBatches: Int = 8
-    /// Most payload bytes unacknowledged per follower.
-    public var maxInflightBytes: Int = 8 << 20
+    /// Most payload bytes unacknowledged per follower. Default 16 MiB.
+    public var maxInflightBytes: Int = 16 << 20
     /// Most payload bytes a leader holds proposed but not yet chosen; beyond it `propose` answers
     /// ``ProposeResult/overloaded``.
     public var maxUncommittedBytes: Int = 64 << 20
@@ -46,6 +47,9 @@ public struct Configuration: Sendable, Hashable {
 
     /// Deliberately broken behaviours the simulation must catch. Only tests may set this.
     @_spi(Testing) public var plantedBug: PlantedBug? = nil
+
+    /// The defaults, in one place: ``PaxosLog``'s configuration takes its consensus defaults from here.
+    public static let defaults = Configuration(id: 1, members: [1])
 
     public init(id: NodeID, members: [NodeID], randomSeed: UInt64 = 0) {
         self.id = id

@@ -43,10 +43,14 @@ public struct PaxosCore: Sendable {
     // MARK: Acceptor state (mirrors what was asked to be persisted)
 
     /// The highest ballot this acceptor promised.
-    public private(set) var promised: Ballot = .zero
+    public private(set) var promised: Ballot = .zero {
+        didSet { precondition(promised >= oldValue, "promise moved back from \(oldValue) to \(promised)") }
+    }
     var log = SlotLog()
     /// Every slot through here is chosen and its value known to this replica.
-    public private(set) var chosenThrough: Slot = 0
+    public private(set) var chosenThrough: Slot = 0 {
+        didSet { precondition(chosenThrough >= oldValue, "chosen watermark moved back from \(oldValue) to \(chosenThrough)") }
+    }
 
     // MARK: Roles
 
@@ -673,6 +677,8 @@ public struct PaxosCore: Sendable {
     /// follower's window. The own record and the Accepts leave together: the leader's vote is
     /// written in parallel with the followers' and counted once durable.
     mutating func flush() {
+        // The leader's ack window holds one entry per open slot, chosenThrough + 1 ..< nextSlot.
+        precondition(acks.count == Int(nextSlot &- 1 &- chosenThrough), "ack window of \(acks.count) for slots \(chosenThrough + 1)..<\(nextSlot)")
         while flushedThrough + 1 < nextSlot {
             let first = flushedThrough + 1
             let last = batchEnd(from: first)

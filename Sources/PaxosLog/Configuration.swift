@@ -83,6 +83,13 @@ extension PaxosLog {
         public var dataDirectory: String
         /// Peers and clients of another cluster are refused.
         public var clusterName: String = "paxoslog"
+        /// The id of the cluster this replica belongs to, as its data directory records it since
+        /// the cluster was bootstrapped (``PaxosLog/bootstrap(_:clusterID:)``, `paxlog init`).
+        /// When set, opening a directory of another cluster fails with
+        /// ``PaxosLogError/Code/wrongIdentity``; nil accepts the cluster the directory records
+        /// (its node id is always checked). A one-member log bootstraps an empty directory
+        /// itself, with this id if set. Default: nil.
+        public var clusterID: ClusterID? = nil
         /// When set, every peer and client must prove it knows this secret (HMAC challenge).
         public var secret: [UInt8]? = nil
         /// Where the library logs (at `info` and below); the caller owns it.
@@ -91,17 +98,18 @@ extension PaxosLog {
         public var storage: SegmentStore.Options = .init()
         /// One consensus tick; election timeouts and heartbeats are counted in ticks.
         public var tickInterval: TimeAmount = .milliseconds(10)
-        /// Heartbeat every this many ticks.
-        public var heartbeatTicks = 2
-        /// Randomized election timeout, in ticks.
-        public var electionTimeoutTicks: ClosedRange<Int> = 15...30
-        /// Values per Accept message, and in-flight Accepts per follower.
-        public var maxBatchCount = 512
-        public var maxInflightBatches = 8
+        /// Heartbeat every this many ticks. Default: the core's (`MultiPaxos.Configuration.defaults`), 2.
+        public var heartbeatTicks = MultiPaxos.Configuration.defaults.heartbeatTicks
+        /// Randomized election timeout, in ticks. Default: the core's, 15...30.
+        public var electionTimeoutTicks = MultiPaxos.Configuration.defaults.electionTimeoutTicks
+        /// Values per Accept message, and in-flight Accepts per follower. Default: the core's, 512 and 8.
+        public var maxBatchCount = MultiPaxos.Configuration.defaults.maxBatchCount
+        public var maxInflightBatches = MultiPaxos.Configuration.defaults.maxInflightBatches
         /// Caps on in-flight and uncommitted bytes and queued proposals (beyond: `overloaded`).
-        public var maxInflightBytes = 16 << 20
-        public var maxUncommittedBytes = 64 << 20
-        public var maxQueuedProposals = 65_536
+        /// Default: the core's, 16 MiB, 64 MiB and 65,536.
+        public var maxInflightBytes = MultiPaxos.Configuration.defaults.maxInflightBytes
+        public var maxUncommittedBytes = MultiPaxos.Configuration.defaults.maxUncommittedBytes
+        public var maxQueuedProposals = MultiPaxos.Configuration.defaults.maxQueuedProposals
         /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
         /// (its outcome is then unknown: it may still be chosen later).
         public var appendTimeout: TimeAmount = .seconds(10)
@@ -139,6 +147,23 @@ extension PaxosLog {
         /// (``PaxosTransport/TLSCredentials``). Call its `reload()` to rotate certificates: new
         /// connections use them. nil: plain TCP. Independent of ``secret``. Default nil.
         public var tls: TLSCredentials? = nil
+        /// Bytes of chosen values a replica keeps in memory to answer followers a little behind;
+        /// older ones are forgotten and served from storage. Bounded in bytes, not slots, so one
+        /// replica's memory stays the same whatever the record size. Default 64 MiB.
+        public var retainedChosenBytes = 64 << 20
+        /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
+        /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
+        public var snapshotChunkSize = 2 << 20
+        /// Snapshot bytes sent and not yet acknowledged: 64 MiB keeps loopback and LAN links busy
+        /// while the receiver syncs (16 MiB left the sender idle during every sync). Default 64 MiB.
+        public var snapshotWindowBytes: UInt64 = 64 << 20
+        /// A snapshot received from a peer starts the writeback of every this many bytes without
+        /// waiting for it, so the disk writes while the transfer goes on and the final sync has
+        /// little left. Default 4 MiB.
+        public var receivedSnapshotSyncInterval = 4 << 20
+
+        /// Where the store's files live; tests pass a fault-injecting one.
+        package var fileSystem: any FileSystem = PosixFileSystem()
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID
@@ -173,6 +198,10 @@ extension PaxosLog {
                 throw PaxosLogError(.invalidConfiguration, "max record size \(maxRecordSize) must be 1 B…min(8 MiB, half the storage record limit \(storage.maxRecordBytes))")
             }
             guard appendHold >= .zero else { throw PaxosLogError(.invalidConfiguration, "append hold must not be negative") }
+            guard retainedChosenBytes >= 0, snapshotChunkSize > 0, snapshotChunkSize <= 8 << 20, snapshotWindowBytes >= UInt64(snapshotChunkSize),
+                  receivedSnapshotSyncInterval > 0 else {
+                throw PaxosLogError(.invalidConfiguration, "retained bytes must not be negative; snapshot chunks 1 B…8 MiB, within the window; sync interval positive")
+            }
             guard maxBatchCount > 0, maxInflightBatches > 0, maxQueuedProposals > 0 else {
                 throw PaxosLogError(.invalidConfiguration, "batch, window and queue sizes must be positive")
             }

@@ -4,7 +4,7 @@ import SegmentLog
 extension PaxosLog {
     /// The chosen records of a log from a position on, in order, no-ops skipped. Waits for new
     /// records at the end; finishes when the log is closed. Memory is bounded: it reads a batch
-    /// at a time from storage.
+    /// at a time from storage. Throws the replica's storage failure, if it fails.
     public struct Entries: AsyncSequence, Sendable {
         public typealias Element = Entry
         let driver: ReplicaDriver
@@ -22,8 +22,8 @@ extension PaxosLog {
 
             public mutating func next() async throws -> Entry? {
                 while index == buffer.count {
-                    guard let readable = await driver.waitReadable(after: next - 1) else { return nil }
-                    (buffer, next) = try Entries.read(store: driver.store, from: next, through: readable, maxCount: 512)
+                    guard let readable = try await driver.waitReadable(after: next - 1) else { return nil }
+                    (buffer, next) = try Entries.read(storage: driver.replica.storage, from: next, through: readable, maxCount: 512)
                     index = 0
                 }
                 defer { index += 1 }
@@ -34,12 +34,12 @@ extension PaxosLog {
         /// Reads chosen records in `from ... through` (at most `maxCount` slots, and no more once
         /// their payloads reach `maxBytes`) from storage. Every slot must be present: a gap in the
         /// chosen prefix is corruption, never skipped.
-        static func read(store: SegmentStore, from: Position, through: Position, maxCount: Int, maxBytes: Int = .max) throws -> (entries: [Entry], next: Position) {
+        package static func read(storage: any ReplicaStorage, from: Position, through: Position, maxCount: Int, maxBytes: Int = .max) throws -> (entries: [Entry], next: Position) {
             guard from <= through, maxCount > 0 else { return ([], from) }
             let last = Swift.min(through, from + Position(maxCount) - 1)
             let stored: [LogEntry]
             do {
-                stored = try store.entries(from: from, through: last, maxBytes: maxBytes)
+                stored = try storage.entries(from: from, through: last, maxBytes: maxBytes)
             } catch let error as SegmentLogError where error.isCompacted {
                 // The application must restore the latest snapshot and continue after it.
                 throw PaxosLogError(.compacted, "position \(from) was compacted into a snapshot; restore latestSnapshot() and read on from after it")

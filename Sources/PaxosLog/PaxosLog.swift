@@ -46,12 +46,11 @@ public final class PaxosLog: Sendable {
     ///   or a peer port that cannot be bound.
     public static func open(_ configuration: Configuration) async throws -> PaxosLog {
         try configuration.validate()
-        let store = try await NIOThreadPool.singleton.runIfActive {
-            try SegmentStore.open(directory: configuration.dataDirectory, options: configuration.storage, logger: configuration.logger)
-        }
+        // Checks (or, for a one-member log, writes) the directory's identity before recovery.
+        let store = try await NIOThreadPool.singleton.runIfActive { try ReplicaIdentity.openStore(configuration) }
         let state: DurableState
         do {
-            state = try store.recoveredConsensusState(retained: ReplicaDriver.retainedSlots)
+            state = try store.recoveredConsensusState()
         } catch {
             try? store.close()
             throw error
@@ -186,7 +185,7 @@ public final class PaxosLog: Sendable {
     /// - Returns: the records and the position to continue from.
     public func read(from position: Position, maxCount: Int, maxBytes: Int = .max) async throws -> (entries: [Entry], next: Position) {
         let readable = try await driver.status().get().chosenThrough
-        return try Entries.read(store: driver.store, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
+        return try Entries.read(storage: driver.replica.storage, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
     }
 
     /// This replica's storage counters since open (appends, group commits, fdatasyncs, bytes

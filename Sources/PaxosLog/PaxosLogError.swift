@@ -31,6 +31,16 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let invalidArgument = Code(name: "invalid argument")
         /// The network transport failed to start or to reach the leader.
         public static let transport = Code(name: "transport")
+        /// The data directory belongs to another node or cluster (the message names both);
+        /// nothing was changed.
+        public static let wrongIdentity = Code(name: "wrong identity")
+        /// A member of a multi-member cluster found no log and no identity and was not bootstrapped
+        /// (``PaxosLog/bootstrap(_:clusterID:)``, `paxlog init`); nothing was changed.
+        public static let notBootstrapped = Code(name: "not bootstrapped")
+        /// The directory's acceptor state was lost or cut (a deleted log, tolerant recovery or a
+        /// repair that cut records): it must rejoin as a learner before it votes, which is not yet
+        /// available. The replica did not start.
+        public static let needsRejoin = Code(name: "needs rejoin")
     }
 
     public var code: Code

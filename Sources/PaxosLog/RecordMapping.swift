@@ -48,14 +48,13 @@ extension LogRecord {
 }
 
 extension SegmentStore {
-    /// The acceptor state a restarting ``PaxosCore`` needs, read back from the log: every vote
-    /// above the chosen watermark, and the last `retained` chosen entries (older ones stay on
-    /// disk and are served from there).
-    func recoveredConsensusState(retained: Slot) throws -> DurableState {
+    /// The acceptor state a restarting ``PaxosCore`` needs, read back from the log: the promise,
+    /// the chosen watermark and every vote above it. Chosen entries stay on disk: readers and
+    /// catch-up read them from there, so memory does not grow with the record size.
+    func recoveredConsensusState() throws -> DurableState {
         let s = state
         let chosen = s.chosenThrough ?? 0
-        let snapshot = s.snapshotSlot ?? 0
-        let base = Swift.max(snapshot, chosen > retained ? chosen - retained : 0)
+        let base = Swift.max(s.snapshotSlot ?? 0, chosen)
         var entries: [Entry] = []
         if let first = s.firstSlot, let last = s.lastSlot, Swift.max(first, base + 1) <= last {
             entries = try self.entries(from: Swift.max(first, base + 1), through: last).map(Entry.init)

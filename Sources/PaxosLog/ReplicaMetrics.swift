@@ -85,9 +85,9 @@ final class ReplicaMetrics: Sendable {
     init(driver: ReplicaDriver, transport: PeerTransport?) {
         self.driver = driver
         self.transport = transport
-        node = "\(driver.configuration.nodeID)"
+        node = "\(driver.replica.configuration.nodeID)"
         let d = [("node", node)]
-        let f = driver.configuration.metricsFactory ?? MetricsSystem.factory
+        let f = driver.replica.configuration.metricsFactory ?? MetricsSystem.factory
         func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter { Counter(label: name, dimensions: d + extra, factory: f) }
         func gauge(_ name: String, _ extra: [(String, String)] = []) -> Gauge { Gauge(label: name, dimensions: d + extra, factory: f) }
         func timer(_ name: String) -> Metrics.Timer { Metrics.Timer(label: name, dimensions: d, factory: f) }
@@ -163,7 +163,7 @@ final class ReplicaMetrics: Sendable {
 
     /// Samples the replica's state now (on its event loop) and publishes it.
     func refresh() async {
-        let directory = driver.configuration.dataDirectory
+        let directory = driver.replica.configuration.dataDirectory
         if let size = try? await NIOThreadPool.singleton.runIfActive({ dataDirectoryBytes(directory) }) {
             directoryBytes.record(Double(size))
         }
@@ -175,9 +175,10 @@ final class ReplicaMetrics: Sendable {
     /// cannot publish the same increase twice.
     private func publish() {
         driver.loop.preconditionInEventLoop()
-        let state = (leadership: driver.leadership, chosenThrough: driver.readableThrough, lastAccepted: driver.core.lastAcceptedSlot,
-                     failed: driver.failure != nil, sending: driver.snapshots.outgoing.count,
-                     sentBytes: driver.snapshots.sentBytes, installed: driver.snapshots.installed)
+        let replica = driver.replica
+        let state = (leadership: replica.leadership, chosenThrough: replica.readableThrough, lastAccepted: replica.core.lastAcceptedSlot,
+                     failed: replica.failure != nil, sending: replica.snapshots.outgoing.count,
+                     sentBytes: replica.snapshots.sentBytes, installed: replica.snapshots.installed)
         let storage = driver.store.statistics
         var transportCounters: [String: TransportCounters.Snapshot] = [:]
         if let transport { transportCounters["peer"] = transport.counters.snapshot }

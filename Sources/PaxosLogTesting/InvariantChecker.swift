@@ -31,6 +31,8 @@ public struct InvariantChecker: Sendable {
     public private(set) var chosen: [Value] = []
     /// Acknowledged proposals: slot → value.
     public private(set) var acknowledged: [Slot: Value] = [:]
+    /// Values clients were told were definitely not appended.
+    var refused: Set<Value> = []
     /// Proposal ids issued so far (values are `SimulationValue.encode(id)`).
     public var issued: UInt64 = 0
     /// Number of accepted votes checked.
@@ -144,6 +146,7 @@ public struct InvariantChecker: Sendable {
             }
         } else {
             trulyChosen[slot] = value
+            if refused.contains(value) { fail("slot \(slot): \(describe(value)) was chosen after its append was answered \"not appended\"") }
         }
     }
 
@@ -214,8 +217,38 @@ public struct InvariantChecker: Sendable {
         acknowledged[slot] = value
     }
 
+    /// A client was told its append of `value` was definitely not appended: it must never be chosen.
+    public mutating func refuse(_ value: Value, because reason: String) {
+        if chosen.contains(value) || trulyChosen.values.contains(value) {
+            fail("\(describe(value)) was answered \"not appended\" (\(reason)) but it is chosen")
+        }
+        refused.insert(value)
+    }
+
+    /// A reader of `node` was given `value` at `position`: it must be the one chosen there.
+    public mutating func observeRead(node: NodeID, position: Slot, value: Value) {
+        let i = Int(position - 1)
+        guard i < chosen.count, chosen[i] == value else {
+            fail("node \(node) gave a reader \(describe(value)) at position \(position), which is not the chosen value there")
+            return
+        }
+    }
+
     /// Checks the durable state a replica restarts from: its chosen prefix must be the chosen log.
     public mutating func observeRestart(node: NodeID, state: DurableState) {
+        // Recovery may cut only what was never durable (a torn or lost unsynced tail).
+        if state.promised < (durablePromised[node] ?? .zero) {
+            fail("node \(node) restarted having forgotten its durable promise \(durablePromised[node]!) (recovered \(state.promised))")
+            return
+        }
+        if checkDurabilityContract, let durable = durableVote[node] {
+            var recovered: [Slot: Ballot] = [:]
+            for e in state.entries { recovered[e.slot] = Swift.max(recovered[e.slot] ?? .zero, e.ballot) }
+            for (k, b) in durable.enumerated() where Slot(k + 1) > state.chosenThrough && b > .zero && (recovered[Slot(k + 1)] ?? .zero) < b {
+                fail("node \(node) restarted having forgotten its durable vote in ballot \(b) for slot \(k + 1)")
+                return
+            }
+        }
         var latest: [Slot: Value] = [:]
         for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
         if state.chosenThrough > state.compactedThrough {

@@ -3,6 +3,7 @@ import Logging
 import MultiPaxos
 import NIOPosix
 import PaxosTransport
+import SegmentLog
 
 /// A cluster of real `paxlog serve` processes on 127.0.0.1, for the demo and end-to-end tests.
 ///
@@ -20,6 +21,8 @@ public final class LocalCluster: @unchecked Sendable {
     public let executable: String
     public let baseDirectory: String
     public let clusterName: String
+    /// The id `paxlog init` records in every node's directory (random per cluster).
+    public let clusterID = ClusterID.random()
     public let nodes: [Node]
     /// Extra `paxlog serve` arguments (e.g. `--secret-file`).
     public var extraArguments: [String]
@@ -30,6 +33,8 @@ public final class LocalCluster: @unchecked Sendable {
     /// The TLS credentials status requests present, when the cluster runs with TLS.
     public var clientTLS: TLSCredentials? = nil
     private var processes: [NodeID: Process] = [:]
+    /// Nodes whose directory this cluster has bootstrapped (`paxlog init`).
+    private var bootstrapped: Set<NodeID> = []
     private let lock = NSLock()
 
     /// - Parameters:
@@ -66,12 +71,34 @@ public final class LocalCluster: @unchecked Sendable {
 
     public func node(_ id: NodeID) -> Node { nodes[Int(id) - 1] }
 
-    /// Starts replica `id` (appending to its log file).
+    /// Starts replica `id` (appending to its log file). The first start of each node in this
+    /// cluster bootstraps its directory first (``bootstrap(_:)``); later ones never do, so a
+    /// replica restarted on a wiped directory is refused, as in production.
     public func start(_ id: NodeID) throws {
+        if lock.withLock({ !bootstrapped.contains(id) }) { try bootstrap(id) }
+        let p = try launch(id, ["serve", "--id", "\(id)", "--members", membersArgument, "--data", node(id).dataDirectory,
+                                "--cluster", clusterName, "--cluster-id", "\(clusterID)", "--exit-with-parent"] + extraArguments + nodeArguments[id, default: []])
+        lock.withLock { processes[id] = p }
+    }
+
+    /// Runs `paxlog init` for replica `id` (an initial member of a new cluster) and waits for it.
+    /// - Throws: `ClusterError` if init fails (its output is in the node's log file).
+    public func bootstrap(_ id: NodeID) throws {
+        let p = try launch(id, ["init", "--id", "\(id)", "--members", membersArgument, "--data", node(id).dataDirectory,
+                                "--cluster-id", "\(clusterID)"])
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw ClusterError("paxlog init for node \(id) exited \(p.terminationStatus); see \(node(id).logFile)")
+        }
+        lock.withLock { _ = bootstrapped.insert(id) }
+    }
+
+    /// Starts `paxlog` with `arguments`, its output appended to node `id`'s log file.
+    private func launch(_ id: NodeID, _ arguments: [String]) throws -> Process {
         let n = node(id)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["serve", "--id", "\(id)", "--members", membersArgument, "--data", n.dataDirectory, "--cluster", clusterName, "--exit-with-parent"] + extraArguments + nodeArguments[id, default: []]
+        p.arguments = arguments
         if !FileManager.default.fileExists(atPath: n.logFile) { _ = FileManager.default.createFile(atPath: n.logFile, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: n.logFile))
         log.seekToEndOfFile()
@@ -79,7 +106,22 @@ public final class LocalCluster: @unchecked Sendable {
         p.standardError = log
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        lock.withLock { processes[id] = p }
+        return p
+    }
+
+    /// Waits up to `timeout` seconds for replica `id`'s process to exit.
+    /// - Returns: its exit status, or nil if it is still running.
+    public func waitForExit(_ id: NodeID, timeout: Double) async throws -> Int32? {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            guard let p = lock.withLock({ processes[id] }) else { return nil }
+            if !p.isRunning {
+                p.waitUntilExit()
+                return p.terminationStatus
+            }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return nil
     }
 
     public func startAll() throws {

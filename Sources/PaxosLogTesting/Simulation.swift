@@ -1,4 +1,8 @@
 @_spi(Testing) import MultiPaxos
+import NIOCore
+import PaxosLog
+import PaxosTransport
+import SegmentLog
 
 /// Knobs of one simulated run. Everything random is drawn from `seed`.
 public struct SimulationOptions: Sendable {
@@ -17,14 +21,13 @@ public struct SimulationOptions: Sendable {
     public var partitions: Bool = true
     /// Probability that a run also splits the cluster around its leader with a bridge replica
     /// (see `startBridgePartition`). Runs draw this, and everything about their bridges, from a
-    /// random stream of their own, so a run not drawn for bridges replays exactly as it did
-    /// before bridges existed.
+    /// random stream of their own.
     public var bridgeRunRate: Double = 0.3
     /// Probability, in a run with bridges, that a replica elected leader while no bridge is up
     /// gets one a few ticks later: while its quorum check still counts the votes of its election,
     /// so it leads as long as it can after the split.
     public var bridgeRate: Double = 0.5
-    /// Probability per tick that clients propose (1–3 values).
+    /// Probability per tick that clients propose (1–3 values, each its own append).
     public var proposeRate: Double = 0.5
     /// Upper bound of the probability per tick per replica that its storage syncs what is
     /// pending (each run draws its own in `syncRate/10 ... syncRate`; slow syncs widen the
@@ -33,18 +36,27 @@ public struct SimulationOptions: Sendable {
     /// Also check the durability contract directly (votes and ballots durable before any message
     /// vouching for them leaves), not only its consequences.
     public var checkDurabilityContract = true
-    /// Probability that a replica crashes right after it voted or changed role, before its
+    /// Probability that a replica crashes right after it sent votes or changed role, before its
     /// storage synced: the moments where durability bugs bite.
     public var crashAfterVoteRate: Double = 0.05
     /// Probability per tick per live replica that its application compacts: a snapshot of its
-    /// learned prefix (durable at once, as `SegmentStore.writeSnapshot` returns only then) and
-    /// `compact(through:)`. Lagging replicas then catch up through snapshot transfers.
+    /// readable prefix and `compacted(through:)`. Lagging replicas then catch up through
+    /// snapshot transfers.
     public var compactionRate: Double = 0.01
+    /// Probability that a run injects storage faults (read corruption, EIO, misdirected writes,
+    /// fsync failure, ENOSPC) at all; such runs draw their rates from the seed.
+    public var storageFaultRunRate: Double = 0.5
     /// Snapshot transfer chunk size and window: small, so a transfer takes several messages.
     public var snapshotChunkSize: Int = 400
     public var snapshotWindowBytes: UInt64 = 1600
+    /// Chosen bytes a replica keeps in memory: small, so catch-up is also served from storage.
+    public var retainedChosenBytes: Int = 600
     /// A deliberately broken core to run instead of the real one.
     @_spi(Testing) public var plantedBug: PlantedBug? = nil
+    /// A deliberately broken replica (driver) to run instead of the real one.
+    package var replicaBug: ReplicaBug? = nil
+    /// A deliberately broken storage recovery.
+    public var storageBug: StorageBug? = nil
     /// Called with every trace line when set (replaying one seed).
     public var trace: (@Sendable (String) -> Void)? = nil
 
@@ -71,73 +83,67 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var snapshotsInstalled = 0
     public var proposed = 0
     public var acknowledged = 0
+    public var notAppended = 0
+    public var unknownOutcomes = 0
+    public var entriesRead = 0
     public var chosenSlots = 0
+    public var faults = FaultCounters()
     public var violation: String? = nil
     public var violationTick: Int? = nil
 
     public var description: String {
+        let f = faults
         let head = "seed=\(seed) replicas=\(replicas) ticks=\(ticks) steps=\(steps) loss=\(Int(lossRate * 100))% "
             + "sent=\(sent) dropped=\(dropped) dup=\(duplicated) crashes=\(crashes) partitions=\(partitions) bridges=\(bridges) "
             + "compactions=\(compactions) installed=\(snapshotsInstalled) "
-            + "proposed=\(proposed) acked=\(acknowledged) chosen=\(chosenSlots)"
+            + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) read=\(entriesRead) chosen=\(chosenSlots) "
+            + "torn=\(f.tornWrites) lost_unsynced=\(f.lostUnsynced) read_corruptions=\(f.readCorruptions) misdirected=\(f.misdirectedWrites) "
+            + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc)"
         guard let v = violation else { return head }
         return head + "\nVIOLATION at tick \(violationTick ?? -1): \(v)\nreplay with PAXOS_SEED=\(seed)"
     }
 }
 
-/// A deterministic simulation of a PaxosLog cluster: N cores, a faulty network, storage that
-/// loses whatever was not synced when a replica crashes, and clients proposing unique values.
-/// The ``InvariantChecker`` runs after every step.
-public struct Simulation: Sendable {
-    struct Storage: Sendable {
-        var durable: [DurableRecord] = []
-        var pending: [DurableRecord] = []
-        /// Sequence of the last durable record (of the current incarnation's numbering).
-        var durableSeq: RecordSequence = 0
-        var lastSeq: RecordSequence = 0
-        /// The durable snapshot: the chosen values of slots `1 ... values.count`.
-        var snapshot: [Value]? = nil
-    }
-
-    struct Node: Sendable {
+/// A deterministic simulation of a PaxosLog cluster running the real ``Replica`` (the code a
+/// database runs, core and driver logic both) over a faulty simulated network, a faulty
+/// simulated storage (``SimulatedStorage``) and simulated time, with clients appending unique
+/// values and readers reading every replica. The ``InvariantChecker`` runs after every step.
+///
+/// Everything runs on one thread: the executor is a FIFO queue run to empty after each event.
+public final class Simulation: @unchecked Sendable {
+    struct Node {
         var id: NodeID
-        var core: PaxosCore?
-        var storage = Storage()
-        /// Messages held until their record sequence is durable.
-        var gated: [(seq: RecordSequence, envelopes: [Envelope])] = []
-        /// Chosen values learned, from slot 1 (this incarnation, seeded from durable state).
+        let disk = SimulatedDisk()
+        var replica: Replica?
+        var storage: SimulatedStorage?
+        var link: NodeLink?
+        /// Chosen values this incarnation knows, from slot 1 (seeded from durable state).
         var learned: [Value] = []
+        /// The next slot this replica's reader reads.
+        var readFrom: Slot = 1
         var restartAt: Int? = nil
         var incarnation = 0
-        /// Values the core holds while campaigning (`ProposeResult.held`), oldest first.
-        var held: [Value] = []
-        /// Snapshot transfers (volatile: a crash loses them, and a partial receive with them).
-        var senders: [NodeID: SnapshotSender] = [:]
-        var receiver: SnapshotReceiver? = nil
-        var receivedBytes: [UInt8] = []
-    }
-
-    struct PendingProposal: Sendable {
-        var node: Int
-        var incarnation: Int
-        var slot: Slot
-        var value: Value
     }
 
     public private(set) var options: SimulationOptions
     public private(set) var checker: InvariantChecker
     public private(set) var report: SimulationReport
+    var faults: FaultCounters {
+        get { report.faults }
+        set { report.faults = newValue }
+    }
     var rng: SplitMix64
     var network = SimulatedNetwork()
+    let executor = SimulatedExecutor()
     var nodes: [Node] = []
     var now = 0
-    var pending: [PendingProposal] = []
     var clientTarget = 0
     var members: [NodeID]
     var faultsOn = true
-    /// Drawn per run: how often storage syncs, how often replicas crash.
+    /// Drawn per run: how often storage syncs, how often replicas crash, storage fault rates.
     var syncRate: Double
     var crashRate: Double
+    var storageRates = StorageFaultRates.none
     /// Draws for bridge partitions only; `bridgeRate` is 0 in a run without them.
     var bridgeRNG: SplitMix64
     var bridgeRate = 0.0
@@ -147,6 +153,9 @@ public struct Simulation: Sendable {
     var nextBridge: (at: Int, leader: Int)? = nil
     /// Every replica's election timeout range when not the configuration's default.
     var electionTimeoutTicks: ClosedRange<Int>? = nil
+    static let tickInterval = TimeAmount.milliseconds(10)
+    /// Shorter than production's, so a run of a few hundred ticks sees many elections.
+    static let electionTimeoutTicks = 10...20
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -167,29 +176,44 @@ public struct Simulation: Sendable {
         if options.partitions, bridgeRNG.chance(options.bridgeRunRate) { bridgeRate = options.bridgeRate }
         if bridgeRate > 0 {
             // A bridge's scenario must fit between the rest's election timeout and the old
-            // leader's second quorum check (one per upper bound of that range). With the default
-            // 10...20 it rarely does: with a bridge after every election of every run, the
-            // planted bug followWithoutPromise was caught in 2 of 200 five-replica seeds; with
-            // 10...30 in 33, with 10...40 in 52. So runs with bridges also draw the upper bound
-            // in 20...40, as deployments choose their own timeouts.
-            let d = Configuration(id: 1, members: [1]).electionTimeoutTicks
+            // leader's second quorum check; runs with bridges draw the upper bound in 20...40.
+            let d = Self.electionTimeoutTicks
             electionTimeoutTicks = d.lowerBound...(d.upperBound + bridgeRNG.below(d.upperBound + 1))
         }
-        for id in members {
-            var n = Node(id: id)
-            n.core = PaxosCore(configuration: config(for: id, incarnation: 0))
-            nodes.append(n)
+        var storageRNG = SplitMix64(seed: mix.next())
+        if storageRNG.chance(options.storageFaultRunRate) {
+            storageRates.readCorruption = Double(storageRNG.below(5)) / 100
+            storageRates.eio = Double(storageRNG.below(5)) / 100
+            storageRates.misdirectedWrite = Double(storageRNG.below(3)) / 200
+            storageRates.fsyncFailure = Double(storageRNG.below(3)) / 1000
+            storageRates.enospc = Double(storageRNG.below(3)) / 1000
         }
+        nodes = members.map { Node(id: $0) }
+        for i in nodes.indices { start(i, state: DurableState(), chosen: []) }
     }
 
-    func config(for id: NodeID, incarnation: Int) -> Configuration {
+    func coreConfiguration(for id: NodeID, incarnation: Int) -> Configuration {
         var c = Configuration(id: id, members: members,
                               randomSeed: options.seed &* 31 &+ UInt64(id) &* 1_000_003 &+ UInt64(incarnation) &* 7919)
         c.maxBatchCount = 8
         c.maxInflightBatches = 4
         c.maxQueuedProposals = 64
+        c.maxCatchUpEntries = 16
         c.plantedBug = options.plantedBug
-        if let t = electionTimeoutTicks { c.electionTimeoutTicks = t }
+        c.electionTimeoutTicks = electionTimeoutTicks ?? Self.electionTimeoutTicks
+        return c
+    }
+
+    func replicaConfiguration(for id: NodeID) -> PaxosLog.Configuration {
+        let address = PeerAddress(host: "127.0.0.1", port: 0)
+        var c = PaxosLog.Configuration(nodeID: id, members: members.map { PaxosLog.Member(id: $0, peerAddress: address, clientAddress: address) },
+                                       dataDirectory: "simulated-\(id)")
+        c.tickInterval = Self.tickInterval
+        c.appendTimeout = Self.tickInterval * 150
+        c.appendHold = .zero
+        c.snapshotChunkSize = options.snapshotChunkSize
+        c.snapshotWindowBytes = options.snapshotWindowBytes
+        c.retainedChosenBytes = options.retainedChosenBytes
         return c
     }
 
@@ -197,10 +221,12 @@ public struct Simulation: Sendable {
         if let t = options.trace { t("[\(now)] " + s()) }
     }
 
+    var simulatedNow: NIODeadline { .uptimeNanoseconds(UInt64(now) * UInt64(Self.tickInterval.nanoseconds)) }
+
     // MARK: - Running
 
     /// Runs the fault phase, then the liveness phase; stops at the first violation.
-    public mutating func run() -> SimulationReport {
+    public func run() -> SimulationReport {
         while now < options.faultTicks, checker.violation == nil {
             injectFaults()
             step()
@@ -216,146 +242,216 @@ public struct Simulation: Sendable {
         return report
     }
 
-    /// One tick: restarts, timers, clients, deliveries, syncs; invariants after every step.
-    mutating func step() {
+    /// Runs everything the executor has queued, checking invariants after each.
+    func settle() {
+        while let work = executor.next() {
+            work()
+            report.steps += 1
+            if checker.violation != nil, report.violationTick == nil {
+                report.violationTick = now
+                trace("VIOLATION \(checker.violation!)")
+            }
+        }
+    }
+
+    /// One tick: restarts, timers, clients, deliveries, syncs, readers.
+    func step() {
         now += 1
-        for i in nodes.indices where nodes[i].core == nil {
+        executor.now = simulatedNow
+        // A replica whose storage failed is restarted by its operator, on what its disk kept.
+        for i in nodes.indices where nodes[i].replica?.failure != nil {
+            if let t = nodes[i].restartAt, t <= now { crash(i, restartAfter: 0) }
+        }
+        for i in nodes.indices where nodes[i].replica == nil {
             if let t = nodes[i].restartAt, t <= now { restart(i) }
         }
-        for i in nodes.indices where nodes[i].core != nil {
-            nodes[i].core!.tick()
-            drain(i)
-            tickSenders(i)
+        for i in nodes.indices {
+            guard let r = nodes[i].replica else { continue }
+            r.tick()
+            settle()
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
-        for i in nodes.indices where nodes[i].core != nil && rng.chance(options.compactionRate) {
+        for i in nodes.indices where nodes[i].replica != nil && rng.chance(options.compactionRate) {
             compact(i)
         }
         for e in network.due(now: now, rng: &rng) {
-            guard let i = members.firstIndex(of: e.to), nodes[i].core != nil else { continue }
-            switch e.message {
-            case .snapshotOffer(let o): onSnapshotOffer(i, from: e.from, o)
-            case .snapshotChunk(let c): onSnapshotChunk(i, from: e.from, c)
-            case .snapshotAck(let a): onSnapshotAck(i, from: e.from, a)
-            default:
-                nodes[i].core!.step(e)
-                drain(i)
-            }
+            guard let i = members.firstIndex(of: e.to), let r = nodes[i].replica else { continue }
+            r.receive(e)
+            settle()
         }
-        for i in nodes.indices where nodes[i].core != nil && rng.chance(syncRate) {
-            sync(i)
+        for i in nodes.indices where nodes[i].replica != nil && rng.chance(syncRate) {
+            nodes[i].storage?.sync()
+            settle()
         }
+        for i in nodes.indices { read(i) }
     }
 
-    mutating func propose(count: Int) {
+    // MARK: - Clients
+
+    func propose(count: Int) {
         var target = clientTarget
-        if nodes[target].core == nil { target = rng.below(nodes.count) }
-        guard nodes[target].core != nil else { return }
+        if nodes[target].replica == nil { target = rng.below(nodes.count) }
+        guard let replica = nodes[target].replica else { return }
         for _ in 0..<count {
             checker.issued += 1
-            let value = Value.data(SimulationValue.encode(checker.issued))
+            let id = checker.issued
+            let bytes = SimulationValue.encode(id)
             report.proposed += 1
-            switch nodes[target].core!.propose(value) {
-            case .proposed(let slot):
-                pending.append(PendingProposal(node: target, incarnation: nodes[target].incarnation, slot: slot, value: value))
-            case .held:
-                nodes[target].held.append(value)
-            case .notLeader(let leader):
-                if let l = leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
-                drain(target)
-                return
-            case .overloaded:
-                drain(target)
-                return
-            }
+            let batch = AppendBatch(count: 1, .callback { [unowned self] result in self.answered(id: id, bytes: bytes, result) })
+            replica.propose([bytes], batch: batch)
         }
-        drain(target)
+        settle()
     }
 
-    /// Handles a replica's Ready the way the contract says, then checks invariants.
-    mutating func drain(_ i: Int) {
-        let r = nodes[i].core!.takeReady()
-        report.steps += 1
-        let id = nodes[i].id
-        if !r.records.isEmpty {
-            checker.observe(records: r.records, node: id)
-            nodes[i].storage.pending.append(contentsOf: r.records)
-            nodes[i].storage.lastSeq = r.persistThrough
-        }
-        for e in r.messages { send(e) }
-        if !r.messagesAfterPersist.isEmpty {
-            if r.persistThrough <= nodes[i].storage.durableSeq {
-                for e in r.messagesAfterPersist { send(e) }
-            } else {
-                nodes[i].gated.append((r.persistThrough, r.messagesAfterPersist))
+    /// A client hears its append's outcome: acknowledged at a slot, definitely not appended, or unknown.
+    func answered(id: UInt64, bytes: [UInt8], _ result: Result<[Slot], PaxosLogError>) {
+        switch result {
+        case .success(let slots):
+            checker.acknowledge(slot: slots[0], value: .data(bytes))
+        case .failure(let error):
+            switch error.code {
+            case .notLeader, .overloaded, .superseded:
+                report.notAppended += 1
+                checker.refuse(.data(bytes), because: "\(error)")
+                if error.code == .notLeader {
+                    if let l = error.leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
+                }
+            default:
+                report.unknownOutcomes += 1
             }
         }
-        for outcome in r.heldProposals {
-            let value = nodes[i].held.removeFirst()
-            if case .proposed(let slot, _) = outcome {
-                pending.append(PendingProposal(node: i, incarnation: nodes[i].incarnation, slot: slot, value: value))
+    }
+
+    /// A reader on replica `i` reads what is readable, with the code `entries(from:)` runs, and
+    /// checks it: one sequence on every replica, nothing that is not durable there.
+    func read(_ i: Int) {
+        guard let replica = nodes[i].replica, let storage = nodes[i].storage, replica.failure == nil else { return }
+        let through = replica.readableThrough
+        guard nodes[i].readFrom <= through else { return }
+        let from = nodes[i].readFrom
+        do {
+            let (entries, next) = try PaxosLog.Entries.read(storage: storage, from: from, through: through, maxCount: 64)
+            for e in entries {
+                report.entriesRead += 1
+                checker.observeRead(node: nodes[i].id, position: e.position, value: .data(e.bytes))
+                if storage.durableValue(e.position) != .data(e.bytes), e.position > storage.snapshotSlot ?? 0 {
+                    checker.failRead("node \(nodes[i].id) served slot \(e.position) to a reader before its record was durable")
+                }
+            }
+            nodes[i].readFrom = next
+        } catch let error as PaxosLogError where error.code == .compacted {
+            // Restore the snapshot and read on after it, as an application does.
+            nodes[i].readFrom = (storage.snapshotSlot ?? 0) + 1
+        } catch {
+            // Read faults (CRC caught, EIO): an error, never a value; try again later.
+        }
+    }
+
+    // MARK: - Storage, network and observation hooks
+
+    func nodeID(of disk: SimulatedDisk) -> NodeID {
+        nodes.first { $0.disk === disk }!.id
+    }
+
+    func observeAppended(_ records: [LogRecord], node: NodeID) {
+        checker.observe(records: records.compactMap(Self.durableRecord), node: node)
+    }
+
+    func observeDurable(_ records: [LogRecord], node: NodeID) {
+        checker.observeDurable(records: records.compactMap(Self.durableRecord), node: node)
+    }
+
+    static func durableRecord(_ r: LogRecord) -> DurableRecord? {
+        switch r {
+        case .promise(let b): return .promise(Ballot(round: b.round, node: b.node))
+        case .accepted(let es):
+            return .learned(es.map { Entry(slot: $0.slot, ballot: Ballot(round: $0.ballot.round, node: $0.ballot.node), value: $0.isNoop ? .noop : .data($0.payload)) })
+        case .chosen(let t): return .chosen(through: t)
+        case .snapshot, .suffixTruncated: return nil
+        }
+    }
+
+    /// Misdirected writes destroy a record for good (recovery then fails closed): allowed on a
+    /// disk only while a majority of disks stays intact.
+    func mayDamagePermanently(_ disk: SimulatedDisk) -> Bool {
+        guard faultsOn else { return false }
+        let damaged = nodes.filter { n in n.disk.brokenBeyondRecovery || n.disk.records.contains(where: \.damaged) }
+        if damaged.contains(where: { $0.disk === disk }) { return true }
+        return damaged.count + 1 <= (members.count - 1) / 2
+    }
+
+    /// A replica received a whole snapshot and is about to make it durable: every value in it must
+    /// be the chosen one and agree with what that replica learned.
+    func observeReceivedSnapshot(_ bytes: [UInt8], slot: Slot, disk: SimulatedDisk) {
+        let i = nodes.firstIndex { $0.disk === disk }!
+        guard let values = SimulationSnapshot.decode(bytes), values.count == Int(slot) else {
+            checker.failSnapshot("node \(nodes[i].id) received a snapshot for slot \(slot) that does not decode")
+            return
+        }
+        for (k, v) in values.enumerated() {
+            let s = Slot(k + 1)
+            if checker.trulyChosen[s] != v || (k < checker.chosen.count && checker.chosen[k] != v) {
+                checker.failSnapshot("node \(nodes[i].id) received \(checker.describe(v)) at slot \(s) in a snapshot, which was not chosen there")
+                return
             }
         }
-        for c in r.chosen {
-            checker.observeChosen(node: id, entry: c, learnedCount: nodes[i].learned.count)
-            nodes[i].learned.append(c.value)
+    }
+
+    func send(_ e: Envelope, from incarnation: Int) {
+        guard let i = members.firstIndex(of: e.from), nodes[i].incarnation == incarnation, nodes[i].replica != nil else { return }
+        if nodes[i].replica?.failure != nil, SimulatedNetwork.isVote(e.message) {
+            checker.failStorage("node \(e.from) voted (\(e.message)) after its storage failed")
         }
-        if !r.chosen.isEmpty { settleProposals(i) }
-        if let l = r.leadership {
-            trace("node \(id): \(l)")
-            if l.isLeader { clientTarget = i }
-            if l.isLeader, faultsOn, bridgeRate > 0, bridge == nil, nextBridge == nil, bridgeRNG.chance(bridgeRate) {
-                nextBridge = (now + 2 + bridgeRNG.below(7), i)
-            }
-        }
-        for request in r.snapshotRequests { startSnapshotTransfer(i, to: request.peer) }
-        if checker.violation != nil, report.violationTick == nil {
-            report.violationTick = now
-            trace("VIOLATION \(checker.violation!)")
-        }
-        // Buggify: crash at the moment a vote or a new ballot exists only in memory.
-        if faultsOn, crashesNow, !nodes[i].storage.pending.isEmpty,
-           r.leadership != nil || !r.messagesAfterPersist.isEmpty || r.records.contains(where: { if case .promise = $0 { return true } else { return false } }),
+        checker.observeSent(e)
+        network.send(e, now: now, rng: &rng)
+        // Buggify: crash at the moment a vote leaves while records are still unsynced.
+        if faultsOn, crashesNow, SimulatedNetwork.isVote(e.message), nodes[i].storage?.hasUnsynced == true,
            rng.chance(options.crashAfterVoteRate) {
             crash(i, restartAfter: 1 + rng.below(3))
         }
     }
 
-    mutating func send(_ e: Envelope) {
-        checker.observeSent(e)
-        network.send(e, now: now, rng: &rng)
-    }
-
-    /// Clients learn the fate of proposals whose slot their leader now reports chosen.
-    mutating func settleProposals(_ i: Int) {
-        let learned = Slot(nodes[i].learned.count)
-        pending.removeAll { p in
-            guard p.node == i, p.slot <= learned else { return false }
-            guard p.incarnation == nodes[i].incarnation else { return true }
-            if nodes[i].learned[Int(p.slot - 1)] == p.value { checker.acknowledge(slot: p.slot, value: p.value) }
-            return true
+    func chose(_ entries: [ChosenEntry], node: NodeID) {
+        guard let i = members.firstIndex(of: node) else { return }
+        for c in entries {
+            checker.observeChosen(node: node, entry: c, learnedCount: nodes[i].learned.count)
+            nodes[i].learned.append(c.value)
         }
     }
 
-    /// Storage finishes a sync: everything pending is durable; gated messages leave.
-    mutating func sync(_ i: Int) {
-        guard !nodes[i].storage.pending.isEmpty else { return }
-        checker.observeDurable(records: nodes[i].storage.pending, node: nodes[i].id)
-        nodes[i].storage.durable.append(contentsOf: nodes[i].storage.pending)
-        nodes[i].storage.pending.removeAll()
-        nodes[i].storage.durableSeq = nodes[i].storage.lastSeq
-        let seq = nodes[i].storage.durableSeq
-        var still: [(seq: RecordSequence, envelopes: [Envelope])] = []
-        for g in nodes[i].gated {
-            if g.seq <= seq {
-                for e in g.envelopes { send(e) }
-            } else {
-                still.append(g)
-            }
+    func installed(through slot: Slot, node: NodeID) {
+        guard let i = members.firstIndex(of: node), let storage = nodes[i].storage else { return }
+        guard let bytes = nodes[i].disk.snapshotFiles[slot], let values = SimulationSnapshot.decode(bytes) else {
+            checker.failSnapshot("node \(node) acted on snapshot \(slot) before it was durable")
+            return
         }
-        nodes[i].gated = still
-        nodes[i].core!.persisted(through: seq)
-        drain(i)
+        if storage.snapshotSlot != slot {
+            checker.failSnapshot("node \(node) acted on snapshot \(slot) before its marker was durable")
+        }
+        for k in 0..<Swift.min(values.count, nodes[i].learned.count) where nodes[i].learned[k] != values[k] {
+            checker.failSnapshot("node \(node) installed a snapshot that disagrees with its learned slot \(k + 1)")
+            return
+        }
+        checker.observeInstalledSnapshot(values)
+        nodes[i].learned = values
+        report.snapshotsInstalled += 1
+        trace("node \(node) installed snapshot \(slot)")
+    }
+
+    func leadershipChanged(_ l: Leadership, node: NodeID) {
+        guard let i = members.firstIndex(of: node) else { return }
+        trace("node \(node): \(l)")
+        if l.isLeader { clientTarget = i }
+        if l.isLeader, faultsOn, bridgeRate > 0, bridge == nil, nextBridge == nil, bridgeRNG.chance(bridgeRate) {
+            nextBridge = (now + 2 + bridgeRNG.below(7), i)
+        }
+    }
+
+    func storageFailed(node: NodeID) {
+        guard let i = members.firstIndex(of: node) else { return }
+        trace("node \(node): storage failed")
+        // An operator restarts it a while later, on what its disk kept.
+        nodes[i].restartAt = now + 5 + rng.below(20)
     }
 
     // MARK: - Faults
@@ -364,11 +460,11 @@ public struct Simulation: Sendable {
     /// the bridge and a majority of the rest running for the few dozen ticks it lasts.
     var crashesNow: Bool { options.crashes && bridge == nil }
 
-    mutating func injectFaults() {
+    func injectFaults() {
         if crashesNow, rng.chance(crashRate) {
             let i = rng.below(nodes.count)
             // Half the restarts are quick, so a replica is back before anyone noticed it left.
-            if nodes[i].core != nil { crash(i, restartAfter: rng.chance(0.5) ? 1 + rng.below(3) : 1 + rng.below(40)) }
+            if nodes[i].replica != nil { crash(i, restartAfter: rng.chance(0.5) ? 1 + rng.below(3) : 1 + rng.below(40)) }
         }
         if options.partitions, let b = bridge {
             // One partition at a time: a random heal would end the bridge's scenario early.
@@ -379,7 +475,7 @@ public struct Simulation: Sendable {
             }
         } else if options.partitions, let b = nextBridge, b.at <= now {
             nextBridge = nil
-            if nodes[b.leader].core?.isLeader == true { startBridgePartition(around: b.leader) }
+            if nodes[b.leader].replica?.core.isLeader == true { startBridgePartition(around: b.leader) }
         } else if options.partitions {
             if rng.chance(0.02) {
                 // Isolate one replica, or cut one random link.
@@ -407,10 +503,9 @@ public struct Simulation: Sendable {
     /// whose links to the rest lose every vote but carry heartbeats and catch-up. The rest elect
     /// a newer leader while the old one still leads, for up to its quorum check; the bridge hears
     /// both leaders' heartbeats and none of the newer one's Prepares or Accepts. That is when a
-    /// replica must not follow a leader whose ballot it did not promise, or it carries the newer
-    /// leader's chosen slots back to the deposed one (the planted bug `followWithoutPromise`).
-    /// Random loss and whole-link cuts practically never make that shape.
-    mutating func startBridgePartition(around leader: Int) {
+    /// replica must not follow a leader whose ballot it did not promise (the planted bug
+    /// `followWithoutPromise`). Random loss and whole-link cuts practically never make that shape.
+    func startBridgePartition(around leader: Int) {
         let old = members[leader]
         let others = members.filter { $0 != old }
         let via = others[bridgeRNG.below(others.count)]
@@ -428,250 +523,104 @@ public struct Simulation: Sendable {
         trace("bridge: \(old) cut off but for \(via), which passes no votes")
     }
 
-    /// Crashes replica `i`: it keeps its durable records plus a random prefix of the pending
-    /// ones (the kernel may have written some), and the last of those may be torn (dropped by
-    /// recovery). Held messages and unsent effects are lost.
-    mutating func crash(_ i: Int, restartAfter: Int) {
+    /// Crashes replica `i`: its storage keeps what the fault model says, everything in memory,
+    /// in flight to it or queued on its executor is lost.
+    func crash(_ i: Int, restartAfter: Int) {
+        guard nodes[i].replica != nil else { return }
         report.crashes += 1
-        var kept = nodes[i].storage.pending.count == 0 ? 0 : rng.below(nodes[i].storage.pending.count + 1)
-        if kept > 0, rng.chance(0.3) { kept -= 1 }  // torn last write
-        checker.observeDurable(records: nodes[i].storage.pending.prefix(kept), node: nodes[i].id)
-        nodes[i].storage.durable.append(contentsOf: nodes[i].storage.pending.prefix(kept))
-        nodes[i].storage.pending.removeAll()
-        nodes[i].core = nil
-        nodes[i].gated.removeAll()
-        nodes[i].held.removeAll()
-        nodes[i].senders = [:]
-        nodes[i].receiver = nil
-        nodes[i].receivedBytes = []
+        nodes[i].storage?.crash()
+        nodes[i].replica = nil
+        nodes[i].storage = nil
+        nodes[i].link = nil
         nodes[i].restartAt = now + restartAfter
         network.dropAll(involving: nodes[i].id)
-        pending.removeAll { $0.node == i }
-        trace("crash \(nodes[i].id) keeping \(kept) unsynced records")
+        trace("crash \(nodes[i].id)")
     }
 
-    mutating func restart(_ i: Int) {
-        var state = DurableState()
-        for r in nodes[i].storage.durable { state.apply(r) }
-        let snapshot = nodes[i].storage.snapshot ?? []
-        if !snapshot.isEmpty {
-            // Recovery drops entries the snapshot covers; the snapshot's slots are chosen.
-            state.compactedThrough = Slot(snapshot.count)
-            state.chosenThrough = Swift.max(state.chosenThrough, state.compactedThrough)
-            state.entries.removeAll { $0.slot <= state.compactedThrough }
-        }
-        checker.observeRestart(node: nodes[i].id, state: state)
-        // Rewrite storage compactly, as recovery would, so sequence numbers start afresh.
-        nodes[i].storage = Storage(durable: nodes[i].storage.durable, snapshot: nodes[i].storage.snapshot)
-        nodes[i].incarnation += 1
+    func restart(_ i: Int) {
         nodes[i].restartAt = nil
-        nodes[i].core = PaxosCore(configuration: config(for: nodes[i].id, incarnation: nodes[i].incarnation), restoring: state)
-        var latest: [Slot: Value] = [:]
-        for e in state.entries where e.slot <= state.chosenThrough { latest[e.slot] = e.value }
-        nodes[i].learned = state.chosenThrough == 0 ? [] : (1...state.chosenThrough).map { s in
-            s <= Slot(snapshot.count) ? snapshot[Int(s - 1)] : (latest[s] ?? .noop)
+        guard !nodes[i].disk.brokenBeyondRecovery else { return }
+        nodes[i].incarnation += 1
+        let storage = makeStorage(i)
+        let recovered: (state: DurableState, chosen: [Value])
+        do {
+            recovered = try storage.recover()
+        } catch {
+            // Fails closed: this replica stays down; the schedule keeps a majority intact.
+            trace("node \(nodes[i].id) refuses to start: \(error)")
+            return
         }
-        trace("restart \(nodes[i].id) promised=\(state.promised) chosen=\(state.chosenThrough)")
-        drain(i)
+        checker.observeRestart(node: nodes[i].id, state: recovered.state)
+        for (k, v) in recovered.chosen.enumerated() where k < checker.chosen.count && checker.chosen[k] != v {
+            checker.fail("node \(nodes[i].id) restarted holding \(checker.describe(v)) as chosen at slot \(k + 1), but \(checker.describe(checker.chosen[k])) was chosen")
+            break
+        }
+        trace("restart \(nodes[i].id) promised=\(recovered.state.promised) chosen=\(recovered.state.chosenThrough)")
+        start(i, state: recovered.state, chosen: recovered.chosen, storage: storage)
     }
 
-    // MARK: - Compaction and snapshot transfer
+    func makeStorage(_ i: Int) -> SimulatedStorage {
+        SimulatedStorage(disk: nodes[i].disk, world: self, rates: faultsOn ? storageRates : .none, bug: options.storageBug,
+                         seed: options.seed &* 0x9E37_79B9 &+ UInt64(nodes[i].id) &* 131 &+ UInt64(nodes[i].incarnation))
+    }
 
-    /// The application snapshots its learned prefix (or part of it) and compacts.
-    mutating func compact(_ i: Int) {
-        let learned = nodes[i].learned.count
-        let current = nodes[i].storage.snapshot?.count ?? 0
-        guard learned > current else { return }
-        let through = learned - rng.below(Swift.min(4, learned - current))
-        nodes[i].storage.snapshot = Array(nodes[i].learned[0..<through])
-        nodes[i].core!.compact(through: Slot(through))
+    func start(_ i: Int, state: DurableState, chosen: [Value], storage: SimulatedStorage? = nil) {
+        let id = nodes[i].id
+        let storage = storage ?? makeStorage(i)
+        let link = NodeLink(simulation: self, incarnation: nodes[i].incarnation)
+        let replica = Replica(configuration: replicaConfiguration(for: id), core: coreConfiguration(for: id, incarnation: nodes[i].incarnation),
+                              restoring: state, storage: storage, network: link, executor: executor, bug: options.replicaBug)
+        replica.observer = link
+        nodes[i].replica = replica
+        nodes[i].storage = storage
+        nodes[i].link = link
+        nodes[i].learned = chosen
+        nodes[i].readFrom = Swift.min(nodes[i].readFrom, Slot(chosen.count) + 1)
+        replica.start()
+        settle()
+    }
+
+    // MARK: - Compaction
+
+    /// The application snapshots its readable prefix (or part of it) and compacts.
+    func compact(_ i: Int) {
+        guard let replica = nodes[i].replica, let storage = nodes[i].storage else { return }
+        let readable = Swift.min(Int(replica.readableThrough), nodes[i].learned.count)
+        let current = Int(storage.snapshotSlot ?? 0)
+        guard readable > current else { return }
+        let through = readable - rng.below(Swift.min(4, readable - current))
+        let bytes = SimulationSnapshot.encode(nodes[i].learned[0..<through])
         report.compactions += 1
         trace("node \(nodes[i].id) compacts through \(through)")
-        drain(i)
-    }
-
-    static func encodeSnapshot(_ values: [Value]) -> [UInt8] {
-        var out: [UInt8] = []
-        for v in values {
-            switch v {
-            case .noop: out.append(0)
-            case .data(let b):
-                out.append(1)
-                out.append(UInt8(b.count))
-                out.append(contentsOf: b)
-            }
+        storage.commitSnapshot(slot: Slot(through), bytes: bytes, markChosen: false) { [unowned self] error in
+            guard error == nil, self.nodes[i].replica === replica else { return }
+            let below = replica.compacted(through: Slot(through))
+            storage.truncatePrefix(below: below)
         }
-        return out
-    }
-
-    static func decodeSnapshot(_ bytes: [UInt8]) -> [Value]? {
-        var out: [Value] = []
-        var k = 0
-        while k < bytes.count {
-            if bytes[k] == 0 { out.append(.noop); k += 1; continue }
-            guard bytes[k] == 1, k + 1 < bytes.count, k + 2 + Int(bytes[k + 1]) <= bytes.count else { return nil }
-            out.append(.data(Array(bytes[(k + 2)..<(k + 2 + Int(bytes[k + 1]))])))
-            k += 2 + Int(bytes[k + 1])
-        }
-        return out
-    }
-
-    /// FNV-1a, standing in for the driver's crc32.
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var h: UInt32 = 2_166_136_261
-        for b in bytes { h = (h ^ UInt32(b)) &* 16_777_619 }
-        return h
-    }
-
-    mutating func startSnapshotTransfer(_ i: Int, to peer: NodeID) {
-        guard nodes[i].senders[peer] == nil, let values = nodes[i].storage.snapshot, !values.isEmpty else { return }
-        let bytes = Self.encodeSnapshot(values)
-        let offer = SnapshotOffer(slot: Slot(values.count), length: UInt64(bytes.count), checksum: Self.checksum(bytes),
-                                  chosenThrough: nodes[i].core!.chosenThrough)
-        nodes[i].senders[peer] = SnapshotSender(peer: peer, offer: offer, chunkSize: options.snapshotChunkSize,
-                                                windowBytes: options.snapshotWindowBytes, retryTicks: 8, giveUpTicks: 200)
-        trace("node \(nodes[i].id) offers snapshot \(offer.slot) to \(peer)")
-        pumpSender(i, peer)
-    }
-
-    mutating func pumpSender(_ i: Int, _ peer: NodeID) {
-        guard var sender = nodes[i].senders[peer] else { return }
-        let actions = sender.poll()
-        if sender.isFinished {
-            nodes[i].senders[peer] = nil
-            return
-        }
-        nodes[i].senders[peer] = sender
-        guard !actions.isEmpty else { return }
-        // The sender's snapshot file stays open: a newer compaction does not change what it sends.
-        let bytes = Self.encodeSnapshot(Array((nodes[i].storage.snapshot ?? []).prefix(Int(sender.offer.slot))))
-        for a in actions {
-            switch a {
-            case .offer(let o):
-                send(Envelope(from: nodes[i].id, to: peer, message: .snapshotOffer(o)))
-            case .chunk(let offset, let count, let isLast):
-                let data = Array(bytes[Int(offset)..<Int(offset) + count])
-                send(Envelope(from: nodes[i].id, to: peer, message: .snapshotChunk(SnapshotChunk(slot: sender.offer.slot, offset: offset, data: data, done: isLast))))
-            }
-        }
-    }
-
-    mutating func tickSenders(_ i: Int) {
-        for peer in nodes[i].senders.keys.sorted() {
-            nodes[i].senders[peer]!.tick()
-            pumpSender(i, peer)
-        }
-    }
-
-    mutating func onSnapshotAck(_ i: Int, from: NodeID, _ ack: SnapshotAck) {
-        guard nodes[i].senders[from] != nil else { return }
-        nodes[i].senders[from]!.onAck(ack)
-        pumpSender(i, from)
-    }
-
-    mutating func onSnapshotOffer(_ i: Int, from: NodeID, _ offer: SnapshotOffer) {
-        let me = nodes[i].id
-        func reply(_ a: SnapshotAck, _ sim: inout Simulation) { sim.send(Envelope(from: me, to: from, message: .snapshotAck(a))) }
-        if offer.slot <= nodes[i].core!.chosenThrough {
-            return reply(SnapshotAck(slot: offer.slot, nextOffset: offer.length, status: .installed), &self)
-        }
-        if var r = nodes[i].receiver {
-            if r.matches(offer) {
-                let a = r.resume(from: from)
-                nodes[i].receiver = r
-                return reply(a, &self)
-            }
-            if offer.slot < r.offer.slot { return reply(SnapshotAck(slot: offer.slot, nextOffset: 0, status: .refused), &self) }
-        }
-        nodes[i].receiver = SnapshotReceiver(from: from, offer: offer)
-        nodes[i].receivedBytes = []
-        reply(SnapshotAck(slot: offer.slot, nextOffset: 0, status: .next), &self)
-    }
-
-    mutating func onSnapshotChunk(_ i: Int, from: NodeID, _ chunk: SnapshotChunk) {
-        let me = nodes[i].id
-        guard var r = nodes[i].receiver, r.offer.slot == chunk.slot else {
-            if chunk.slot <= nodes[i].core!.chosenThrough {
-                send(Envelope(from: me, to: from, message: .snapshotAck(SnapshotAck(slot: chunk.slot, nextOffset: chunk.offset, status: .installed))))
-            }
-            return
-        }
-        let action = r.onChunk(chunk)
-        nodes[i].receiver = r
-        switch action {
-        case .ignore:
-            return
-        case .reply(let a):
-            send(Envelope(from: me, to: from, message: .snapshotAck(a)))
-        case .write(let a, let complete):
-            nodes[i].receivedBytes.append(contentsOf: chunk.data)
-            if complete {
-                installSnapshot(i, r.offer)
-                // Crash right after the install, before the peer hears of it: it must re-offer
-                // and hear "installed" from the restarted replica.
-                if faultsOn, crashesNow, rng.chance(options.crashAfterVoteRate) {
-                    crash(i, restartAfter: 1 + rng.below(3))
-                    return
-                }
-            }
-            send(Envelope(from: me, to: from, message: .snapshotAck(a)))
-        }
-    }
-
-    /// Verifies a received snapshot, makes it durable, then tells the core (in that order).
-    mutating func installSnapshot(_ i: Int, _ offer: SnapshotOffer) {
-        let bytes = nodes[i].receivedBytes
-        nodes[i].receiver = nil
-        nodes[i].receivedBytes = []
-        guard UInt64(bytes.count) == offer.length, Self.checksum(bytes) == offer.checksum, let values = Self.decodeSnapshot(bytes),
-              values.count == Int(offer.slot) else {
-            checker.failSnapshot("node \(nodes[i].id) received a snapshot for slot \(offer.slot) that does not verify")
-            return
-        }
-        // Every value a snapshot carries must be the one chosen, and agree with what this replica learned.
-        for (k, v) in values.enumerated() {
-            let slot = Slot(k + 1)
-            if checker.trulyChosen[slot] != v || (k < checker.chosen.count && checker.chosen[k] != v) {
-                checker.failSnapshot("node \(nodes[i].id) installed \(checker.describe(v)) at slot \(slot) from a snapshot, which was not chosen there")
-                return
-            }
-            if k < nodes[i].learned.count, nodes[i].learned[k] != v {
-                checker.failSnapshot("node \(nodes[i].id) installed a snapshot that disagrees with its learned slot \(slot)")
-                return
-            }
-        }
-        guard Int(offer.slot) > nodes[i].learned.count else { return }
-        // The driver's marker record goes behind every record already appended, and recovery
-        // ignores a snapshot whose marker is not durable: the snapshot becomes durable with them.
-        // A promise among them may be what keeps a deposed leader from adopting the snapshot's
-        // slots after a restart (SnapshotOfferTests.outOfOrderSnapshotIsUnsafe).
-        sync(i)
-        guard nodes[i].core != nil else { return }
-        if Int(offer.slot) > (nodes[i].storage.snapshot?.count ?? 0) { nodes[i].storage.snapshot = values }
-        checker.observeInstalledSnapshot(values)
-        nodes[i].core!.installSnapshot(through: offer.slot)
-        nodes[i].learned = values
-        report.snapshotsInstalled += 1
-        trace("node \(nodes[i].id) installed snapshot \(offer.slot)")
-        drain(i)
+        settle()
     }
 
     // MARK: - Liveness
 
-    /// Faults stop: links heal, crashed replicas restart, loss and duplication end. Within
-    /// `livenessTicks` every replica must learn every acknowledged slot and a new proposal must
-    /// be chosen and learned everywhere.
-    mutating func checkLiveness() {
+    /// Faults stop: links heal, crashed replicas restart, loss, duplication and storage faults
+    /// end. Within `livenessTicks` every replica that can start must learn every acknowledged
+    /// slot and a new proposal must be chosen and learned everywhere.
+    func checkLiveness() {
         faultsOn = false
         bridge = nil
         nextBridge = nil
         network.healAll()
         network.lossRate = 0
         network.duplicateRate = 0
-        for i in nodes.indices where nodes[i].core == nil { restart(i) }
+        for i in nodes.indices where nodes[i].replica?.failure != nil { crash(i, restartAfter: 0) }
+        for i in nodes.indices {
+            nodes[i].storage?.rates = .none
+            if nodes[i].replica == nil { restart(i) }
+        }
         let mustLearn = (checker.acknowledged.keys.max() ?? 0)
         let firstNewID = checker.issued + 1
         let deadline = now + options.livenessTicks
+        let live = { (n: Node) in !n.disk.brokenBeyondRecovery }
         while now < deadline, checker.violation == nil {
             step()
             // A fresh proposal is acknowledged and every replica learned through it.
@@ -681,19 +630,59 @@ public struct Simulation: Sendable {
             }
             if let s = newAck {
                 let need = Swift.max(s, mustLearn)
-                if nodes.allSatisfy({ Slot($0.learned.count) >= need }) { return }
+                if nodes.filter(live).allSatisfy({ Slot($0.learned.count) >= need }) { return }
             }
         }
         if checker.violation == nil {
             let learned = nodes.map { "\($0.id):\($0.learned.count)" }.joined(separator: " ")
-            let status = nodes.map { "\($0.id): \($0.core?.statusDescription ?? "down")" }.joined(separator: "; ")
+            let status = nodes.map { "\($0.id): \($0.replica?.core.statusDescription ?? ($0.disk.brokenBeyondRecovery ? "disk broken" : "down"))" }.joined(separator: "; ")
             checker.failLiveness("no progress within \(options.livenessTicks) ticks after faults stopped: must learn \(mustLearn), learned \(learned); \(status)")
             report.violationTick = now
         }
     }
 }
 
+/// One incarnation of a replica's network and observer: what it sends goes through the
+/// simulation (dropped once the incarnation crashed), what it learns is checked.
+final class NodeLink: ReplicaNetwork, ReplicaObserver, @unchecked Sendable {
+    unowned let simulation: Simulation
+    let incarnation: Int
+
+    init(simulation: Simulation, incarnation: Int) {
+        self.simulation = simulation
+        self.incarnation = incarnation
+    }
+
+    func send(_ envelope: Envelope) { simulation.send(envelope, from: incarnation) }
+    func replica(_ node: NodeID, chose entries: [ChosenEntry]) { simulation.chose(entries, node: node) }
+    func replica(_ node: NodeID, leadership: Leadership) { simulation.leadershipChanged(leadership, node: node) }
+    func replica(_ node: NodeID, installedSnapshotThrough slot: Slot) { simulation.installed(through: slot, node: node) }
+    func replica(_ node: NodeID, failed: PaxosLogError) { simulation.storageFailed(node: node) }
+}
+
+/// The simulation's one thread: a FIFO queue of work, and simulated time.
+final class SimulatedExecutor: ReplicaExecutor, @unchecked Sendable {
+    var now: NIODeadline = .uptimeNanoseconds(0)
+    private var queue: [@Sendable () -> Void] = []
+    private var head = 0
+    var inExecutor: Bool { true }
+
+    func execute(_ body: @escaping @Sendable () -> Void) { queue.append(body) }
+
+    func next() -> (@Sendable () -> Void)? {
+        guard head < queue.count else {
+            queue.removeAll(keepingCapacity: true)
+            head = 0
+            return nil
+        }
+        defer { head += 1 }
+        return queue[head]
+    }
+}
+
 extension InvariantChecker {
     mutating func failLiveness(_ s: String) { fail("liveness: " + s) }
     mutating func failSnapshot(_ s: String) { fail("snapshot: " + s) }
+    mutating func failRead(_ s: String) { fail("read: " + s) }
+    mutating func failStorage(_ s: String) { fail("storage: " + s) }
 }

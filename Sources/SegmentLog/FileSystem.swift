@@ -265,4 +265,38 @@ extension FileSystem {
         }
         return done
     }
+
+    /// Makes `source` the file at `path`, durably: opens it with `mode`, runs `prepare` (which
+    /// writes the content, naming each step in its second argument), `fdatasync`s it, renames it
+    /// to `path` and `fsync`s `directory`. A crash leaves either the old file at `path` or the new
+    /// one, complete and synced, never a mix. On failure before the rename, `source` is removed:
+    /// a half-made file is never worth keeping.
+    /// - Parameter purpose: what the file is for, in error messages ("creating segment").
+    /// - Returns: the open descriptor of the file now at `path`; the caller closes it.
+    /// - Throws: `SegmentLogError`: `.syncFailed` if a sync failed (the data may be lost), else `.io`.
+    func installDurably(from source: String, to path: String, mode: FileOpenMode, directory: String, purpose: String,
+                        prepare: (Int32, inout String) throws -> Void) throws -> Int32 {
+        let fd: Int32
+        do { fd = try open(source, mode: mode) } catch { throw SegmentLogError.io(error, "open", source) }
+        var step = "open"
+        do {
+            try prepare(fd, &step)
+            step = "fdatasync"
+            try fdatasync(fd)
+            step = "rename"
+            try rename(source, to: path)
+            step = "directory fsync"
+            try syncDirectory(directory)
+        } catch {
+            try? close(fd)
+            if step != "directory fsync" { try? remove(source) }
+            let code = (error as? FileSystemError)?.errno ?? EIO
+            if step == "fdatasync" || step == "directory fsync" {
+                throw SegmentLogError(.syncFailed(errno: code, path: step == "fdatasync" ? source : directory), step,
+                                      cause: error as? FileSystemError)
+            }
+            throw SegmentLogError(.io(errno: code, path: source), "\(purpose): \(step)", cause: error as? FileSystemError)
+        }
+        return fd
+    }
 }

@@ -68,6 +68,16 @@ enum Format {
     static let snapshotPrefix = "snapshot-"
     static let snapshotSuffix = ".snap"
 
+    // MARK: Identity file: `IDENTITY`
+
+    /// "PXLOGIDN".
+    static let identityMagic: UInt64 = 0x4E44_4947_4F4C_5850
+    static let identityVersion: UInt16 = 1
+    static let identitySize = 64
+    static let identityFileName = "IDENTITY"
+    /// The acceptor state was cut; the directory must rejoin as a learner before it votes.
+    static let identityFlagNeedsRejoin: UInt32 = 1 << 0
+
     // MARK: Other files
 
     static let lockFileName = "LOCK"
@@ -112,6 +122,22 @@ enum Format {
     /// bytes: distinct for every sequence below 2^32 (CRC-32 detects every burst of ≤ 32 bits).
     static func segmentMask(_ sequence: UInt64) -> UInt32 {
         withUnsafeBytes(of: sequence.littleEndian) { crc(0, $0) }
+    }
+
+    /// A fixed-size header (or whole small file): zeros, then `magic`, `version` and `size` at
+    /// offsets 0, 8 and 10, the fields `fill` stores, and crc32 of all but the last four bytes
+    /// in those four bytes. Snapshot headers and identity files share this shape.
+    static func encodeFixed(size: Int, magic: UInt64, version: UInt16, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            let out = UnsafeMutableRawBufferPointer(buffer)
+            out.initializeMemory(as: UInt8.self, repeating: 0)
+            out.putLE(magic, at: 0)
+            out.putLE(version, at: 8)
+            out.putLE(UInt16(size), at: 10)
+            fill(out)
+            out.putLE(crc(0, UnsafeRawBufferPointer(rebasing: out[0..<size - 4])), at: size - 4)
+            count = size
+        }
     }
 
     /// zlib's crc32, continuing from `seed`.

@@ -78,6 +78,17 @@ public struct LogRepair: Sendable {
         let plan = try makePlan(walker)
         announce(plan)
         guard !dryRun, plan.refusal == nil, !plan.cutsCorruption || truncateAfterCorruption else { return plan }
+        if plan.cutsCorruption {
+            // Records cut at damage may hold promises and votes this replica gave: mark the
+            // directory first, so that it can never be cut and unmarked, and never votes again
+            // before it has rejoined. A torn tail was never acknowledged: cutting it loses nothing.
+            do {
+                _ = try DirectoryIdentity.markLostState(.repair, directory: directory, fileSystem: fileSystem, logger: nil)
+            } catch let error as SegmentLogError {
+                guard case .corruption = error.code else { throw OfflineToolError.io(error, directory + "/" + DirectoryIdentity.fileName) }
+                throw OfflineToolError(.refused, "cannot repair: \(error); nothing was changed")
+            }
+        }
         try perform(plan.actions)
         return plan
     }

@@ -27,6 +27,9 @@ public struct LogReport: Sendable {
     /// The acceptor state replayed from the valid prefix (what tolerant recovery keeps); set by
     /// `LogInspector`, nil from `LogVerifier`, which does not replay.
     public var state: ReplayedState?
+    /// The directory's identity (`IDENTITY`), nil if it has none or it is damaged (then `damage`
+    /// says so).
+    public var identity: DirectoryIdentity?
 
     /// Whether no damage was found (a torn tail is not damage).
     public var isClean: Bool { damage.isEmpty }
@@ -95,6 +98,9 @@ public struct LogDamage: Sendable, Hashable {
         /// A segment that later segments follow ends without its segment-end record: the records
         /// it held after that point were lost (zeroed or cut off).
         case unsealedSegment = "unsealed-segment"
+        /// The identity file (`IDENTITY`) does not verify: which cluster and node the directory
+        /// belongs to is unknown.
+        case identity
     }
 
     public var kind: Kind

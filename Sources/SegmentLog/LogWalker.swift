@@ -360,6 +360,17 @@ struct LogWalker {
     /// The snapshot the valid prefix names must exist and verify; everything else in the
     /// directory that is not part of the log is worth a note.
     private func checkSideFiles(names: [String], snapshot: UInt64?, report: inout LogReport) throws {
+        do {
+            report.identity = try DirectoryIdentity.read(directory: directory, fileSystem: fileSystem)
+            if report.identity == nil {
+                report.notes.append("no \(DirectoryIdentity.fileName) file: written before identities (a replica adopts it on open)")
+            } else if let lost = report.identity?.lostState {
+                report.notes.append("needs rejoin: \(lost); this replica must not vote until it has caught up from the others")
+            }
+        } catch let error as SegmentLogError {
+            guard case .corruption(let file, let offset, let reason) = error.code else { throw OfflineToolError.io(error, path(DirectoryIdentity.fileName)) }
+            report.damage.append(LogDamage(kind: .identity, file: file, offset: offset, reason: reason, skippedBytes: 0))
+        }
         let snapshots = names.compactMap { Format.snapshotSlot(fileName: $0) }.sorted()
         report.snapshotFiles = snapshots.map { path(Format.snapshotFileName($0)) }
         if let snapshot {
@@ -391,7 +402,7 @@ struct LogWalker {
                 report.notes.append("side file \(name): a segment compaction freed, kept for reuse by a new segment")
             } else if name.contains(Format.segmentSuffix + ".discarded") {
                 report.notes.append("side file \(name): a segment set aside by tolerant recovery or repair")
-            } else if name != Format.lockFileName && Format.segmentSequence(fileName: name) == nil
+            } else if name != Format.lockFileName && name != Format.identityFileName && Format.segmentSequence(fileName: name) == nil
                         && Format.snapshotSlot(fileName: name) == nil {
                 report.notes.append("unexpected file \(name)")
             }

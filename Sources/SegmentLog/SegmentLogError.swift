@@ -30,6 +30,12 @@ public struct SegmentLogError: Error, CustomStringConvertible, Sendable {
         case recordTooLarge(size: Int, limit: Int)
         /// The caller asked for something the store cannot do (the message says what).
         case invalidArgument
+        /// The directory's identity (`IDENTITY`) names another node or cluster than the one opening it.
+        case wrongIdentity(directory: String, recorded: DirectoryIdentity, expectedNode: UInt32, expectedCluster: ClusterID?)
+        /// The directory has no identity and no log, and the caller did not ask to bootstrap it.
+        case uninitialized(directory: String)
+        /// The directory records an identity but its log is gone: its acceptor state was lost.
+        case logMissing(directory: String, identity: DirectoryIdentity)
     }
 
     public var code: Code
@@ -67,6 +73,12 @@ public struct SegmentLogError: Error, CustomStringConvertible, Sendable {
             text = "record of \(size) bytes exceeds the limit of \(limit) bytes"
         case .invalidArgument:
             text = "invalid argument"
+        case .wrongIdentity(let directory, let recorded, let node, let cluster):
+            text = "\(directory) belongs to \(recorded), but node \(node)\(cluster.map { " of cluster \($0)" } ?? "") is opening it"
+        case .uninitialized(let directory):
+            text = "\(directory) holds no log and no identity, and was not to be bootstrapped"
+        case .logMissing(let directory, let identity):
+            text = "\(directory) records \(identity) but its log files are gone: its acceptor state was lost"
         }
         if !message.isEmpty { text += " (\(message))" }
         if let cause { text += "; caused by: \(cause)" }

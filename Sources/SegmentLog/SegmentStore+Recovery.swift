@@ -15,6 +15,8 @@ struct RecoveredLog {
     var activeEnd: Int
     /// Paths of segment files compaction freed, kept for reuse (`<segment>.free`).
     var freeSegments: [String] = []
+    /// The directory's identity after recovery (marked if tolerant recovery cut anything).
+    var identity: DirectoryIdentity?
 }
 
 /// Rebuilds a store's state from its directory: verifies every segment header and record CRC,
@@ -28,10 +30,18 @@ struct Recovery {
     let options: SegmentStore.Options
     let fileSystem: any FileSystem
     let logger: Logger
+    /// The identity the store opened with; replaced by the marked one when tolerant mode cuts.
+    var identity: DirectoryIdentity?
 
     private func path(_ name: String) -> String { directory + "/" + name }
 
-    func run() throws -> RecoveredLog {
+    /// Tolerant mode is about to cut records that may hold promises and votes: mark the directory
+    /// first (see `DirectoryIdentity.markLostState`), so the cut can never outlive the mark.
+    private mutating func markLostState() throws {
+        identity = try DirectoryIdentity.markLostState(.tolerantRecovery, directory: directory, fileSystem: fileSystem, logger: logger)
+    }
+
+    mutating func run() throws -> RecoveredLog {
         let names: [String]
         do { names = try fileSystem.listDirectory(directory) } catch { throw SegmentLogError.io(error, "readdir", directory) }
 
@@ -49,6 +59,7 @@ struct Recovery {
             let reason = "segment file missing: sequence jumps from \(sequences[i - 1]) to \(sequences[i])"
             guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(missing, 0, reason) }
             logger.warning("tolerant recovery: \(reason); setting later segments aside")
+            try markLostState()
             try setAside(Array(sequences[i...]))
             sequences.removeSubrange(i...)
             break
@@ -86,6 +97,7 @@ struct Recovery {
                 if let headerProblem = result.headerProblem {
                     guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(file.path, 0, headerProblem) }
                     logger.warning("tolerant recovery: \(file.path): \(headerProblem); setting it and later segments aside")
+                    try markLostState()
                     try setAside(Array(sequences[i...]))
                     break segmentLoop
                 }
@@ -121,6 +133,7 @@ struct Recovery {
                         logger.warning("tolerant recovery: keeping the valid prefix", metadata: [
                             "file": "\(file.path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
                         ])
+                        try markLostState()
                         try cutTail(file, at: damage.offset)
                         try setAside(Array(sequences[(i + 1)...]))
                         break segmentLoop
@@ -133,6 +146,7 @@ struct Recovery {
                     let reason = "segment ends without its segment-end record, yet a later segment follows: the records after offset \(result.end) are missing"
                     guard options.recoveryMode == .tolerant else { throw SegmentLogError.corruption(file.path, result.end, reason) }
                     logger.warning("tolerant recovery: \(file.path): \(reason); setting later segments aside")
+                    try markLostState()
                     try setAside(Array(sequences[(i + 1)...]))
                     lastSealed = false
                     break segmentLoop
@@ -151,7 +165,7 @@ struct Recovery {
             activeEnd = Format.segmentHeaderSize
         }
         try checkSnapshots(names: names, log: log)
-        return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd, freeSegments: try adoptFreeSegments(names))
+        return RecoveredLog(segments: segments, log: log, activeEnd: activeEnd, freeSegments: try adoptFreeSegments(names), identity: identity)
     }
 
     /// Keeps up to `Options.recycleSegments` freed segment files for reuse and deletes the rest.

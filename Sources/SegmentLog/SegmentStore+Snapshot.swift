@@ -9,17 +9,10 @@ import Darwin
 /// Snapshot files: a 40-byte header (see FORMAT.md) and the application's bytes.
 enum SnapshotFile {
     static func encodeHeader(slot: UInt64, length: UInt64, dataCRC: UInt32) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Format.snapshotHeaderSize) { buffer, count in
-            let out = UnsafeMutableRawBufferPointer(buffer)
-            out.initializeMemory(as: UInt8.self, repeating: 0)
-            out.putLE(Format.snapshotMagic, at: 0)
-            out.putLE(Format.snapshotVersion, at: 8)
-            out.putLE(UInt16(Format.snapshotHeaderSize), at: 10)
+        Format.encodeFixed(size: Format.snapshotHeaderSize, magic: Format.snapshotMagic, version: Format.snapshotVersion) { out in
             out.putLE(slot, at: 16)
             out.putLE(length, at: 24)
             out.putLE(dataCRC, at: 32)
-            out.putLE(Format.crc(0, UnsafeRawBufferPointer(rebasing: out[0..<36])), at: 36)
-            count = Format.snapshotHeaderSize
         }
     }
 

@@ -363,36 +363,18 @@ extension SegmentStore {
     }
 
     /// Opens `source`, runs `prepare`, writes and syncs `header`, renames the file to `path` and
-    /// syncs the directory. On failure before the rename, `source` is removed: a half-made
-    /// temporary file or a freed segment is never worth keeping.
+    /// syncs the directory (``FileSystem/installDurably(from:to:mode:directory:purpose:prepare:)``).
     private static func install(_ header: SegmentHeader, from source: String, to path: String, mode: FileOpenMode,
                                 directory: String, fileSystem: any FileSystem,
                                 prepare: (Int32, inout String) throws -> Void) throws -> SegmentFile {
         guard header.sequence <= UInt64(UInt32.max) else {
             throw SegmentLogError(.invalidArgument, "segment sequence space exhausted")
         }
-        let fd: Int32
-        do { fd = try fileSystem.open(source, mode: mode) } catch { throw SegmentLogError.io(error, "open", source) }
-        var step = "open"
-        do {
+        let fd = try fileSystem.installDurably(from: source, to: path, mode: mode, directory: directory,
+                                               purpose: "creating segment") { fd, step in
             try prepare(fd, &step)
             step = "pwrite"
             try header.encoded().withUnsafeBytes { try fileSystem.writeAll(fd, $0, at: 0) }
-            step = "fdatasync"
-            try fileSystem.fdatasync(fd)
-            step = "rename"
-            try fileSystem.rename(source, to: path)
-            step = "directory fsync"
-            try fileSystem.syncDirectory(directory)
-        } catch {
-            try? fileSystem.close(fd)
-            if step != "directory fsync" { try? fileSystem.remove(source) }
-            let code = (error as? FileSystemError)?.errno ?? EIO
-            if step == "fdatasync" || step == "directory fsync" {
-                throw SegmentLogError(.syncFailed(errno: code, path: step == "fdatasync" ? source : directory), step,
-                                      cause: error as? FileSystemError)
-            }
-            throw SegmentLogError(.io(errno: code, path: source), "creating segment: \(step)", cause: error as? FileSystemError)
         }
         return SegmentFile(sequence: header.sequence, path: path, fd: fd, fileSystem: fileSystem)
     }

@@ -22,6 +22,9 @@ public final class SegmentStore: @unchecked Sendable {
 
     /// The data directory.
     public let directory: String
+    /// The directory's identity as of open: checked against the `IdentityRequirement` given to
+    /// `open`, or found on disk without one (nil if the directory has none).
+    public let identity: DirectoryIdentity?
     public let options: Options
     let fileSystem: any FileSystem
     let logger: Logger
@@ -87,6 +90,7 @@ public final class SegmentStore: @unchecked Sendable {
     private init(directory: String, options: Options, fileSystem: any FileSystem, logger: Logger,
                  lockFD: Int32, recovered: RecoveredLog) throws {
         self.directory = directory
+        self.identity = recovered.identity
         self.options = options
         self.fileSystem = fileSystem
         self.logger = logger
@@ -105,10 +109,16 @@ public final class SegmentStore: @unchecked Sendable {
     ///   - options: segment size, compression, sync policy, recovery mode.
     ///   - fileSystem: where files live; tests pass a fault-injecting one.
     ///   - logger: recovery and failures are logged at `info`/`notice`/`warning`/`error`.
+    ///   - identity: what the directory's identity must be, checked (or, for a new or older
+    ///     directory, written) under the lock before recovery writes anything. Nil: identities are
+    ///     not checked, only read, and tolerant recovery still marks a directory it cuts.
     /// - Throws: `SegmentLogError` — `.locked` if another store holds the directory, `.corruption`
-    ///   (strict mode) naming the damaged file, offset and reason, `.io` on system-call failures.
+    ///   (strict mode) naming the damaged file, offset and reason, `.io` on system-call failures;
+    ///   with `identity`: `.wrongIdentity`, `.uninitialized`, `.logMissing`, `.corruption` of the
+    ///   identity file.
     public static func open(directory: String, options: Options = .init(),
-                            fileSystem: any FileSystem = PosixFileSystem(), logger: Logger) throws -> SegmentStore {
+                            fileSystem: any FileSystem = PosixFileSystem(), logger: Logger,
+                            identity requirement: IdentityRequirement? = nil) throws -> SegmentStore {
         guard options.segmentSize >= 256, options.segmentSize <= Format.maxSegmentSize else {
             throw SegmentLogError(.invalidArgument, "segmentSize must be between 256 bytes and 2 GiB")
         }
@@ -129,7 +139,10 @@ public final class SegmentStore: @unchecked Sendable {
         }
         let lockFD = try acquireLock(directory: directory, fileSystem: fileSystem)
         do {
-            let recovered = try Recovery(directory: directory, options: options, fileSystem: fileSystem, logger: logger).run()
+            let identity = try requirement?.establish(directory: directory, fileSystem: fileSystem, logger: logger)
+                ?? DirectoryIdentity.read(directory: directory, fileSystem: fileSystem)
+            var recovery = Recovery(directory: directory, options: options, fileSystem: fileSystem, logger: logger, identity: identity)
+            let recovered = try recovery.run()
             let store = try SegmentStore(directory: directory, options: options, fileSystem: fileSystem, logger: logger,
                                      lockFD: lockFD, recovered: recovered)
             store.syncerThread = try OSThread.start(name: "paxlog-sync") { [store] in

@@ -1,5 +1,6 @@
 @_spi(Testing) import MultiPaxos
 @_spi(Testing) import PaxosLogTesting
+import PaxosLog
 import Testing
 
 /// Each planted bug breaks one rule the core depends on; the simulation must notice within the
@@ -9,15 +10,20 @@ import Testing
 
     /// Runs seeds on 3 and then 5 replicas until the checker reports a violation.
     func seedsToCatch(_ bug: PlantedBug, contract: Bool = true) -> (seeds: Int, report: SimulationReport)? {
+        Self.seedsToCatch { o in
+            o.plantedBug = bug
+            o.checkDurabilityContract = contract
+        }
+    }
+
+    static func seedsToCatch(_ plant: (inout SimulationOptions) -> Void) -> (seeds: Int, report: SimulationReport)? {
         var tried = 0
         for seed in UInt64(1)...UInt64(Self.budget) {
             for replicas in [3, 5] {
                 tried += 1
                 var o = SimulationOptions(replicas: replicas, seed: seed)
-                o.plantedBug = bug
-                o.checkDurabilityContract = contract
-                var sim = Simulation(o)
-                let r = sim.run()
+                plant(&o)
+                let r = Simulation(o).run()
                 if r.violation != nil { return (tried, r) }
             }
         }
@@ -62,5 +68,27 @@ import Testing
         } else {
             print("planted bug \(bug) (consequences only): not caught in \(PlantedBugTests.budget * 2) runs")
         }
+    }
+}
+
+/// Planted bugs in the replica (the code around the core, which the simulation now runs) and in
+/// the model of storage recovery: each must be caught within the CI seed budget too.
+@Suite struct PlantedReplicaBugTests {
+    @Test(arguments: ReplicaBug.allCases)
+    func caught(_ bug: ReplicaBug) {
+        report("replica bug \(bug)", PlantedBugTests.seedsToCatch { $0.replicaBug = bug })
+    }
+
+    @Test(arguments: StorageBug.allCases)
+    func caught(_ bug: StorageBug) {
+        report("storage bug \(bug)", PlantedBugTests.seedsToCatch { $0.storageBug = bug })
+    }
+
+    func report(_ name: String, _ caught: (seeds: Int, report: SimulationReport)?) {
+        guard let (n, r) = caught else {
+            Issue.record("planted \(name) survived \(PlantedBugTests.budget) seeds on 3 and 5 replicas")
+            return
+        }
+        print("planted \(name): caught after \(n) runs (seed \(r.seed), \(r.replicas) replicas, tick \(r.violationTick ?? -1)): \(r.violation!)")
     }
 }

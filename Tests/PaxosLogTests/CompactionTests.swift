@@ -160,15 +160,19 @@ import Testing
         throw ClusterError("no leader took the append")
     }
 
-    /// Each member's configuration for a 3-replica cluster on loopback, data in `dir/node-ID`.
-    static func loopbackCluster(_ dir: String, name: String, segmentSize: Int) throws -> @Sendable (NodeID) -> PaxosLog.Configuration {
+    /// Each member's configuration for a 3-replica cluster on loopback, data in `dir/node-ID`;
+    /// every member's directory is bootstrapped.
+    static func loopbackCluster(_ dir: String, name: String, segmentSize: Int) async throws -> @Sendable (NodeID) -> PaxosLog.Configuration {
         let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
-        return { id in
+        let config: @Sendable (NodeID) -> PaxosLog.Configuration = { id in
             var c = PaxosLog.Configuration(nodeID: id, members: members, dataDirectory: "\(dir)/node-\(id)")
             c.clusterName = name
             c.storage.segmentSize = segmentSize
             return c
         }
+        let clusterID = PaxosLog.ClusterID.random()
+        for m in members { try await PaxosLog.bootstrap(config(m.id), clusterID: clusterID) }
+        return config
     }
 
     /// Node 3 is closed; the others take appends (one 3 MiB record, so the snapshot streams in
@@ -176,7 +180,7 @@ import Testing
     @Test func laggingReplicaCatchesUpThroughASnapshot() async throws {
         let dir = temporaryDirectory("compact-catchup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try Self.loopbackCluster(dir, name: "compaction", segmentSize: 1 << 20)
+        let config = try await Self.loopbackCluster(dir, name: "compaction", segmentSize: 1 << 20)
         var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
         let big = KeyValueStateMachine.set("big", String(repeating: "x", count: 3 << 20))
         let records = [big] + kvRecords(300)
@@ -217,7 +221,7 @@ import Testing
     @Test func followerAFewEntriesBehindCatchesUpFromTheRetainedLog() async throws {
         let dir = temporaryDirectory("compact-retained-catchup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try Self.loopbackCluster(dir, name: "retention", segmentSize: 4096)
+        let config = try await Self.loopbackCluster(dir, name: "retention", segmentSize: 4096)
         let policy = SnapshotPolicy(everyEntries: 50, retainedEntries: 100)
         var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2)), try await PaxosLog.open(config(3))]
         let records = kvRecords(160)

@@ -153,10 +153,12 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         let dir = temporaryDirectory(name)
         let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         var servers: [PaxosLogServer] = []
+        let clusterID = PaxosLog.ClusterID.random()
         for m in members {
             var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(dir)/node-\(m.id)")
             c.nonLeaderAppends = nonLeader
             c.clusterName = "in-process"
+            try await PaxosLog.bootstrap(c, clusterID: clusterID)
             servers.append(try await PaxosLogServer.start(c))
         }
         return (servers, dir)

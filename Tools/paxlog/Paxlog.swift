@@ -13,6 +13,7 @@ struct Paxlog: AsyncParsableCommand {
         abstract: "Inspect, verify, repair, compact and benchmark PaxosLog replicated write-ahead logs.",
         version: PaxosLog.version,
         subcommands: [
+            Init.self,
             Serve.self,
             Append.self,
             Read.self,

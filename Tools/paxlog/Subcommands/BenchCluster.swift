@@ -44,12 +44,14 @@ struct BenchCluster: AsyncParsableCommand {
             try? FileManager.default.removeItem(atPath: directory)
             let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(2 * replicas))
             var logs: [PaxosLog] = []
+            let clusterID = PaxosLog.ClusterID.random()
             for m in members {
                 try FileManager.default.createDirectory(atPath: "\(directory)/node-\(m.id)", withIntermediateDirectories: true)
                 var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(directory)/node-\(m.id)")
                 c.clusterName = "paxlog-bench"
                 c.storage = options.storageOptions()
                 if let appendHoldUs { c.appendHold = .microseconds(Int64(appendHoldUs)) }
+                try await PaxosLog.bootstrap(c, clusterID: clusterID)
                 logs.append(try await PaxosLog.open(c))
             }
             let leader = try await Self.waitForLeader(logs)

@@ -93,6 +93,12 @@ struct BenchCompaction: AsyncParsableCommand {
             c.clusterName = "bench-transfer"
             return c
         }
+        let clusterID = PaxosLog.ClusterID.random()
+        for m in members {
+            // A fresh cluster each run: a directory left by an earlier run is another cluster's.
+            try? FileManager.default.removeItem(atPath: config(m.id).dataDirectory)
+            try await PaxosLog.bootstrap(config(m.id), clusterID: clusterID)
+        }
         var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2))]
         var leader = try await waitForLeader(logs)
         var last: PaxosLog.Position = 0

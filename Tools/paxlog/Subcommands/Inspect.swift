@@ -7,7 +7,8 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Summarise a data directory: segments, acceptor state, slots, compression, oddities.",
         discussion: """
-            Shows the format version, each segment (file, sequence, size, slot range, records, raw \
+            Shows the format version, the identity (cluster id, node id, incarnation, and whether \
+            the replica must rejoin before it votes), each segment (file, sequence, size, slot range, records, raw \
             and stored payload bytes), the promised ballot, chosen watermark, snapshot, first and \
             last slot and compression ratio, and flags anything odd: damage, a torn tail, holes in \
             the slot range, superseded accepts, leftover files. State is replayed from the valid \
@@ -38,6 +39,15 @@ struct Inspect: ParsableCommand {
                     ("clean", .bool(report.isClean)),
                     ("locked", .bool(locked)),
                     ("formatVersion", .uint(UInt64(report.formatVersion))),
+                    ("identity", JSON.optional(report.identity) { id in
+                        .object([
+                            ("clusterID", .string("\(id.clusterID)")),
+                            ("nodeID", .uint(UInt64(id.nodeID))),
+                            ("incarnation", .uint(id.incarnation)),
+                            ("needsRejoin", .bool(id.needsRejoin)),
+                            ("lostState", JSON.optional(id.lostState) { .string("\($0)") }),
+                        ])
+                    }),
                     ("promised", ballotJSON(state.promised)),
                     ("chosenThrough", JSON.optional(state.chosenThrough) { .uint($0) }),
                     ("snapshotSlot", JSON.optional(state.snapshotSlot) { .uint($0) }),
@@ -88,6 +98,7 @@ struct Inspect: ParsableCommand {
         func opt<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "none" }
         print("directory       \(directory)")
         print("format          version \(report.formatVersion)")
+        print("identity        \(report.identity.map { "\($0)" } ?? "none")")
         print("promised        \(opt(state.promised))")
         print("chosen through  \(opt(state.chosenThrough))")
         print("snapshot        \(opt(state.snapshotSlot))")

@@ -14,10 +14,21 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         Members are ID=HOST:PORT[:CLIENTPORT] (client port defaults to PORT+1000). \
         --config FILE takes the same keys, one `key = value` per line (id, members, data, \
-        client-port, cluster, secret-file, sync, metrics, tls-cert, tls-key, tls-ca, \
+        client-port, cluster, cluster-id, secret-file, sync, metrics, tls-cert, tls-key, tls-ca, \
         tls-require-client-cert); flags override it. With --tls-cert/--tls-key/--tls-ca, peers speak \
-        mutual TLS 1.3 and clients TLS 1.3; SIGHUP reloads the three files (for rotation). Without a secret, anyone \
-        who can reach the ports can join or append: do not expose them beyond a trusted network.
+        mutual TLS 1.3 and clients TLS 1.3; SIGHUP reloads the three files (for rotation). Without a \
+        secret or TLS, anyone who can reach the ports can join or append: do not expose them beyond a \
+        trusted network.
+
+        Bootstrapping is explicit: before the first start of a new cluster, run `paxlog init` \
+        once on each initial member, with one shared --cluster-id. A member of a multi-member \
+        cluster refuses to start on a directory with no log (exit 2, the reason on stderr): an \
+        empty acceptor that votes could forget a promise it made before its disk was lost, and \
+        lose acknowledged records. It also refuses a directory of another node or cluster, and \
+        one whose records were cut by tolerant recovery or `paxlog repair \
+        --truncate-after-corruption` (it must rejoin as a learner, which is not yet available). \
+        A one-member cluster needs no init. A directory from before identities is adopted on \
+        first start.
         """
     )
 
@@ -27,6 +38,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Data directory.") var data: String?
     @Option(help: "Client port (overrides the one in --members).") var clientPort: Int?
     @Option(help: "Cluster name; peers and clients of another cluster are refused.") var cluster: String?
+    @Option(help: "Cluster id (from `paxlog init`); when given, a data directory of another cluster is refused.") var clusterId: String?
+    @Option(help: "Join a running cluster (HOST:PORT,…) with no state. Not yet available: refused on an empty directory, ignored on an initialized one.")
+    var join: String?
     @Option(help: "File holding the shared secret.") var secretFile: String?
     @Option(help: "Sync policy: always, interval, never.") var sync: String?
     @Option(help: "LZ4 compression of large batch records: on (default) or off.") var compression: String?
@@ -50,27 +64,17 @@ struct Serve: AsyncParsableCommand {
         func set(_ k: String, _ v: String?) { if let v { keys[k] = v } }
         set("id", id.map(String.init)); set("members", members); set("data", data)
         set("client-port", clientPort.map(String.init)); set("cluster", cluster)
-        set("secret-file", secretFile); set("sync", sync); set("metrics", metrics)
+        set("cluster-id", clusterId); set("secret-file", secretFile); set("sync", sync); set("metrics", metrics)
         set("tls-cert", tlsCert); set("tls-key", tlsKey); set("tls-ca", tlsCa); set("tls-require-client-cert", tlsRequireClientCert)
 
-        guard let idText = keys["id"], let nodeID = UInt32(idText) else { throw ValidationError("--id is required (a member id)") }
-        guard let membersText = keys["members"] else { throw ValidationError("--members is required") }
-        guard let dataDirectory = keys["data"] else { throw ValidationError("--data is required") }
-        var list = try PaxosLog.Member.parseList(membersText)
-        if let p = keys["client-port"] {
-            guard let port = Int(p), (1...65535).contains(port), let i = list.firstIndex(where: { $0.id == nodeID }) else {
-                throw ValidationError("--client-port: '\(p)' is not a port, or --id is not a member")
-            }
-            list[i].clientAddress.port = port
-        }
+        var configuration = try Self.replicaConfiguration(keys)
+        let nodeID = configuration.nodeID, list = configuration.members, dataDirectory = configuration.dataDirectory
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
         }
-        var configuration = PaxosLog.Configuration(nodeID: nodeID, members: list, dataDirectory: dataDirectory)
-        configuration.clusterName = keys["cluster"] ?? "paxoslog"
         configuration.secret = try readSecret(keys["secret-file"])
         configuration.logger = Logger(label: "paxlog.serve.\(nodeID)")
         if let s = keys["sync"] { configuration.storage.syncPolicy = try parseSyncPolicy(s) }
@@ -97,11 +101,22 @@ struct Serve: AsyncParsableCommand {
         let server: PaxosLogServer
         do {
             server = try await PaxosLogServer.start(configuration)
+        } catch let error as PaxosLogError where [.notBootstrapped, .wrongIdentity, .needsRejoin].contains(error.code) {
+            await metricsEndpoint?.0.shutdown()
+            // Refusals an operator must act on: one line on stderr, exit 2.
+            if error.code == .notBootstrapped, join != nil {
+                complain("node \(nodeID) cannot join with an empty directory yet: rejoining as a non-voting learner is not yet available, "
+                    + "and an empty replica must never vote. Nothing was written; keep it stopped (the others stay available while a majority of them is up)")
+            } else {
+                complain("node \(nodeID) refuses to start: \(error)")
+            }
+            throw OfflineExit.failure
         } catch {
             await metricsEndpoint?.0.shutdown()
             throw error
         }
         metricsEndpoint?.1.withLockedValue { $0 = server.log }
+        if join != nil { configuration.logger.notice("--join ignored: the data directory already belongs to this cluster") }
         var runnerTask: Task<Void, Never>? = nil
         if stateMachine != nil {
             let runner = StateMachineRunner<KeyValueStateMachine>(log: server.log, policy: SnapshotPolicy(everyEntries: snapshotEvery, retainedEntries: snapshotRetain ?? 128))
@@ -120,6 +135,28 @@ struct Serve: AsyncParsableCommand {
         configuration.logger.info("shut down cleanly")
         await metricsEndpoint?.0.shutdown()
         await runnerTask?.value
+    }
+
+    /// The replica's identity and place in the cluster from `key = value` settings (flags or
+    /// `--config`): id, members, data, client-port, cluster, cluster-id. Shared with `init`.
+    static func replicaConfiguration(_ keys: [String: String]) throws -> PaxosLog.Configuration {
+        guard let idText = keys["id"], let nodeID = UInt32(idText) else { throw ValidationError("--id is required (a member id)") }
+        guard let membersText = keys["members"] else { throw ValidationError("--members is required") }
+        guard let dataDirectory = keys["data"] else { throw ValidationError("--data is required") }
+        var list = try PaxosLog.Member.parseList(membersText)
+        if let p = keys["client-port"] {
+            guard let port = Int(p), (1...65535).contains(port), let i = list.firstIndex(where: { $0.id == nodeID }) else {
+                throw ValidationError("--client-port: '\(p)' is not a port, or --id is not a member")
+            }
+            list[i].clientAddress.port = port
+        }
+        var configuration = PaxosLog.Configuration(nodeID: nodeID, members: list, dataDirectory: dataDirectory)
+        configuration.clusterName = keys["cluster"] ?? "paxoslog"
+        if let text = keys["cluster-id"] {
+            guard let id = PaxosLog.ClusterID(parsing: text) else { throw ValidationError("--cluster-id: '\(text)' is not 32 hex digits") }
+            configuration.clusterID = id
+        }
+        return configuration
     }
 
     /// Signal sources live as long as the process: a released source stops delivering.
@@ -186,7 +223,7 @@ struct Serve: AsyncParsableCommand {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
             if line.isEmpty { continue }
             let kv = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            let known = ["id", "members", "data", "client-port", "cluster", "secret-file", "sync", "metrics",
+            let known = ["id", "members", "data", "client-port", "cluster", "cluster-id", "secret-file", "sync", "metrics",
                          "tls-cert", "tls-key", "tls-ca", "tls-require-client-cert"]
             guard kv.count == 2, known.contains(kv[0]) else { throw CLIError("\(path):\(n + 1): expected one of \(known.joined(separator: ", ")) = value") }
             keys[kv[0]] = kv[1]

@@ -169,7 +169,7 @@ public final class ClientServer: Sendable {
             side: .acceptor(nodeID: configuration.nodeID, peers: nil, clients: true),
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)
         let sync = channel.pipeline.syncOperations
-        if let tls = configuration.tls { try sync.addHandler(NIOSSLServerHandler(context: tls.clientPortServerContext)) }
+        if let tls = configuration.tls { try sync.addHandler(NIOSSLServerHandler(context: try tls.clientPortServerContext())) }
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize, budget: partialFrames)))
         try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: nil))

@@ -198,7 +198,7 @@ public final class PeerTransport: Sendable {
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout,
             bindsCertificateToNode: configuration.tls != nil)
         if let tls = configuration.tls {
-            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.peerServerContext))
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: try tls.peerServerContext()))
         }
         try addHandlers(to: channel, session: session, link: nil, established: nil)
     }

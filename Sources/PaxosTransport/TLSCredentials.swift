@@ -74,9 +74,19 @@ public final class TLSCredentials: Sendable {
         contexts.withLockedValue { $0 = fresh }
     }
 
-    /// Server contexts exist when there is a certificate, which a replica (nodeID set) must have.
-    var peerServerContext: NIOSSLContext { contexts.withLockedValue { $0.peerServer! } }
-    var clientPortServerContext: NIOSSLContext { contexts.withLockedValue { $0.clientPortServer! } }
+    /// Server contexts exist only with a certificate: credentials made for a client without one
+    /// cannot serve (the connection is closed at once instead).
+    func peerServerContext() throws(TransportError) -> NIOSSLContext {
+        guard let c = contexts.withLockedValue({ $0.peerServer }) else { throw Self.noCertificate }
+        return c
+    }
+
+    func clientPortServerContext() throws(TransportError) -> NIOSSLContext {
+        guard let c = contexts.withLockedValue({ $0.clientPortServer }) else { throw Self.noCertificate }
+        return c
+    }
+
+    private static let noCertificate = TransportError(.invalidConfiguration, "TLS credentials without a certificate cannot serve")
     var clientContext: NIOSSLContext { contexts.withLockedValue { $0.client } }
 
     /// The prefix of the URI subject alternative name that carries a node id.

@@ -179,13 +179,13 @@ import Testing
         try FileManager.default.copyItem(atPath: m.node[1]!.certificate, toPath: cert)
         try FileManager.default.copyItem(atPath: m.node[1]!.privateKey, toPath: key)
         let tls = try TLSCredentials(files: TLSFiles(certificate: cert, privateKey: key, certificateAuthority: m.ca.certificate), nodeID: 1)
-        let before = tls.peerServerContext
+        let before = try tls.peerServerContext()
         try tls.reload()
-        #expect(tls.peerServerContext !== before)
+        #expect(try tls.peerServerContext() !== before)
         // A broken key file: the reload fails and the previous contexts stay.
-        let kept = tls.peerServerContext
+        let kept = try tls.peerServerContext()
         try Data("not a key".utf8).write(to: URL(fileURLWithPath: key))
         #expect(throws: TransportError.self) { try tls.reload() }
-        #expect(tls.peerServerContext === kept)
+        #expect(try tls.peerServerContext() === kept)
     }
 }

@@ -97,10 +97,11 @@ public final class PaxosLog: Sendable {
     ///
     /// A replica in the middle of an election holds the record until the election ends: it is
     /// proposed if this replica wins, and fails with `notLeader` (never proposed) if it loses.
-    /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader) on a follower configured to
-    ///   redirect, `overloaded`, `timeout` (outcome unknown: not chosen in time, or an identical
-    ///   record won the slot in another leader's ballot), `superseded` (not appended), `closed`,
-    ///   `storage`.
+    /// - Throws: ``PaxosLogError``, whose ``PaxosLogError/outcome`` says whether the record was
+    ///   appended (`notAppended`: retry freely; `unknown`: read the log first): `notLeader`
+    ///   (naming the leader) on a follower configured to redirect, `overloaded`, `timeout` (not
+    ///   chosen in time, or an identical record won the slot in another leader's ballot),
+    ///   `superseded`, `closed`, `storage`, `invalidArgument`, `transport` (forwarding).
     public func append(_ record: [UInt8]) async throws -> Position {
         try await append(contentsOf: [record])[0]
     }

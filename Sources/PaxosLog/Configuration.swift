@@ -1,3 +1,4 @@
+import Metrics
 import Logging
 import MultiPaxos
 import NIOCore
@@ -134,6 +135,18 @@ extension PaxosLog {
         /// under twice the p99 without, where no cap gave 3–10×); nil: no cap. Snapshots
         /// received from a peer are never capped.
         public var snapshotWriteBytesPerSecond: Int? = 64 << 20
+        /// How often the replica samples its state (role, ballot, positions, storage and transport
+        /// counters) into swift-metrics, with its node id as the `node` dimension; nil: never (the
+        /// event metrics, such as append latency, are recorded either way). Default 1 s.
+        public var metricsInterval: Duration? = .seconds(1)
+        /// Where this replica's metrics go; nil: the process-wide `MetricsSystem` (bootstrap it
+        /// before opening the log). Default nil.
+        public var metricsFactory: (any MetricsFactory)? = nil
+        /// Mutual TLS 1.3 on the peer port, and TLS on the client port (with client certificates
+        /// when the files say so); each replica's certificate must name its node id
+        /// (``PaxosTransport/TLSCredentials``). Call its `reload()` to rotate certificates: new
+        /// connections use them. nil: plain TCP. Independent of ``secret``. Default nil.
+        public var tls: TLSCredentials? = nil
         /// Bytes of chosen values a replica keeps in memory to answer followers a little behind;
         /// older ones are forgotten and served from storage. Bounded in bytes, not slots, so one
         /// replica's memory stays the same whatever the record size. Default 16 MiB (about 50,000

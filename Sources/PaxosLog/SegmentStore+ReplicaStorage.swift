@@ -41,27 +41,25 @@ final class SegmentStoreStorage: ReplicaStorage {
     var snapshotSlot: Slot? { store.state.snapshotSlot }
 
     func openSnapshotSource() throws -> (any SnapshotSource)? {
-        try store.openSnapshot().map { StoredSnapshotSource(reader: $0, io: snapshotIO, loop: loop) }
+        try store.openSnapshot().map { StoredSnapshotSource(reader: $0, storage: self) }
     }
 
     func beginSnapshotSink(slot: Slot) throws -> any SnapshotSink {
         let writer = try store.beginSnapshot(slot: slot)
         writer.syncInterval = receivedSnapshotSyncInterval
         writer.writesBehind = true
-        return ReceivedSnapshotSink(writer: writer, io: snapshotIO, loop: loop)
+        return ReceivedSnapshotSink(writer: writer, storage: self)
     }
 }
 
 /// A snapshot file read in chunks on the I/O queue.
 final class StoredSnapshotSource: SnapshotSource {
     let reader: SnapshotReader
-    let io: DispatchQueue
-    let loop: any EventLoop
+    let storage: SegmentStoreStorage
 
-    init(reader: SnapshotReader, io: DispatchQueue, loop: any EventLoop) {
+    init(reader: SnapshotReader, storage: SegmentStoreStorage) {
         self.reader = reader
-        self.io = io
-        self.loop = loop
+        self.storage = storage
     }
 
     var slot: Slot { reader.slot }
@@ -69,8 +67,8 @@ final class StoredSnapshotSource: SnapshotSource {
     var checksum: UInt32 { reader.checksum }
 
     func read(at offset: UInt64, count: Int, completion: @escaping @Sendable (Result<[UInt8], any Error>) -> Void) {
-        let (reader, loop) = (self.reader, self.loop)
-        io.async {
+        let (reader, loop) = (self.reader, storage.loop)
+        storage.snapshotIO.async {
             let result = Result { try reader.read(at: offset, maxCount: count) }
             loop.execute { completion(result) }
         }
@@ -78,25 +76,23 @@ final class StoredSnapshotSource: SnapshotSource {
 
     func close() {
         let reader = self.reader
-        io.async { reader.close() }
+        storage.snapshotIO.async { reader.close() }
     }
 }
 
 /// A snapshot from a peer written on the I/O queue, in arrival order.
 final class ReceivedSnapshotSink: SnapshotSink {
     let writer: SnapshotWriter
-    let io: DispatchQueue
-    let loop: any EventLoop
+    let storage: SegmentStoreStorage
 
-    init(writer: SnapshotWriter, io: DispatchQueue, loop: any EventLoop) {
+    init(writer: SnapshotWriter, storage: SegmentStoreStorage) {
         self.writer = writer
-        self.io = io
-        self.loop = loop
+        self.storage = storage
     }
 
     func write(_ bytes: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void) {
-        let (writer, loop) = (self.writer, self.loop)
-        io.async {
+        let (writer, loop) = (self.writer, storage.loop)
+        storage.snapshotIO.async {
             let failure: (any Error)?
             do { try writer.write(bytes); failure = nil } catch { failure = error }
             loop.execute { completion(failure) }
@@ -104,9 +100,9 @@ final class ReceivedSnapshotSink: SnapshotSink {
     }
 
     func commit(expectedLength: UInt64, expectedChecksum: UInt32, completion: @escaping @Sendable ((any Error)?) -> Void) {
-        let (writer, loop) = (self.writer, self.loop)
+        let (writer, loop) = (self.writer, storage.loop)
         // Behind every write queued before it.
-        io.async {
+        storage.snapshotIO.async {
             Task {
                 let failure: (any Error)?
                 do {
@@ -122,6 +118,6 @@ final class ReceivedSnapshotSink: SnapshotSink {
 
     func abort() {
         let writer = self.writer
-        io.async { writer.abort() }
+        storage.snapshotIO.async { writer.abort() }
     }
 }

@@ -12,9 +12,13 @@ extension Replica {
             // Compacted here too: only the snapshot (then the log after it) can help the peer.
             return startSnapshotTransfer(to: request.peer)
         }
+        // One read in flight per peer: a peer repeats its request until answered, and each read
+        // holds up to `maxCatchUpBytes`, so memory stays bounded by peers, not by requests.
+        guard snapshots.catchUpReads.insert(request.peer).inserted else { return }
         let limits = core.configuration
         let through = Swift.min(readableThrough, request.fromSlot + Slot(limits.maxCatchUpEntries) - 1)
         storage.readChosen(from: request.fromSlot, through: through, maxBytes: limits.maxCatchUpBytes) { result in
+            self.snapshots.catchUpReads.remove(request.peer)
             guard !self.isClosed, self.failure == nil else { return }
             switch result {
             case .success(let stored):

@@ -14,8 +14,8 @@ extension SegmentLogError {
     }
 }
 
-/// Bookkeeping of snapshot transfers (see WIRE.md, "Snapshot transfer"); confined to the
-/// replica's executor.
+/// Bookkeeping of what the replica sends lagging peers: snapshot transfers (see WIRE.md,
+/// "Snapshot transfer") and catch-up read from storage; confined to the replica's executor.
 final class SnapshotTransfers: @unchecked Sendable {
     struct Outgoing {
         var sender: SnapshotSender
@@ -33,6 +33,8 @@ final class SnapshotTransfers: @unchecked Sendable {
 
     var outgoing: [NodeID: Outgoing] = [:]
     var incoming: Incoming?
+    /// Peers whose catch-up is being read from storage (``Replica/serveCatchUp(_:)``).
+    var catchUpReads: Set<NodeID> = []
     /// Counters for tests and benchmarks.
     var sentBytes: UInt64 = 0
     var installed = 0

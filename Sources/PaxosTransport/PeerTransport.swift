@@ -25,6 +25,11 @@ public struct PeerTransportConfiguration: Sendable {
     /// Envelopes waiting per peer while it is unreachable or slow. When full, the oldest is
     /// dropped: Paxos tolerates loss, and new messages supersede old ones.
     public var outboundQueueLimit: Int = 4096
+    /// Bytes the envelopes waiting per peer may hold (their values, entries and snapshot data,
+    /// plus a fixed cost each); when full, the oldest are dropped, as for the count. A count
+    /// alone let 4,096 Accepts or catch-up replies of up to 4 MiB each wait for one slow peer.
+    /// Default 64 MiB.
+    public var outboundQueueBytes: Int = 64 << 20
     /// First reconnect delay; doubles per failed attempt up to ``maxBackoff``, with jitter.
     public var initialBackoff: TimeAmount = .milliseconds(20)
     public var maxBackoff: TimeAmount = .seconds(1)
@@ -96,8 +101,8 @@ public final class PeerTransport: Sendable {
         guard configuration.members[configuration.nodeID] != nil || configuration.listenAddress != nil else {
             throw TransportError(.invalidConfiguration, "node \(configuration.nodeID) is not in the membership")
         }
-        guard configuration.outboundQueueLimit > 0 else {
-            throw TransportError(.invalidConfiguration, "outboundQueueLimit must be positive")
+        guard configuration.outboundQueueLimit > 0, configuration.outboundQueueBytes > 0 else {
+            throw TransportError(.invalidConfiguration, "outboundQueueLimit and outboundQueueBytes must be positive")
         }
         self.configuration = configuration
         self.group = group
@@ -109,7 +114,8 @@ public final class PeerTransport: Sendable {
         self.key = configuration.secret
         var links: [NodeID: PeerLink] = [:]
         for (id, address) in configuration.members where id != configuration.nodeID {
-            links[id] = PeerLink(peerID: id, address: address, eventLoop: group.next(), limit: configuration.outboundQueueLimit)
+            links[id] = PeerLink(peerID: id, address: address, eventLoop: group.next(),
+                                 limit: configuration.outboundQueueLimit, limitBytes: configuration.outboundQueueBytes)
         }
         self.links = links
     }
@@ -283,6 +289,8 @@ final class PeerLink: Sendable {
 
     private struct LinkState {
         var queue = Deque<Envelope>()
+        /// What `queue` holds, by ``Message/queuedBytes``.
+        var queuedBytes = 0
         var channel: (any Channel)?
         var drainScheduled = false
         var connecting = false
@@ -293,14 +301,16 @@ final class PeerLink: Sendable {
         var inFlightConnect: EventLoopFuture<Void>?
     }
 
-    /// The queue bound (``PeerTransportConfiguration/outboundQueueLimit``).
+    /// The queue bounds (``PeerTransportConfiguration/outboundQueueLimit`` and ``PeerTransportConfiguration/outboundQueueBytes``).
     let limit: Int
+    let limitBytes: Int
 
-    init(peerID: NodeID, address: PeerAddress, eventLoop: any EventLoop, limit: Int) {
+    init(peerID: NodeID, address: PeerAddress, eventLoop: any EventLoop, limit: Int, limitBytes: Int) {
         self.peerID = peerID
         self.address = address
         self.eventLoop = eventLoop
         self.limit = limit
+        self.limitBytes = limitBytes
     }
 
     var isConnected: Bool { state.withLockedValue { $0.channel != nil } }
@@ -309,12 +319,15 @@ final class PeerLink: Sendable {
     func enqueue(_ envelope: Envelope, counters: TransportCounters) {
         let (dropped, drain) = state.withLockedValue { state -> (Bool, Bool) in
             if state.shutDown { return (true, false) }
+            let size = envelope.message.queuedBytes
             var dropped = false
-            if state.queue.count >= limit {
+            while let oldest = state.queue.first, state.queue.count >= limit || state.queuedBytes + size > limitBytes {
                 state.queue.removeFirst()
+                state.queuedBytes -= oldest.message.queuedBytes
                 dropped = true
             }
             state.queue.append(envelope)
+            state.queuedBytes += size
             let drain = state.channel != nil && !state.drainScheduled
             if drain { state.drainScheduled = true }
             return (dropped, drain)
@@ -331,6 +344,7 @@ final class PeerLink: Sendable {
             guard let channel = state.channel, channel.isWritable, !state.queue.isEmpty else { return (nil, []) }
             let batch = state.queue
             state.queue = Deque(minimumCapacity: 64)
+            state.queuedBytes = 0
             return (channel, batch)
         }
         guard let channel else { return }
@@ -348,8 +362,13 @@ final class PeerLink: Sendable {
             // a nested drain (via channelWritabilityChanged) that must see these.
             let dropped = state.withLockedValue { state -> Int in
                 state.queue.insert(contentsOf: remaining, at: 0)
-                let excess = max(0, state.queue.count - limit)
-                state.queue.removeFirst(excess)
+                state.queuedBytes += remaining.reduce(0) { $0 + $1.message.queuedBytes }
+                var excess = 0
+                while let oldest = state.queue.first, state.queue.count > limit || state.queuedBytes > limitBytes {
+                    state.queue.removeFirst()
+                    state.queuedBytes -= oldest.message.queuedBytes
+                    excess += 1
+                }
                 return excess
             }
             if dropped > 0 { TransportCounters.bump(counters.droppedEnvelopes, by: dropped) }
@@ -428,6 +447,7 @@ final class PeerLink: Sendable {
         let (channel, reconnect, attempt) = state.withLockedValue { state -> ((any Channel)?, Scheduled<Void>?, EventLoopFuture<Void>?) in
             state.shutDown = true
             state.queue.removeAll()
+            state.queuedBytes = 0
             defer { state.reconnect = nil; state.channel = nil; state.inFlightConnect = nil }
             return (state.channel, state.reconnect, state.inFlightConnect)
         }
@@ -461,5 +481,21 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { link?.writable(counters: counters) }
         context.fireChannelWritabilityChanged()
+    }
+}
+
+extension Message {
+    /// What an envelope of this message holds in an outbound queue: the values, entries and
+    /// snapshot data it carries, plus a fixed cost for the rest.
+    var queuedBytes: Int {
+        let payload: Int
+        switch self {
+        case .accept(let m): payload = m.values.reduce(0) { $0 + $1.byteCount }
+        case .promise(let m): payload = m.accepted.reduce(0) { $0 + $1.value.byteCount }
+        case .catchUpReply(let m): payload = m.entries.reduce(0) { $0 + $1.value.byteCount }
+        case .snapshotChunk(let m): payload = m.data.count
+        default: payload = 0
+        }
+        return 64 + payload
     }
 }

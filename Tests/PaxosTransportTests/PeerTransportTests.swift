@@ -110,6 +110,22 @@ import Testing
         await a.shutdown()
     }
 
+    /// Large envelopes are bounded by bytes too: ten 1 MiB Accepts for a peer that is down keep
+    /// at most `outboundQueueBytes` of them, the newest.
+    @Test func queueIsBoundedInBytesWhilePeerIsDown() async throws {
+        let members = Self.members(try await freePorts(2, group: testGroup))
+        var config = PeerTransportConfiguration(nodeID: 1, members: members, clusterName: "test")
+        config.outboundQueueBytes = 3 << 20 + 4096
+        let a = try PeerTransport(configuration: config, group: testGroup, logger: quietLogger) { _ in }
+        let value = Value.data(Array(repeating: 7, count: 1 << 20))
+        for n in UInt64(1)...10 {
+            a.send(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: Ballot(round: 1, node: 1), firstSlot: n, values: [value], chosenThrough: 0))))
+        }
+        #expect(a.queueDepth(to: 2) == 3)
+        #expect(a.counters.snapshot.droppedEnvelopes == 7)
+        await a.shutdown()
+    }
+
     /// A peer that stops reading: the sender's socket fills, it stops writing (writability), its
     /// queue stays within the limit by dropping the oldest, and the newest gets through once the
     /// peer reads again.

@@ -45,7 +45,8 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
 
     public var code: Code
     public var message: String
-    /// For ``Code/notLeader``: the leader this replica knows of.
+    /// For ``Code/notLeader``, and ``Code/timeout`` from a leader that stepped down: the leader
+    /// this replica knows of (nil when it believes none leads).
     public var leader: NodeID?
 
     public init(_ code: Code, _ message: String, leader: NodeID? = nil) {

@@ -81,7 +81,8 @@ extension Simulation {
             }
         }
         for i in nodes.indices {
-            guard let replica = nodes[i].replica else {
+            // A replica whose storage failed has stopped (no ticks, no messages) until restarted.
+            guard let replica = nodes[i].replica, replica.failure == nil else {
                 elections.cutOffRound[i] = nil
                 continue
             }

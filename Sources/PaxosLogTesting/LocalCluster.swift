@@ -135,6 +135,12 @@ public final class LocalCluster: @unchecked Sendable {
         p.waitUntilExit()
     }
 
+    /// Sends `signal` (SIGSTOP to freeze a replica as a stalled machine would, SIGCONT to thaw it).
+    public func signal(_ id: NodeID, _ signal: Int32) {
+        guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
+        Foundation.kill(p.processIdentifier, signal)
+    }
+
     /// SIGTERM and wait: a clean shutdown. - Returns: the exit status.
     @discardableResult
     public func terminate(_ id: NodeID) -> Int32 {

@@ -1,6 +1,9 @@
 import Foundation
+import Logging
 import MultiPaxos
+import NIOPosix
 import PaxosLogTesting
+import PaxosTransport
 import Testing
 
 /// Leadership that stays put, with real `paxlog serve` processes (Sources/MultiPaxos/ELECTIONS.md).
@@ -64,8 +67,66 @@ import Testing
                 try cluster.start(leader)
                 try await eventually("node \(leader) back") { (try? await cluster.status(leader).leaderID) != nil }
             }
-            let sorted = times.sorted()
-            print("failover after SIGKILL of the leader (s): \(times.map { String(format: "%.3f", $0) }) median \(String(format: "%.3f", sorted[sorted.count / 2])) max \(String(format: "%.3f", sorted.last!))")
+            Self.printTimes("failover after SIGKILL of the leader", times)
         }
+    }
+
+    /// Opt-in measurement (`PAXOS_E2E_MEASURE=1`): failover after SIGSTOP of the leader (time
+    /// until another replica leads; it comes back and must not depose it), and the time from a
+    /// leader losing its quorum (both followers stopped) to failing an append it holds. A frozen
+    /// replica accepts connections and never answers, so only the others are asked anything.
+    @Test func measureStalledLeaderAndLostQuorum() async throws {
+        guard ProcessInfo.processInfo.environment["PAXOS_E2E_MEASURE"] == "1" else { return }
+        try await withCluster("measure-stall") { cluster in
+            try cluster.startAll()
+            var failover: [Double] = []
+            var stepDown: [Double] = []
+            var leader = try await cluster.waitForLeader()
+            for trial in 1...5 {
+                cluster.signal(leader, SIGSTOP)
+                let stalled = Date()
+                let newLeader = try await Self.leader(cluster, among: cluster.nodes.map(\.id).filter { $0 != leader })
+                failover.append(Date().timeIntervalSince(stalled))
+                cluster.signal(leader, SIGCONT)
+                try await Task.sleep(nanoseconds: 500_000_000)
+                #expect(await cluster.leader() == newLeader, "the thawed leader deposed node \(newLeader)")
+                leader = newLeader
+
+                // Both followers freeze: the leader must fail what it holds once it notices.
+                let followers = cluster.nodes.map(\.id).filter { $0 != leader }
+                var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: cluster.node(leader).clientPort)], clusterName: cluster.clusterName)
+                c.maxRedirects = 0
+                let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "t"))
+                for f in followers { cluster.signal(f, SIGSTOP) }
+                let cut = Date()
+                do {
+                    _ = try await client.append([Array("q\(trial)".utf8)])
+                    Issue.record("an append was acknowledged without a majority")
+                } catch {
+                    stepDown.append(Date().timeIntervalSince(cut))
+                    if trial == 1 { print("append to a leader that lost its quorum: \(error)") }
+                }
+                await client.close()
+                for f in followers { cluster.signal(f, SIGCONT) }
+                leader = try await cluster.waitForLeader()
+            }
+            Self.printTimes("failover after SIGSTOP of the leader", failover)
+            Self.printTimes("losing quorum to failing a held append", stepDown)
+        }
+    }
+
+    static func leader(_ cluster: LocalCluster, among ids: [NodeID]) async throws -> NodeID {
+        for _ in 0..<200 {
+            for id in ids {
+                if let s = try? await cluster.status(id), s.leaderID == id { return id }
+            }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        throw ClusterError("no leader among \(ids)")
+    }
+
+    static func printTimes(_ what: String, _ times: [Double]) {
+        let sorted = times.sorted()
+        print("\(what) (s): \(times.map { String(format: "%.3f", $0) }) median \(String(format: "%.3f", sorted[sorted.count / 2])) max \(String(format: "%.3f", sorted.last!))")
     }
 }

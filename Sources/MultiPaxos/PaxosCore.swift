@@ -300,6 +300,7 @@ public struct PaxosCore: Sendable {
     /// The election timer fired: ask for pre-votes first (ELECTIONS.md), or campaign at once
     /// when pre-vote is off.
     mutating func startElection() {
+        precondition(role != .leader, "a leader ran its election timer")
         guard configuration.preVote, configuration.plantedBug != .skipPreVote else { return campaign() }
         // A candidate whose Phase 1 timed out asks again too: its round rises only with a
         // majority's consent. Its held values were never sent, so they fail as not appended.
@@ -317,6 +318,8 @@ public struct PaxosCore: Sendable {
 
     mutating func maybeWinPreVote() {
         guard preVoteBallot != nil, preVotesFrom.nonzeroBitCount + 1 >= quorum else { return }
+        // Only a follower pre-votes: a candidate's or leader's ballot is already promised.
+        precondition(role == .follower, "a \(role) won a pre-vote")
         campaign()
     }
 

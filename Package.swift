@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // System libraries: apt packages liblz4-dev and zlib1g-dev (Tools/install-deps installs them).
@@ -61,6 +63,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             exclude: ["WIRE.md"]  // the wire-format spec, beside the code it describes
         ),
@@ -97,6 +100,11 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Tools/paxlog"
         ),
@@ -106,7 +114,7 @@ let package = Package(
         .testTarget(
             name: "PaxosTransportTests",
             dependencies: [
-                "PaxosTransport", "MultiPaxos",
+                "PaxosTransport", "MultiPaxos", "PaxosLogTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -117,6 +125,7 @@ let package = Package(
             dependencies: [
                 "PaxosLog", "PaxosLogTesting", "PaxosTransport", "MultiPaxos", "SegmentLog",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         // Real `paxlog` processes on loopback; depends on the executable so `swift test` builds it first.

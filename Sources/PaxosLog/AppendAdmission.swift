@@ -69,7 +69,7 @@ final class AppendAdmission: @unchecked Sendable {
 
     /// Fails every append waiting here (on the loop).
     func failAll(_ error: PaxosLogError) {
-        for w in waitingForReturns { w.batch.fail(error) }
+        for w in waitingForReturns { w.batch.fail(error.with(.notAppended)) }
         waitingForReturns = []
         release()  // nothing left to offer: ends the hold and its timer
     }

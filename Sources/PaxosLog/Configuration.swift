@@ -1,3 +1,4 @@
+import Metrics
 import Logging
 import MultiPaxos
 import NIOCore
@@ -134,10 +135,23 @@ extension PaxosLog {
         /// under twice the p99 without, where no cap gave 3–10×); nil: no cap. Snapshots
         /// received from a peer are never capped.
         public var snapshotWriteBytesPerSecond: Int? = 64 << 20
+        /// How often the replica samples its state (role, ballot, positions, storage and transport
+        /// counters) into swift-metrics, with its node id as the `node` dimension; nil: never (the
+        /// event metrics, such as append latency, are recorded either way). Default 1 s.
+        public var metricsInterval: Duration? = .seconds(1)
+        /// Where this replica's metrics go; nil: the process-wide `MetricsSystem` (bootstrap it
+        /// before opening the log). Default nil.
+        public var metricsFactory: (any MetricsFactory)? = nil
+        /// Mutual TLS 1.3 on the peer port, and TLS on the client port (with client certificates
+        /// when the files say so); each replica's certificate must name its node id
+        /// (``PaxosTransport/TLSCredentials``). Call its `reload()` to rotate certificates: new
+        /// connections use them. nil: plain TCP. Independent of ``secret``. Default nil.
+        public var tls: TLSCredentials? = nil
         /// Bytes of chosen values a replica keeps in memory to answer followers a little behind;
         /// older ones are forgotten and served from storage. Bounded in bytes, not slots, so one
-        /// replica's memory stays the same whatever the record size. Default 64 MiB.
-        public var retainedChosenBytes = 64 << 20
+        /// replica's memory stays the same whatever the record size. Default 16 MiB (about 50,000
+        /// records of 256 B, the 65,536 slots kept before it was a byte bound).
+        public var retainedChosenBytes = 16 << 20
         /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
         /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
         public var snapshotChunkSize = 2 << 20
@@ -148,6 +162,9 @@ extension PaxosLog {
         /// waiting for it, so the disk writes while the transfer goes on and the final sync has
         /// little left. Default 4 MiB.
         public var receivedSnapshotSyncInterval = 4 << 20
+
+        /// Where the store's files live; tests pass a fault-injecting one.
+        package var fileSystem: any FileSystem = PosixFileSystem()
 
         public init(nodeID: NodeID, members: [Member], dataDirectory: String) {
             self.nodeID = nodeID

@@ -4,7 +4,7 @@ import SegmentLog
 extension PaxosLog {
     /// The chosen records of a log from a position on, in order, no-ops skipped. Waits for new
     /// records at the end; finishes when the log is closed. Memory is bounded: it reads a batch
-    /// at a time from storage.
+    /// at a time from storage. Throws the replica's storage failure, if it fails.
     public struct Entries: AsyncSequence, Sendable {
         public typealias Element = Entry
         let driver: ReplicaDriver
@@ -22,7 +22,7 @@ extension PaxosLog {
 
             public mutating func next() async throws -> Entry? {
                 while index == buffer.count {
-                    guard let readable = await driver.waitReadable(after: next - 1) else { return nil }
+                    guard let readable = try await driver.waitReadable(after: next - 1) else { return nil }
                     (buffer, next) = try Entries.read(storage: driver.replica.storage, from: next, through: readable, maxCount: 512)
                     index = 0
                 }

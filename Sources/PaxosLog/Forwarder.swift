@@ -22,6 +22,7 @@ final class Forwarder: Sendable {
             client = existing
         } else {
             var c = PaxosClientConfiguration(addresses: [member.clientAddress], clusterName: configuration.clusterName, secret: configuration.secret)
+            c.tls = configuration.tls
             c.maxRedirects = 0
             do {
                 client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger)

@@ -26,6 +26,7 @@ public final class PaxosLog: Sendable {
     let driver: ReplicaDriver
     private let transport: PeerTransport?
     private let forwarder: Forwarder?
+    let metrics: ReplicaMetrics
     /// One compaction at a time.
     let compacting = NIOLockedValueBox(false)
 
@@ -34,6 +35,8 @@ public final class PaxosLog: Sendable {
         self.driver = driver
         self.transport = transport
         self.forwarder = configuration.nonLeaderAppends == .forward ? Forwarder(configuration: configuration) : nil
+        self.metrics = ReplicaMetrics(driver: driver, transport: transport)
+        metrics.start(interval: configuration.metricsInterval)
     }
 
     /// Opens (recovering if needed) this replica's data directory and joins the cluster.
@@ -60,6 +63,7 @@ public final class PaxosLog: Sendable {
             for m in configuration.members { peers[m.id] = m.peerAddress }
             var tc = PeerTransportConfiguration(nodeID: configuration.nodeID, members: peers, clusterName: configuration.clusterName, secret: configuration.secret)
             tc.listenAddress = peers[configuration.nodeID]
+            tc.tls = configuration.tls
             let t: PeerTransport
             do {
                 // The transport runs on the driver's own loop (an `EventLoop` is a group of one):
@@ -93,10 +97,11 @@ public final class PaxosLog: Sendable {
     ///
     /// A replica in the middle of an election holds the record until the election ends: it is
     /// proposed if this replica wins, and fails with `notLeader` (never proposed) if it loses.
-    /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader) on a follower configured to
-    ///   redirect, `overloaded`, `timeout` (outcome unknown: not chosen in time, or an identical
-    ///   record won the slot in another leader's ballot), `superseded` (not appended), `closed`,
-    ///   `storage`.
+    /// - Throws: ``PaxosLogError``, whose ``PaxosLogError/outcome`` says whether the record was
+    ///   appended (`notAppended`: retry freely; `unknown`: read the log first): `notLeader`
+    ///   (naming the leader) on a follower configured to redirect, `overloaded`, `timeout` (not
+    ///   chosen in time, or an identical record won the slot in another leader's ballot),
+    ///   `superseded`, `closed`, `storage`, `invalidArgument`, `transport` (forwarding).
     public func append(_ record: [UInt8]) async throws -> Position {
         try await append(contentsOf: [record])[0]
     }
@@ -105,6 +110,18 @@ public final class PaxosLog: Sendable {
     public func append(contentsOf records: [[UInt8]]) async throws -> [Position] {
         guard !records.isEmpty else { return [] }
         if let error = oversized(records) { throw error }
+        let start = NIODeadline.now()
+        do {
+            let positions = try await appendOrForward(records)
+            metrics.recordAppend(count: records.count, since: start, succeeded: true)
+            return positions
+        } catch {
+            metrics.recordAppend(count: records.count, since: start, succeeded: false)
+            throw error
+        }
+    }
+
+    private func appendOrForward(_ records: [[UInt8]]) async throws -> [Position] {
         do {
             // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
             // continuation when it does), and the checked variant costs an allocation per append.
@@ -126,6 +143,11 @@ public final class PaxosLog: Sendable {
     func append(contentsOf records: [[UInt8]], completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
         guard !records.isEmpty else { return completion(.success([])) }
         if let error = oversized(records) { return completion(.failure(error)) }
+        let start = NIODeadline.now(), metrics = self.metrics, completion = { @Sendable (result: Result<[Position], PaxosLogError>) in
+            if case .success = result { metrics.recordAppend(count: records.count, since: start, succeeded: true) }
+            else { metrics.recordAppend(count: records.count, since: start, succeeded: false) }
+            completion(result)
+        }
         guard let forwarder else {
             return driver.propose(records, batch: AppendBatch(count: records.count, .callback(completion)))
         }
@@ -171,6 +193,12 @@ public final class PaxosLog: Sendable {
     /// written, compression): what benchmarks read the disk's work from.
     public var storageStatistics: SegmentStore.Statistics { driver.store.statistics }
 
+    /// Samples this replica's state into swift-metrics now, rather than at the next
+    /// ``Configuration/metricsInterval``: for an exporter about to be scraped.
+    public func publishMetrics() async {
+        await metrics.refresh()
+    }
+
     /// This replica's view of the cluster.
     public func status() async throws -> Status {
         try await driver.status().get()
@@ -179,6 +207,7 @@ public final class PaxosLog: Sendable {
     /// Stops the replica: fails waiting appends with `closed`, ends readers, closes sockets,
     /// then finishes in-flight syncs and releases the directory lock.
     public func close() async throws {
+        await metrics.stop()
         try await driver.shutdown().get()
         await forwarder?.close()
         await transport?.shutdown()

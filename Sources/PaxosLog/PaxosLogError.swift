@@ -43,17 +43,46 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let needsRejoin = Code(name: "needs rejoin")
     }
 
+    /// What a failed append did to the log.
+    public enum Outcome: String, Hashable, Sendable {
+        /// Definitely not appended, now or later: retrying cannot duplicate it.
+        case notAppended = "not appended"
+        /// May have been appended, or may still be: read the log before retrying.
+        case unknown = "outcome unknown"
+    }
+
     public var code: Code
     public var message: String
     /// For ``Code/notLeader``, and ``Code/timeout`` from a leader that stepped down: the leader
     /// this replica knows of (nil when it believes none leads).
     public var leader: NodeID?
+    /// For an error of `append`: whether the record was appended. Nil for other operations.
+    public var outcome: Outcome?
 
-    public init(_ code: Code, _ message: String, leader: NodeID? = nil) {
+    /// - Parameter outcome: for append errors; by default what the code implies (`notLeader`,
+    ///   `overloaded`, `superseded`, `invalidArgument`: not appended; `timeout`, `transport`:
+    ///   unknown). `closed` and `storage` depend on when they struck, so their sites say.
+    public init(_ code: Code, _ message: String, leader: NodeID? = nil, outcome: Outcome? = nil) {
         self.code = code
         self.message = message
         self.leader = leader
+        self.outcome = outcome ?? Self.impliedOutcome(code)
     }
 
-    public var description: String { "\(code): \(message)" }
+    static func impliedOutcome(_ code: Code) -> Outcome? {
+        switch code {
+        case .notLeader, .overloaded, .superseded, .invalidArgument: .notAppended
+        case .timeout, .transport: .unknown
+        default: nil
+        }
+    }
+
+    /// The same error, saying what it did to an append.
+    func with(_ outcome: Outcome) -> PaxosLogError {
+        var e = self
+        e.outcome = outcome
+        return e
+    }
+
+    public var description: String { "\(code): \(message)" + (outcome.map { " (\($0.rawValue))" } ?? "") }
 }

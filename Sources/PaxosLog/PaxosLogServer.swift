@@ -1,6 +1,7 @@
 import Logging
 import MultiPaxos
 import NIOCore
+import NIOPosix
 import PaxosTransport
 
 /// A replica that also serves clients (`paxlog append`, `read`, `status`) on its client port:
@@ -25,6 +26,7 @@ public final class PaxosLogServer: Sendable {
         }
         var sc = ClientServerConfiguration(nodeID: configuration.nodeID, clusterName: configuration.clusterName, listenAddress: me.clientAddress, secret: configuration.secret)
         sc.maxInFlightPerConnection = 4096
+        sc.tls = configuration.tls
         let service = ClientService(log: log)
         // Client connections run on the replica's own loop, like its peer connections: an append
         // then reaches the core, and its answer the socket, without a hop between threads (a
@@ -36,6 +38,7 @@ public final class PaxosLogServer: Sendable {
         }
         do {
             let address = try await server.start()
+            log.metrics.clientCounters.withLockedValue { $0 = server.counters }
             return PaxosLogServer(log: log, server: server, clientAddress: address)
         } catch {
             try? await log.close()
@@ -96,6 +99,12 @@ struct ClientService: Sendable {
                 let s = try await log.status()
                 var details = [ClientStatus.Detail("is_leader", "\(s.isLeader)")]
                 if let failure = s.failure { details.append(.init("failure", failure)) }
+                let role = s.isLeader ? "leader" : (s.leader == nil ? "electing" : "follower")
+                let directory = log.configuration.dataDirectory
+                let size = (try? await NIOThreadPool.singleton.runIfActive { dataDirectoryBytes(directory) }) ?? 0
+                details += [.init("role", role), .init("version", PaxosLog.version), .init("data_directory", directory),
+                            .init("data_directory_bytes", "\(size)")]
+                if let snapshot = log.driver.store.state.snapshotSlot { details.append(.init("snapshot_slot", "\(snapshot)")) }
                 let st = log.storageStatistics
                 details += [
                     .init("storage_appends", "\(st.appends)"), .init("storage_group_commits", "\(st.groupCommits)"),

@@ -115,18 +115,20 @@ struct ProposalTracker {
     @discardableResult
     mutating func failProposed(_ error: PaxosLogError) -> Int {
         let n = waiters.count
-        for (_, w) in waiters { w.batch.fail(error) }
+        for (_, w) in waiters { w.batch.fail(error.with(.unknown)) }
         waiters = [:]
         deadlines = []
         return n
     }
 
-    /// Fails every append still waiting with `error`.
+    /// Fails every append still waiting with `error`: those proposed may still be chosen
+    /// (unknown); those queued while campaigning were never sent and never will be by this
+    /// replica (not appended).
     mutating func failAll(_ error: PaxosLogError) {
-        for (_, w) in waiters { w.batch.fail(error) }
+        for (_, w) in waiters { w.batch.fail(error.with(.unknown)) }
         waiters = [:]
         deadlines = []
-        for q in campaignQueue { q.batch.fail(error) }
+        for q in campaignQueue { q.batch.fail(error.with(.notAppended)) }
         campaignQueue = []
         expiredQueued = 0
     }

@@ -80,7 +80,7 @@ package final class Replica: @unchecked Sendable {
     }
 
     private func assertOnExecutor() {
-        assert(executor.inExecutor, "Replica used off its executor")
+        precondition(executor.inExecutor, "Replica used off its executor")
     }
 
     // MARK: - Inputs
@@ -139,8 +139,8 @@ package final class Replica: @unchecked Sendable {
     @discardableResult
     package func propose(_ records: [[UInt8]], batch: AppendBatch) -> Int {
         assertOnExecutor()
-        if let failure { batch.fail(failure); return 0 }
-        if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed")); return 0 }
+        if let failure { batch.fail(failure.with(.notAppended)); return 0 }
+        if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed", outcome: .notAppended)); return 0 }
         let now = executor.now
         let deadline = now + configuration.appendTimeout
         var offered = records.count
@@ -153,10 +153,11 @@ package final class Replica: @unchecked Sendable {
                 proposals.queueWhileCampaigning(.init(bytes: bytes, batch: batch, index: i, start: now, deadline: deadline))
             case .notLeader(let leader):
                 let known = leader.map { "node \($0)" } ?? "unknown"
-                batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))", leader: leader))
+                batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))",
+                                         leader: leader, outcome: Self.outcome(proposed: i)))
                 offered = i
             case .overloaded:
-                batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))"))
+                batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))", outcome: Self.outcome(proposed: i)))
                 offered = i
             }
             if offered < records.count { break }
@@ -164,6 +165,11 @@ package final class Replica: @unchecked Sendable {
         if offered > 0 { appendsCounter.increment(by: Int64(offered)) }
         scheduleDrain()
         return offered
+    }
+
+    /// A request refused part way: the records proposed before may still be appended.
+    private static func outcome(proposed: Int) -> PaxosLogError.Outcome {
+        proposed == 0 ? .notAppended : .unknown
     }
 
     private static func partial(_ proposed: Int) -> String {
@@ -243,7 +249,9 @@ package final class Replica: @unchecked Sendable {
             observer?.replica(configuration.nodeID, chose: ready.chosen)
             chosenCounter.increment(by: Int64(ready.chosen.count))
             for c in ready.chosen {
-                let bytes = if case .data(let b) = c.value { b.count } else { 0 }
+                // A slot costs its payload plus the log's bookkeeping, so no-ops count too.
+                let payload = if case .data(let b) = c.value { b.count } else { 0 }
+                let bytes = Self.slotOverhead + payload
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }
@@ -327,6 +335,9 @@ package final class Replica: @unchecked Sendable {
             ])
         }
     }
+
+    /// What one chosen slot held in memory costs besides its payload (entry, ballot, index).
+    static let slotOverhead = 64
 
     /// Forgets the oldest chosen values in memory (they stay in storage, and catch-up serves them
     /// from there) once they exceed ``PaxosLog/Configuration/retainedChosenBytes``; never a slot

@@ -71,10 +71,17 @@ final class ReplicaDriver: @unchecked Sendable {
     // MARK: - Waiting and status (any thread)
 
     /// Waits until a slot above `after` is readable; returns the readable watermark, or nil once
-    /// closed or failed.
-    func waitReadable(after slot: Slot) async -> Slot? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Slot?, Never>) in
-            loop.execute { self.replica.waitReadable(after: slot) { continuation.resume(returning: $0) } }
+    /// closed.
+    /// - Throws: the replica's storage failure: readers must not take it for the end of the log.
+    func waitReadable(after slot: Slot) async throws -> Slot? {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Slot?, any Error>) in
+            loop.execute {
+                self.replica.waitReadable(after: slot) { readable in
+                    // Called on the loop: the failure, if any, is already set.
+                    if readable == nil, let failure = self.replica.failure { return continuation.resume(throwing: failure) }
+                    continuation.resume(returning: readable)
+                }
+            }
         }
     }
 
@@ -103,7 +110,7 @@ final class ReplicaDriver: @unchecked Sendable {
     func chosenAndReadable(_ position: Slot) async throws -> Bool {
         let chosen = try await loop.submit { self.replica.core.chosenThrough }.get()
         guard position <= chosen else { return false }
-        guard let readable = await waitReadable(after: position - 1) else {
+        guard let readable = try await waitReadable(after: position - 1) else {
             throw PaxosLogError(.closed, "the log was closed")
         }
         return readable >= position

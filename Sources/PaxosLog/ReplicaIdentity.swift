@@ -89,7 +89,8 @@ enum ReplicaIdentity {
         let store: SegmentStore
         do {
             store = try SegmentStore.open(directory: configuration.dataDirectory, options: configuration.storage,
-                                          logger: configuration.logger, identity: requirement(for: configuration))
+                                          fileSystem: configuration.fileSystem, logger: configuration.logger,
+                                          identity: requirement(for: configuration))
         } catch let error as SegmentLogError {
             throw translate(error, configuration)
         }

@@ -53,22 +53,24 @@ public final class StateMachineRunner<Machine: ReplicatedStateMachine>: Sendable
     /// - Throws: when the snapshot cannot be read or restored, or storage fails.
     public func run() async throws {
         while true {
-            var (machine, applied) = try restore()
-            current.withLockedValue { $0.machine = machine; $0.applied = applied }
+            let restored = try restore()
+            var applied = restored.1
+            current.withLockedValue { $0.machine = restored.0; $0.applied = applied }
             var entriesSince = 0, bytesSince = 0
             // A snapshot taken, waiting for `retainedEntries` more entries before it compacts.
             var pending: (position: PaxosLog.Position, bytes: [UInt8])? = nil
             do {
                 for try await entry in log.entries(from: applied + 1) {
-                    machine.apply(entry.bytes)
                     applied = entry.position
+                    // Applied inside the box, where the state is uniquely referenced: a copy kept
+                    // outside would make every `apply` copy the whole state (quadratic).
+                    current.withLockedValue { $0.machine.apply(entry.bytes); $0.applied = entry.position }
                     entriesSince += 1
                     bytesSince += entry.bytes.count
-                    current.withLockedValue { $0.machine = machine; $0.applied = applied }
                     if pending == nil, due(entries: entriesSince, bytes: bytesSince) {
                         entriesSince = 0
                         bytesSince = 0
-                        pending = (applied, machine.snapshot())
+                        pending = (applied, current.withLockedValue { $0.machine.snapshot() })
                     }
                     if let p = pending, applied >= p.position + UInt64(policy.retainedEntries) {
                         pending = nil

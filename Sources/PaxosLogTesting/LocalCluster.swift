@@ -26,8 +26,12 @@ public final class LocalCluster: @unchecked Sendable {
     public let nodes: [Node]
     /// Extra `paxlog serve` arguments (e.g. `--secret-file`).
     public var extraArguments: [String]
+    /// Extra `paxlog serve` arguments of one replica (e.g. its own TLS certificate or metrics port).
+    public var nodeArguments: [NodeID: [String]] = [:]
     /// The secret status requests present, when the cluster runs with one.
     public var clientSecret: [UInt8]? = nil
+    /// The TLS credentials status requests present, when the cluster runs with TLS.
+    public var clientTLS: TLSCredentials? = nil
     private var processes: [NodeID: Process] = [:]
     /// Nodes whose directory this cluster has bootstrapped (`paxlog init`).
     private var bootstrapped: Set<NodeID> = []
@@ -73,7 +77,7 @@ public final class LocalCluster: @unchecked Sendable {
     public func start(_ id: NodeID) throws {
         if lock.withLock({ !bootstrapped.contains(id) }) { try bootstrap(id) }
         let p = try launch(id, ["serve", "--id", "\(id)", "--members", membersArgument, "--data", node(id).dataDirectory,
-                                "--cluster", clusterName, "--cluster-id", "\(clusterID)", "--exit-with-parent"] + extraArguments)
+                                "--cluster", clusterName, "--cluster-id", "\(clusterID)", "--exit-with-parent"] + extraArguments + nodeArguments[id, default: []])
         lock.withLock { processes[id] = p }
     }
 
@@ -135,12 +139,6 @@ public final class LocalCluster: @unchecked Sendable {
         p.waitUntilExit()
     }
 
-    /// Sends `signal` (SIGSTOP to freeze a replica as a stalled machine would, SIGCONT to thaw it).
-    public func signal(_ id: NodeID, _ signal: Int32) {
-        guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
-        Foundation.kill(p.processIdentifier, signal)
-    }
-
     /// SIGTERM and wait: a clean shutdown. - Returns: the exit status.
     @discardableResult
     public func terminate(_ id: NodeID) -> Int32 {
@@ -149,6 +147,16 @@ public final class LocalCluster: @unchecked Sendable {
         p.waitUntilExit()
         return p.terminationStatus
     }
+
+    /// Sends `signal` to replica `id` if it runs (e.g. SIGHUP to reload its TLS files, SIGSTOP
+    /// to freeze it as a stalled machine would, SIGCONT to thaw it).
+    public func signal(_ id: NodeID, _ signal: Int32) {
+        guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
+        Foundation.kill(p.processIdentifier, signal)
+    }
+
+    /// The process of replica `id`, if it was started.
+    public func process(_ id: NodeID) -> Process? { lock.withLock { processes[id] } }
 
     public func terminateAll() {
         for n in nodes { terminate(n.id) }
@@ -179,6 +187,7 @@ public final class LocalCluster: @unchecked Sendable {
     public func status(_ id: NodeID, logger: Logger = Logger(label: "cluster")) async throws -> ClientStatus {
         var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName, secret: clientSecret)
         c.connectTimeout = .milliseconds(500)
+        c.tls = clientTLS
         let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         defer { Task { await client.close() } }
         return try await client.status()

@@ -339,15 +339,17 @@ public final class Simulation: @unchecked Sendable {
         case .success(let slots):
             checker.acknowledge(slot: slots[0], value: .data(bytes))
         case .failure(let error):
-            switch error.code {
-            case .notLeader, .overloaded, .superseded:
+            switch error.outcome {
+            case .notAppended:
                 report.notAppended += 1
                 checker.refuse(.data(bytes), because: "\(error)")
-                if error.code == .notLeader {
-                    if let l = error.leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
-                }
-            default:
+            case .unknown:
                 report.unknownOutcomes += 1
+            case nil:
+                checker.failOutcome("append of v\(id) failed without saying whether it was appended: \(error)")
+            }
+            if error.code == .notLeader {
+                if let l = error.leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
             }
         }
     }
@@ -718,4 +720,5 @@ extension InvariantChecker {
     mutating func failSnapshot(_ s: String) { fail("snapshot: " + s) }
     mutating func failRead(_ s: String) { fail("read: " + s) }
     mutating func failStorage(_ s: String) { fail("storage: " + s) }
+    mutating func failOutcome(_ s: String) { fail("outcome: " + s) }
 }

@@ -4,6 +4,7 @@ import MultiPaxos
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// How a ``ClientServer`` listens.
 public struct ClientServerConfiguration: Sendable {
@@ -25,6 +26,9 @@ public struct ClientServerConfiguration: Sendable {
     public var maxPartialFrameBytes: Int = 256 << 20
     /// A connection that has not completed the handshake by then is closed.
     public var handshakeTimeout: TimeAmount = .seconds(5)
+    /// TLS 1.3 on every client connection; a client certificate is required when the
+    /// credentials' ``TLSFiles/requireClientCertificates`` says so. nil: plain TCP. Default nil.
+    public var tls: TLSCredentials?
 
     public init(nodeID: NodeID, clusterName: String, listenAddress: PeerAddress, secret: [UInt8]? = nil) {
         self.nodeID = nodeID
@@ -165,6 +169,7 @@ public final class ClientServer: Sendable {
             side: .acceptor(nodeID: configuration.nodeID, peers: nil, clients: true),
             cluster: configuration.clusterName, key: key, handshakeTimeout: configuration.handshakeTimeout)
         let sync = channel.pipeline.syncOperations
+        if let tls = configuration.tls { try sync.addHandler(NIOSSLServerHandler(context: try tls.clientPortServerContext())) }
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize, budget: partialFrames)))
         try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: nil))

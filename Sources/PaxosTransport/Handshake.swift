@@ -55,6 +55,8 @@ public struct RefusalReason: Hashable, Sendable, CustomStringConvertible {
     public static let protocolViolation = RefusalReason(code: 6)
     /// The acceptor is not the node the initiator wanted (initiator-side only; never sent).
     public static let unexpectedNode = RefusalReason(code: 7)
+    /// The TLS certificate does not name the node id the handshake claims (or none), or TLS failed.
+    public static let certificateMismatch = RefusalReason(code: 8)
 
     public var description: String {
         switch self {
@@ -65,6 +67,7 @@ public struct RefusalReason: Hashable, Sendable, CustomStringConvertible {
         case .authenticationFailed: return "authentication failed"
         case .protocolViolation: return "protocol violation"
         case .unexpectedNode: return "unexpected node"
+        case .certificateMismatch: return "certificate mismatch"
         default: return "refusal \(code)"
         }
     }

@@ -3,6 +3,7 @@ import MultiPaxos
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// How a ``PaxosClient`` reaches a cluster.
 public struct PaxosClientConfiguration: Sendable {
@@ -25,6 +26,11 @@ public struct PaxosClientConfiguration: Sendable {
     /// and each extra sync is another chance to meet a slow one (Benchmarks/README.md has the
     /// measurements). More can pay over a link whose round trip is long against a replica's sync.
     public var appendRequestsInFlight: Int = 1
+
+    /// TLS 1.3 to the client ports: the server's certificate must be signed by the credentials'
+    /// CA, and the client presents its own certificate (which servers may require). nil: plain
+    /// TCP. Default nil.
+    public var tls: TLSCredentials?
 
     public init(addresses: [PeerAddress], clusterName: String, secret: [UInt8]? = nil) {
         self.addresses = addresses
@@ -58,6 +64,7 @@ public final class ClientConnection: Sendable {
             side: .initiator(role: .client, expectedAcceptor: nil), cluster: configuration.clusterName,
             key: configuration.secret, handshakeTimeout: configuration.handshakeTimeout)
         let maxFrameSize = configuration.maxFrameSize
+        let tls = configuration.tls
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
@@ -66,6 +73,7 @@ public final class ClientConnection: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
+                        if let tls { try sync.addHandler(NIOSSLClientHandler(context: tls.clientContext, serverHostname: nil)) }
                         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
                         try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
                         try sync.addHandler(SessionHandler(configuration: session, counters: counters, logger: logger, established: established))

@@ -1,6 +1,7 @@
 import Logging
 import MultiPaxos
 import NIOCore
+import NIOSSL
 
 /// What a handshake established: who is on the other end.
 public struct SessionInfo: Hashable, Sendable {
@@ -31,6 +32,9 @@ struct SessionConfiguration: Sendable {
     /// The shared secret, if any. Kept as bytes: swift-crypto's SymmetricKey is not Sendable.
     var key: [UInt8]?
     var handshakeTimeout: TimeAmount = .seconds(5)
+    /// The connection runs over TLS and the remote replica's certificate must name the node id
+    /// it speaks as (``TLSCredentials``): set on peer connections with TLS.
+    var bindsCertificateToNode = false
 }
 
 /// The per-connection protocol handler: runs the handshake, then decodes frame bodies into
@@ -140,6 +144,12 @@ final class SessionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let wire = error as? WireError {
             malformed(wire, context: context)
+        } else if error is NIOSSLError || error is BoringSSLError, !isClosed, !isEstablished {
+            // A certificate from another CA, none where one is required, or not TLS at all: a
+            // refused handshake, counted as one, even though TLS (not our handshake) refused it.
+            TransportCounters.bump(counters.refusedHandshakes)
+            logger.info("TLS handshake failed", metadata: ["error": "\(error)"])
+            fail(TransportError(.refused, "TLS: \(error)", refusal: .certificateMismatch), context: context)
         } else if let decoder = error as? ByteToMessageDecoderError, case .leftoverDataWhenDone = decoder {
             // A partial frame at EOF: the peer closed mid-write. Not corruption.
             close(context: context)
@@ -223,6 +233,9 @@ final class SessionHandler: ChannelInboundHandler {
                 guard peers.contains(id), id != nodeID else {
                     return refuse(.unknownNode, "node \(id) is not a member", context: context)
                 }
+                if let mismatch = certificateMismatch(claimed: id, context: context) {
+                    return refuse(.certificateMismatch, mismatch, context: context)
+                }
             case .client:
                 guard clients else { return refuse(.wrongRole, "this port serves peers, not clients", context: context) }
             }
@@ -258,6 +271,9 @@ final class SessionHandler: ChannelInboundHandler {
             if let expected, expected != welcome.nodeID {
                 return refuse(.unexpectedNode, "reached node \(welcome.nodeID), wanted node \(expected)", context: context)
             }
+            if case .peer = role, let mismatch = certificateMismatch(claimed: welcome.nodeID, context: context) {
+                return refuse(.certificateMismatch, mismatch, context: context)
+            }
             switch (configuration.key, welcome.authRequired) {
             case (nil, false):
                 succeed(remote: .peer(welcome.nodeID), context: context)
@@ -282,6 +298,19 @@ final class SessionHandler: ChannelInboundHandler {
         default:
             refuse(.protocolViolation, "unexpected \(message.frameType) during the handshake", context: context)
         }
+    }
+
+    /// Why the remote replica's TLS certificate does not vouch for `claimed`, or nil when it
+    /// does (or the connection does not bind certificates to node ids).
+    private func certificateMismatch(claimed: NodeID, context: ChannelHandlerContext) -> String? {
+        guard configuration.bindsCertificateToNode else { return nil }
+        guard let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() else {
+            return "node \(claimed) presented no TLS certificate"
+        }
+        guard let named = TLSCredentials.nodeID(of: certificate) else {
+            return "the TLS certificate of the remote side names no node (no \(TLSCredentials.nodeURIPrefix)ID URI), it claims node \(claimed)"
+        }
+        return named == claimed ? nil : "the TLS certificate names node \(named), the remote side claims node \(claimed)"
     }
 
     // MARK: Outcomes
@@ -319,6 +348,11 @@ final class SessionHandler: ChannelInboundHandler {
         // Logged once: the connection is closed right after, so it cannot repeat.
         logger.info("malformed input, closing the connection", metadata: ["error": "\(error)"])
         fail(TransportError(.malformed, "\(error)"), context: context)
+    }
+
+    private var isEstablished: Bool {
+        if case .established = state { return true }
+        return false
     }
 
     private var isClosed: Bool {

@@ -478,6 +478,7 @@ extension SegmentStore {
     @discardableResult
     private func commit(_ groups: [SyncGroup]) -> Int {
         var syncs = 0
+        let syncStart = monotonicNanoseconds()
         do {
             var synced: [ObjectIdentifier] = []
             var dirty: [SegmentFile] = []
@@ -514,8 +515,9 @@ extension SegmentStore {
             failAll(groups, e)
             return 0
         }
+        let syncNanoseconds = syncs > 0 ? monotonicNanoseconds() &- syncStart : 0
         var acknowledged = 0
-        lock.withLock {
+        let observer = lock.withLock {
             shared.stats.dataSyncs += syncs
             for group in groups {
                 shared.apply(group.staged, segment: group.segment)
@@ -524,8 +526,12 @@ extension SegmentStore {
             // One commit per sync, however many written groups it covered.
             if acknowledged > 0 { shared.stats.groupCommits += 1 }
             shared.stats.appends += acknowledged
+            return shared.commitObserver
         }
         acknowledger.finish(groups.flatMap { $0.pending.map(\.waiter) }, .success(()))
+        if let observer, acknowledged > 0 || syncs > 0 {
+            observer(SegmentStore.CommitObservation(syncNanoseconds: syncNanoseconds, syncs: syncs, appends: acknowledged))
+        }
         return acknowledged
     }
 

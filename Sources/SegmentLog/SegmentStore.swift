@@ -61,6 +61,8 @@ public final class SegmentStore: @unchecked Sendable {
         var segmentsDeleted = 0
         /// Paths of freed segment files waiting for reuse (`<segment>.free`), oldest first.
         var freeSegments: [String]
+        /// Told about every group commit (``observeCommits(_:)``).
+        var commitObserver: (@Sendable (CommitObservation) -> Void)?
     }
 
     struct Pending {
@@ -341,6 +343,24 @@ public final class SegmentStore: @unchecked Sendable {
             s.lastSegment = shared.segments.last?.sequence ?? 0
             return s
         }
+    }
+
+    /// What one group commit did: reported to ``observeCommits(_:)`` by the syncer thread after
+    /// the appends it covered were acknowledged.
+    public struct CommitObservation: Sendable, Hashable {
+        /// Time spent in `fdatasync` for this commit (0 when the sync policy skipped it).
+        public var syncNanoseconds: UInt64
+        /// `fdatasync` calls made.
+        public var syncs: Int
+        /// Appends acknowledged by this commit: the group-commit size.
+        public var appends: Int
+    }
+
+    /// Calls `observer` after every group commit, on the syncer thread (it must be quick and must
+    /// not call back into the store); `nil` stops the calls. For metrics: fsync latency and
+    /// group-commit size, which the cumulative ``statistics`` cannot give as distributions.
+    public func observeCommits(_ observer: (@Sendable (CommitObservation) -> Void)?) {
+        lock.withLock { shared.commitObserver = observer }
     }
 
     /// Counters since open.

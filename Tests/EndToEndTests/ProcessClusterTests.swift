@@ -66,8 +66,9 @@ final class Load: Sendable {
                     while !self.stopFlag.withLockedValue({ $0 }) {
                         do {
                             if client == nil {
-                                var c = PaxosClientConfiguration(addresses: cluster.clientAddresses, clusterName: cluster.clusterName)
+                                var c = PaxosClientConfiguration(addresses: cluster.clientAddresses, clusterName: cluster.clusterName, secret: cluster.clientSecret)
                                 c.connectTimeout = .milliseconds(300)
+                                c.tls = cluster.clientTLS
                                 client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "load"))
                             }
                             let bytes = record(self.counter.withLockedValue { n -> Int in n += 1; return n })

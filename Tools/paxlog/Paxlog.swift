@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PaxosLog
 
 /// `paxlog`: inspect, verify, repair and compact PaxosLog data directories, run replicas, measure.
 ///
@@ -10,11 +11,13 @@ struct Paxlog: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paxlog",
         abstract: "Inspect, verify, repair, compact and benchmark PaxosLog replicated write-ahead logs.",
+        version: PaxosLog.version,
         subcommands: [
             Init.self,
             Serve.self,
             Append.self,
             Read.self,
+            Status.self,
             Demo.self,
             Bench.self,
             Inspect.self,

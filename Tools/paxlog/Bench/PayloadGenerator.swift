@@ -8,11 +8,16 @@ struct PayloadGenerator: Sendable {
     let size: Int
     private let pool: [[UInt8]]
 
+    /// Most bytes the pool holds: 4,096 records of 1 MiB would be 4 GiB of the benchmark's own
+    /// memory, which peak-RSS figures would then mostly measure.
+    static let maxPoolBytes = 64 << 20
+
     init(kind: Kind, size: Int, poolSize: Int = 4096, seed: UInt64 = 0x5EED) {
         self.kind = kind
         self.size = size
         var rng = SplitMix(seed)
-        pool = (0..<poolSize).map { i in
+        let count = Swift.max(16, Swift.min(poolSize, Self.maxPoolBytes / Swift.max(size, 1)))
+        pool = (0..<count).map { i in
             switch kind {
             case .random: return (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             case .text: return Self.logLine(i, size: size, rng: &rng)

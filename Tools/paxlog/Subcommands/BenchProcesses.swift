@@ -20,6 +20,8 @@ struct BenchProcesses: AsyncParsableCommand {
     @Option(help: "Replicas.") var replicas = 3
     @Option(help: "Clients (one connection each) the load spreads its streams over; a database links one.") var connections = 1
     @Option(help: "Append requests each client keeps in flight (its appendRequestsInFlight).") var requestsInFlight = 1
+    @Flag(help: "Mutual TLS 1.3 between the replicas and TLS (with a client certificate) to the client port; certificates made with openssl in the bench directory.")
+    var tls = false
 
     func validate() throws {
         if connections < 1 { throw ValidationError("--connections must be ≥ 1") }
@@ -42,6 +44,8 @@ struct BenchProcesses: AsyncParsableCommand {
                 executable: executable, size: replicas, baseDirectory: directory, clusterName: "paxlog-bench",
                 extraArguments: ["--sync", options.sync, "--compression", options.compression, "--log-level", "warning"]
             )
+            var clientTLS: TLSCredentials? = nil
+            if tls { clientTLS = try Self.useTLS(cluster, directory: directory) }
             let children0 = ResourceUsage.children
             try cluster.startAll()
             let leader: NodeID
@@ -56,6 +60,7 @@ struct BenchProcesses: AsyncParsableCommand {
             addresses.swapAt(0, Int(leader) - 1)
             var client = PaxosClientConfiguration(addresses: addresses, clusterName: cluster.clusterName)
             client.appendRequestsInFlight = requestsInFlight
+            client.tls = clientTLS
             // Warm-up: connections and the first Accepts stay out of the figures.
             _ = try await AppendLoad(configuration: client, concurrency: 1, batch: 1).run(.payload(payload, count: 1)) { _, _ in }
 
@@ -93,9 +98,10 @@ struct BenchProcesses: AsyncParsableCommand {
             details["replicas_cpu_seconds"] = replicaCPU
             details["replicas_peak_rss_mb"] = children1.peakRSSMB
             details["requests_in_flight"] = Double(requestsInFlight)
+            details["tls"] = tls ? 1 : 0
             let usage = ResourceUsage(cpuSeconds: loadCPU + replicaCPU, peakRSSMB: max(children1.peakRSSMB, usage1.peakRSSMB))
             let report = BenchReport(
-                scenario: "processes", replicas: replicas, concurrency: concurrency, options: options,
+                scenario: tls ? "processes-tls" : "processes", replicas: replicas, concurrency: concurrency, options: options,
                 load: ClosedLoop.Result(records: result.summary.acknowledged, seconds: result.seconds, histogram: result.histogram),
                 storage: storage, leaderGroupCommits: leaderCommits, usage: usage, loadCPUSeconds: loadCPU, limits: limits,
                 loadBefore: loadBefore, details: details
@@ -124,6 +130,21 @@ struct BenchProcesses: AsyncParsableCommand {
             out[n.id] = StorageTotals(details: d)
         }
         return out
+    }
+
+    /// Makes a CA and a certificate per replica (and one for the load's client) in `directory`,
+    /// has every replica serve with them (client certificates required), and returns the client's.
+    static func useTLS(_ cluster: LocalCluster, directory: String) throws -> TLSCredentials {
+        let ca = try TestCertificateAuthority(name: "bench-ca", directory: "\(directory)/tls")
+        for n in cluster.nodes {
+            let issued = try ca.issue(node: n.id, file: "node-\(n.id)")
+            cluster.nodeArguments[n.id] = ["--tls-cert", issued.certificate, "--tls-key", issued.privateKey, "--tls-ca", ca.certificate,
+                                           "--tls-require-client-cert", "yes"]
+        }
+        let client = try ca.issue(node: nil, file: "client")
+        let credentials = try TLSCredentials(files: TLSFiles(certificate: client.certificate, privateKey: client.privateKey, certificateAuthority: ca.certificate), nodeID: nil)
+        cluster.clientTLS = credentials
+        return credentials
     }
 
     /// This `paxlog` binary, to start the replicas with.

@@ -14,8 +14,10 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         Members are ID=HOST:PORT[:CLIENTPORT] (client port defaults to PORT+1000). \
         --config FILE takes the same keys, one `key = value` per line (id, members, data, \
-        client-port, cluster, cluster-id, secret-file, sync); flags override it. Without a \
-        secret, anyone who can reach the ports can join or append: do not expose them beyond a \
+        client-port, cluster, cluster-id, secret-file, sync, metrics, tls-cert, tls-key, tls-ca, \
+        tls-require-client-cert); flags override it. With --tls-cert/--tls-key/--tls-ca, peers speak \
+        mutual TLS 1.3 and clients TLS 1.3; SIGHUP reloads the three files (for rotation). Without a \
+        secret or TLS, anyone who can reach the ports can join or append: do not expose them beyond a \
         trusted network.
 
         Bootstrapping is explicit: before the first start of a new cluster, run `paxlog init` \
@@ -49,6 +51,12 @@ struct Serve: AsyncParsableCommand {
     var snapshotRetain: Int?
     @Option(help: "Segment file size in bytes (default 64 MiB).") var segmentSize: Int?
     @Option(help: "Segment files compaction keeps for reuse instead of deleting (default 4; 0 deletes them).") var recycleSegments: Int?
+    @Option(help: "TLS: this replica's certificate (PEM); it must name the node as URI SAN paxoslog://node/ID. Needs --tls-key and --tls-ca.") var tlsCert: String?
+    @Option(help: "TLS: the certificate's private key (PEM).") var tlsKey: String?
+    @Option(help: "TLS: the CA certificate(s) (PEM) that sign members' and clients' certificates.") var tlsCa: String?
+    @Option(help: "TLS: require clients to present a certificate signed by the CA: yes or no (default no).") var tlsRequireClientCert: String?
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).") var metrics: String?
+    @Option(help: "Seconds a SIGTERM/SIGINT shutdown may take before the process exits anyway (default 10).") var shutdownTimeout: Double = 10
     @Flag(help: .hidden) var exitWithParent = false
 
     func run() async throws {
@@ -56,7 +64,8 @@ struct Serve: AsyncParsableCommand {
         func set(_ k: String, _ v: String?) { if let v { keys[k] = v } }
         set("id", id.map(String.init)); set("members", members); set("data", data)
         set("client-port", clientPort.map(String.init)); set("cluster", cluster)
-        set("cluster-id", clusterId); set("secret-file", secretFile); set("sync", sync)
+        set("cluster-id", clusterId); set("secret-file", secretFile); set("sync", sync); set("metrics", metrics)
+        set("tls-cert", tlsCert); set("tls-key", tlsKey); set("tls-ca", tlsCa); set("tls-require-client-cert", tlsRequireClientCert)
 
         var configuration = try Self.replicaConfiguration(keys)
         let nodeID = configuration.nodeID, list = configuration.members, dataDirectory = configuration.dataDirectory
@@ -69,6 +78,7 @@ struct Serve: AsyncParsableCommand {
         configuration.secret = try readSecret(keys["secret-file"])
         configuration.logger = Logger(label: "paxlog.serve.\(nodeID)")
         if let s = keys["sync"] { configuration.storage.syncPolicy = try parseSyncPolicy(s) }
+        configuration.tls = try Self.loadTLS(keys, nodeID: nodeID)
         switch compression {
         case nil, "on": break
         case "off": configuration.storage.compressionThreshold = Int.max
@@ -87,10 +97,12 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--snapshot-every and --snapshot-retain need --state-machine")
         }
 
+        let metricsEndpoint = try await keys["metrics"].asyncMap { try await Self.startMetrics(address: $0, nodeID: nodeID, logger: configuration.logger) }
         let server: PaxosLogServer
         do {
             server = try await PaxosLogServer.start(configuration)
         } catch let error as PaxosLogError where [.notBootstrapped, .wrongIdentity, .needsRejoin].contains(error.code) {
+            await metricsEndpoint?.0.shutdown()
             // Refusals an operator must act on: one line on stderr, exit 2.
             if error.code == .notBootstrapped, join != nil {
                 complain("node \(nodeID) cannot join with an empty directory yet: rejoining as a non-voting learner is not yet available, "
@@ -99,7 +111,11 @@ struct Serve: AsyncParsableCommand {
                 complain("node \(nodeID) refuses to start: \(error)")
             }
             throw OfflineExit.failure
+        } catch {
+            await metricsEndpoint?.0.shutdown()
+            throw error
         }
+        metricsEndpoint?.1.withLockedValue { $0 = server.log }
         if join != nil { configuration.logger.notice("--join ignored: the data directory already belongs to this cluster") }
         var runnerTask: Task<Void, Never>? = nil
         if stateMachine != nil {
@@ -110,9 +126,14 @@ struct Serve: AsyncParsableCommand {
             }
         }
         FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
+        guard shutdownTimeout > 0 else { throw ValidationError("--shutdown-timeout must be positive") }
+        Self.reloadOnHangup(configuration.tls, logger: configuration.logger)
         await Self.waitForTermination(orParentExit: exitWithParent)
-        configuration.logger.info("shutting down")
+        configuration.logger.info("shutting down: failing waiting appends, finishing syncs, closing sockets")
+        Self.exitIfShutdownTakesLongerThan(shutdownTimeout)
         try await server.shutdown()
+        configuration.logger.info("shut down cleanly")
+        await metricsEndpoint?.0.shutdown()
         await runnerTask?.value
     }
 
@@ -143,21 +164,32 @@ struct Serve: AsyncParsableCommand {
 
     /// Returns once SIGTERM or SIGINT arrives (the default actions are disabled first), or, with
     /// `orParentExit`, once the parent process is gone: replicas started by a test or the demo
-    /// must not outlive it, even when it is killed.
+    /// must not outlive it, even when it is killed. A second SIGTERM or SIGINT, during the
+    /// shutdown the first one started, exits at once (status 130) without closing anything:
+    /// acknowledged appends are durable already, so that loses nothing but waiting callers' answers.
     static func waitForTermination(orParentExit: Bool) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let queue = DispatchQueue(label: "paxlog.signals")
             let once = NIOLockedValueBox(Optional(continuation))
+            let signalled = NIOLockedValueBox(false)
             let finish: @Sendable () -> Void = {
                 once.withLockedValue { c in
                     c?.resume()
                     c = nil
                 }
             }
+            let onSignal: @Sendable () -> Void = {
+                let again = signalled.withLockedValue { s in defer { s = true }; return s }
+                if again {
+                    FileHandle.standardError.write(Data("paxlog: second signal: exiting without a clean shutdown\n".utf8))
+                    _exit(130)
+                }
+                finish()
+            }
             for sig in [SIGTERM, SIGINT] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                source.setEventHandler(handler: finish)
+                source.setEventHandler(handler: onSignal)
                 source.resume()
                 signalSources.append(source)
             }
@@ -174,6 +206,15 @@ struct Serve: AsyncParsableCommand {
 
     nonisolated(unsafe) private static var parentWatch: (any DispatchSourceTimer)?
 
+    /// Exits the process (status 1, naming the timeout) if it is still running `seconds` from now:
+    /// a shutdown stuck on a hung disk or peer must not keep a service manager waiting forever.
+    static func exitIfShutdownTakesLongerThan(_ seconds: Double) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+            FileHandle.standardError.write(Data("paxlog: shutdown did not finish within \(seconds) s; exiting\n".utf8))
+            _exit(1)
+        }
+    }
+
     /// `key = value` lines; `#` starts a comment.
     static func readConfig(_ path: String) throws -> [String: String] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read config file \(path)") }
@@ -182,7 +223,8 @@ struct Serve: AsyncParsableCommand {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
             if line.isEmpty { continue }
             let kv = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            let known = ["id", "members", "data", "client-port", "cluster", "cluster-id", "secret-file", "sync"]
+            let known = ["id", "members", "data", "client-port", "cluster", "cluster-id", "secret-file", "sync", "metrics",
+                         "tls-cert", "tls-key", "tls-ca", "tls-require-client-cert"]
             guard kv.count == 2, known.contains(kv[0]) else { throw CLIError("\(path):\(n + 1): expected one of \(known.joined(separator: ", ")) = value") }
             keys[kv[0]] = kv[1]
         }
@@ -196,5 +238,12 @@ func parseSyncPolicy(_ text: String) throws -> SyncPolicy {
     case "never": return .never
     case "interval": return .interval(milliseconds: 5)
     default: throw ValidationError("sync policy must be always, interval or never, not '\(text)'")
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
     }
 }

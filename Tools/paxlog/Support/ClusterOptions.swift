@@ -13,6 +13,13 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "File holding the shared secret, if the cluster uses one.")
     var secretFile: String?
 
+    @Option(help: "TLS: the CA certificate (PEM) that signs the replicas' certificates; turns TLS on.")
+    var tlsCa: String?
+    @Option(help: "TLS: this client's certificate (PEM), for replicas that require one (with --tls-key).")
+    var tlsCert: String?
+    @Option(help: "TLS: the client certificate's private key (PEM).")
+    var tlsKey: String?
+
     func clientConfiguration() throws -> PaxosClientConfiguration {
         var list: [PeerAddress] = []
         for item in addresses.split(separator: ",") {
@@ -22,7 +29,25 @@ struct ClusterOptions: ParsableArguments {
             list.append(a)
         }
         guard !list.isEmpty else { throw ValidationError("--cluster: no address given") }
-        return PaxosClientConfiguration(addresses: list, clusterName: clusterName, secret: try readSecret(secretFile))
+        var configuration = PaxosClientConfiguration(addresses: list, clusterName: clusterName, secret: try readSecret(secretFile))
+        configuration.tls = try clientTLS()
+        return configuration
+    }
+}
+
+extension ClusterOptions {
+    /// The client's TLS credentials, or nil without `--tls-ca`.
+    func clientTLS() throws -> TLSCredentials? {
+        guard let ca = tlsCa else {
+            guard tlsCert == nil, tlsKey == nil else { throw ValidationError("--tls-cert and --tls-key need --tls-ca") }
+            return nil
+        }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        do {
+            return try TLSCredentials(files: TLSFiles(certificate: tlsCert, privateKey: tlsKey, certificateAuthority: ca), nodeID: nil)
+        } catch {
+            throw CLIError(error.message)
+        }
     }
 }
 

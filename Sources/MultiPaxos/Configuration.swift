@@ -16,6 +16,23 @@ public struct Configuration: Sendable, Hashable {
     /// After each election lost to a competing ballot the timeout range is multiplied by up to
     /// `2^maxBackoffExponent` (randomised), the backoff that breaks duelling-proposer livelock.
     public var maxBackoffExponent: Int = 3
+    /// A replica whose election timer fires first asks a majority whether they would promise
+    /// (a pre-vote, which changes no durable state) and raises its round only if they would.
+    /// A replica cut off from a majority therefore keeps its round, and cannot depose a healthy
+    /// leader when it comes back. Safety does not depend on it (ELECTIONS.md). Default true.
+    public var preVote: Bool = true
+    /// A replica that heard from its leader within the minimum election timeout (and a leader,
+    /// which hears from a majority) refuses pre-votes and ignores Prepares of a higher ballot from
+    /// other replicas: a live leader is not deposed by a replica that merely stopped hearing it.
+    /// Safety does not depend on it (ELECTIONS.md). Turn it off only to depose a live leader by
+    /// hand (``PaxosCore/campaign()``) in tests. Default true.
+    public var leaderStickiness: Bool = true
+    /// A replica refuses its pre-vote to a candidate whose chosen watermark is more than this
+    /// many slots below its own: a far-behind replica does not lead while a caught-up one can
+    /// (it catches up from the refuser meanwhile). Followers of a live leader differ by about one
+    /// batch; a replica that was restarted or cut off is usually thousands behind. Default 1024.
+    public var maxCandidateLag: Slot = 1024
+
     /// A leader that has sent Accepts to a follower and heard no Accepted for this many ticks
     /// resends everything that follower has not acknowledged (go-back-N).
     public var retransmitTicks: Int = 6
@@ -96,4 +113,20 @@ public struct Configuration: Sendable, Hashable {
     /// it may answer a deposed leader's heartbeat with chosen slots learned from the newer one
     /// (the bug fixed by "A follower promises the ballot of a leader it follows by heartbeat").
     case followWithoutPromise
+    /// A replica whose election timer fires raises its round and sends Prepares at once, without
+    /// a pre-vote: a replica cut off from a majority keeps raising its round, and deposes the
+    /// leader when it comes back.
+    case skipPreVote
+    /// Leader stickiness that never expires: a replica that has once followed a leader in this
+    /// incarnation refuses every pre-vote and ignores every higher Prepare from another replica,
+    /// even after that leader really failed (liveness: no leader, forever).
+    case stickinessNeverExpires
+    /// A replica grants its pre-vote however far behind the candidate is.
+    case laggingCandidateWins
+    /// A follower keeps naming a leader it has not heard from for longer than the election
+    /// timeout, so clients are redirected to a dead leader.
+    case staleLeaderHint
+    /// A leader never checks its quorum: cut off from a majority, it keeps leading (and holding
+    /// appends) until it hears of a higher ballot.
+    case noCheckQuorum
 }

@@ -26,6 +26,11 @@ public enum Message: Hashable, Sendable {
     case snapshotChunk(SnapshotChunk)
     /// The receiver of a snapshot says where it stands: the offset it wants next, or installed.
     case snapshotAck(SnapshotAck)
+    /// A would-be candidate asks whether the receiver would promise its next ballot, before it
+    /// raises its round (changes no durable state on either side). See ELECTIONS.md.
+    case preVote(PreVote)
+    /// The answer to a ``PreVote``: granted or not, with what the candidate needs to do better.
+    case preVoteReply(PreVoteReply)
 }
 
 /// A message with its sender and receiver.
@@ -223,6 +228,44 @@ public struct SnapshotAck: Hashable, Sendable {
     }
 }
 
+/// A pre-vote request: "would you promise `ballot` if I sent a Prepare for it now?"
+///
+/// Neither side persists anything: the sender has not raised its promise (it will only after a
+/// majority grants), the receiver promises nothing. A grant is advice, not a vote, so safety
+/// never depends on it (ELECTIONS.md).
+public struct PreVote: Hashable, Sendable {
+    /// The ballot the sender would campaign with (one round above every round it has seen).
+    public var ballot: Ballot
+    /// The sender's chosen watermark: a receiver more than `Configuration.maxCandidateLag` slots
+    /// ahead refuses, so a far-behind replica does not lead while a caught-up one can.
+    public var chosenThrough: Slot
+
+    public init(ballot: Ballot, chosenThrough: Slot) {
+        self.ballot = ballot
+        self.chosenThrough = chosenThrough
+    }
+}
+
+/// The answer to a ``PreVote``.
+public struct PreVoteReply: Hashable, Sendable {
+    /// The ballot of the pre-vote answered (a reply to an older pre-vote is ignored).
+    public var ballot: Ballot
+    /// True when the receiver would promise: it has not heard from a live leader within the
+    /// minimum election timeout and the candidate is not too far behind it.
+    public var granted: Bool
+    /// The receiver's promise, so the candidate's Prepare can beat it at the first try.
+    public var promised: Ballot
+    /// The receiver's chosen watermark: a refused candidate that is behind catches up from it.
+    public var chosenThrough: Slot
+
+    public init(ballot: Ballot, granted: Bool, promised: Ballot, chosenThrough: Slot) {
+        self.ballot = ballot
+        self.granted = granted
+        self.promised = promised
+        self.chosenThrough = chosenThrough
+    }
+}
+
 extension Message {
     /// The highest ballot round a replica takes from a peer. Rounds grow by one per election, so
     /// no cluster comes near it; a larger round comes from a faulty or hostile peer, and taking it
@@ -281,6 +324,11 @@ extension Message {
             return slot(m.slot, "snapshotChunk slot")
         case .snapshotAck(let m):
             return slot(m.slot, "snapshotAck slot")
+        case .preVote(let m):
+            return round(m.ballot, "preVote ballot") ?? slot(m.chosenThrough, "preVote chosenThrough")
+        case .preVoteReply(let m):
+            return round(m.ballot, "preVoteReply ballot") ?? round(m.promised, "preVoteReply promised")
+                ?? slot(m.chosenThrough, "preVoteReply chosenThrough")
         }
     }
 }

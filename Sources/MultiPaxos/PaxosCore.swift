@@ -67,9 +67,24 @@ public struct PaxosCore: Sendable {
 
     var electionElapsed = 0
     var electionTimeout = 0
+    /// Ticks since this replica last heard from the leader it follows (a heartbeat or Accept in
+    /// a ballot it promised); `Int.max` when it follows nobody. Drives leader stickiness and how
+    /// long it keeps naming that leader.
+    var leaderElapsed = Int.max
+    /// Set once this replica followed a leader in this incarnation; only the planted bug
+    /// `stickinessNeverExpires` reads it.
+    var followedOnce = false
     var backoff = 0
     var heartbeatElapsed = 0
     var rng: SplitMix64
+
+    // MARK: Pre-vote
+
+    /// The ballot a running pre-vote asks about (nil when none runs). The replica is a follower
+    /// meanwhile: nothing is durable, nothing is promised, nothing is held.
+    var preVoteBallot: Ballot? = nil
+    /// Members that granted the running pre-vote (bit per member index).
+    var preVotesFrom: UInt64 = 0
 
     // MARK: Candidate
 
@@ -158,6 +173,9 @@ public struct PaxosCore: Sendable {
     public var isLeader: Bool { role == .leader }
     /// The leader this replica knows of (itself when leading).
     public var knownLeader: NodeID? { role == .leader ? id : (role == .candidate ? nil : leaderID) }
+    /// True while this replica runs a pre-vote (a follower asking whether a majority would
+    /// promise its next ballot; see ELECTIONS.md).
+    public var isPreVoting: Bool { preVoteBallot != nil }
     /// The value this replica holds for `slot` (its latest vote, or the chosen value at or
     /// below ``chosenThrough``).
     public func value(at slot: Slot) -> Value? { log[slot]?.value }
@@ -171,7 +189,8 @@ public struct PaxosCore: Sendable {
     public var statusDescription: String {
         let r: String
         switch role {
-        case .follower: r = "follower(leader=\(leaderID.map(String.init) ?? "none"))"
+        case .follower:
+            r = "follower(leader=\(leaderID.map(String.init) ?? "none"))" + (preVoteBallot.map { " prevote(\($0))" } ?? "")
         case .candidate: r = "candidate(\(ballot))"
         case .leader: r = "leader(\(ballot))"
         }
@@ -196,6 +215,8 @@ public struct PaxosCore: Sendable {
         case .heartbeatReply(let m): onHeartbeatReply(fromIndex: from, m)
         case .catchUpRequest(let m): onCatchUpRequest(from: envelope.from, m)
         case .catchUpReply(let m): onCatchUpReply(from: envelope.from, m)
+        case .preVote(let m): onPreVote(from: envelope.from, m)
+        case .preVoteReply(let m): onPreVoteReply(fromIndex: from, m)
         case .snapshotOffer, .snapshotChunk, .snapshotAck:
             // Snapshot transfer is file I/O: drivers carry it out (see SnapshotSender and
             // SnapshotReceiver) and report the result with installSnapshot(through:).
@@ -219,7 +240,7 @@ public struct PaxosCore: Sendable {
             }
             // A leader cut off from a majority steps down, so clients stop waiting on it.
             quorumCheckElapsed += 1
-            if quorumCheckElapsed >= configuration.electionTimeoutTicks.upperBound {
+            if quorumCheckElapsed >= configuration.electionTimeoutTicks.upperBound, configuration.plantedBug != .noCheckQuorum {
                 quorumCheckElapsed = 0
                 let heard = (heardFrom | (1 << UInt64(selfIndex))).nonzeroBitCount
                 heardFrom = 0
@@ -227,9 +248,15 @@ public struct PaxosCore: Sendable {
             }
         case .follower, .candidate:
             electionElapsed += 1
+            if leaderElapsed < Int.max { leaderElapsed += 1 }
+            // Redirect nobody rather than a leader that may be dead: clients then try elsewhere.
+            if leaderID != nil, leaderElapsed >= configuration.electionTimeoutTicks.upperBound,
+               configuration.plantedBug != .staleLeaderHint {
+                leaderID = nil
+            }
             if electionElapsed >= electionTimeout {
                 if role == .candidate { backoff = Swift.min(backoff + 1, configuration.maxBackoffExponent) }
-                campaign()
+                startElection()
             }
         }
         if catchUpOutstanding {
@@ -270,8 +297,37 @@ public struct PaxosCore: Sendable {
         return .proposed(slot: slot)
     }
 
-    /// Starts an election now instead of waiting for the timeout (bootstrap, tests, transfer).
+    /// The election timer fired: ask for pre-votes first (ELECTIONS.md), or campaign at once
+    /// when pre-vote is off.
+    mutating func startElection() {
+        precondition(role != .leader, "a leader ran its election timer")
+        guard configuration.preVote, configuration.plantedBug != .skipPreVote else { return campaign() }
+        // A candidate whose Phase 1 timed out asks again too: its round rises only with a
+        // majority's consent. Its held values were never sent, so they fail as not appended.
+        if role == .candidate { becomeFollower(leader: nil, ballot: leaderBallot) }
+        // Our timer fired: we have not heard from a leader within our election timeout.
+        if configuration.plantedBug != .staleLeaderHint { leaderID = nil }
+        let b = Ballot(round: Swift.max(promised.round, maxRoundSeen) + 1, node: id)
+        preVoteBallot = b
+        preVotesFrom = 0
+        resetElectionTimer()
+        // Changes no durable state and vouches for none: sent at once.
+        broadcast(.preVote(PreVote(ballot: b, chosenThrough: chosenThrough)), gated: false)
+        maybeWinPreVote()
+    }
+
+    mutating func maybeWinPreVote() {
+        guard preVoteBallot != nil, preVotesFrom.nonzeroBitCount + 1 >= quorum else { return }
+        // Only a follower pre-votes: a candidate's or leader's ballot is already promised.
+        precondition(role == .follower, "a \(role) won a pre-vote")
+        campaign()
+    }
+
+    /// Starts an election now, without a pre-vote or waiting for the timeout (bootstrap, tests,
+    /// transfer). With ``Configuration/leaderStickiness`` on, replicas that hear a live leader
+    /// ignore its Prepares, so deposing a live leader by hand needs stickiness off.
     public mutating func campaign() {
+        preVoteBallot = nil
         role = .candidate
         leaderID = nil
         ballot = Ballot(round: Swift.max(promised.round, maxRoundSeen) + 1, node: id)
@@ -384,6 +440,10 @@ public struct PaxosCore: Sendable {
     // MARK: - Acceptor
 
     mutating func onPrepare(from: NodeID, _ p: Prepare) {
+        // Leader stickiness: a replica that hears a live leader does not let another replica
+        // depose it. Ignored, not refused: a Reject carries no ballot the candidate must beat,
+        // and the round is not noted, so a disruptive replica does not raise ours either.
+        if p.ballot > promised, hearsLiveLeader(other: from) { return }
         noteRound(p.ballot)
         guard p.ballot >= promised else {
             send(to: from, .reject(Reject(ballot: p.ballot, promised: promised)), gated: false)
@@ -396,6 +456,8 @@ public struct PaxosCore: Sendable {
             promised = p.ballot
             appendRecord(.promise(p.ballot))
             if role != .follower || leaderBallot < p.ballot { becomeFollower(leader: nil, ballot: leaderBallot) }
+            // Another ballot now has our promise: any pre-vote of ours is moot.
+            preVoteBallot = nil
         }
         // Give the candidate time to finish before competing with it.
         electionElapsed = 0
@@ -524,6 +586,39 @@ public struct PaxosCore: Sendable {
         if !learned.isEmpty { appendRecord(.learned(learned)) }
         if r.chosenThrough > knownChosen { knownChosen = r.chosenThrough }
         if !learned.isEmpty { requestCatchUpIfBehind() }
+    }
+
+    // MARK: - Pre-vote (ELECTIONS.md)
+
+    /// Whether this replica would keep a leader other than `from` in place: it leads (its quorum
+    /// check keeps that honest), or it heard from its leader within the minimum election timeout
+    /// (no correct follower of that leader has timed out yet).
+    func hearsLiveLeader(other from: NodeID) -> Bool {
+        guard configuration.leaderStickiness else { return false }
+        if role == .leader { return true }
+        if configuration.plantedBug == .stickinessNeverExpires { return followedOnce }
+        return leaderID != nil && leaderID != from && leaderElapsed < configuration.electionTimeoutTicks.lowerBound
+    }
+
+    /// Answers a pre-vote. Changes nothing here: no promise, no timer, no noted round (the
+    /// asker's round is speculative until a majority grants it).
+    mutating func onPreVote(from: NodeID, _ m: PreVote) {
+        let live = hearsLiveLeader(other: from)
+        let lag = chosenThrough > m.chosenThrough ? chosenThrough - m.chosenThrough : 0
+        let behind = lag > configuration.maxCandidateLag && configuration.plantedBug != .laggingCandidateWins
+        send(to: from, .preVoteReply(PreVoteReply(ballot: m.ballot, granted: !live && !behind, promised: promised,
+                                                  chosenThrough: chosenThrough)), gated: false)
+    }
+
+    /// Counts a pre-vote grant. A refused candidate that is behind does not catch up from the
+    /// refuser: a replica learns chosen slots only from a leader whose ballot it promised (see
+    /// ``adoptChosen(through:)``); it catches up once the caught-up replica leads.
+    mutating func onPreVoteReply(fromIndex: Int, _ r: PreVoteReply) {
+        // The Prepare that follows must beat every promise a majority holds: one round trip less.
+        noteRound(r.promised)
+        guard role == .follower, let b = preVoteBallot, r.ballot == b, r.granted else { return }
+        preVotesFrom |= 1 << UInt64(fromIndex)
+        maybeWinPreVote()
     }
 
     // MARK: - Candidate
@@ -775,6 +870,9 @@ public struct PaxosCore: Sendable {
         // An established leader: competition is over.
         backoff = 0
         electionElapsed = 0
+        leaderElapsed = 0
+        followedOnce = true
+        preVoteBallot = nil
     }
 
     mutating func becomeFollower(leader: NodeID?, ballot b: Ballot) {
@@ -785,6 +883,9 @@ public struct PaxosCore: Sendable {
         role = .follower
         leaderID = leader
         leaderBallot = b
+        // Following nobody: stickiness protects no one (see hearsLiveLeader).
+        if leader == nil { leaderElapsed = Int.max }
+        preVoteBallot = nil
         clearLeaderState()
         phase1 = [:]
         resetElectionTimer()

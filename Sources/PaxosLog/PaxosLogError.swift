@@ -53,7 +53,8 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
 
     public var code: Code
     public var message: String
-    /// For ``Code/notLeader``: the leader this replica knows of.
+    /// For ``Code/notLeader``, and ``Code/timeout`` from a leader that stepped down: the leader
+    /// this replica knows of (nil when it believes none leads).
     public var leader: NodeID?
     /// For an error of `append`: whether the record was appended. Nil for other operations.
     public var outcome: Outcome?

@@ -105,6 +105,22 @@ struct ProposalTracker {
         }
     }
 
+    /// Appends given a slot and not yet answered (the simulation checks a non-leader has none).
+    var proposedCount: Int { waiters.count }
+
+    /// This replica stopped leading in the ballot these appends were proposed in: fails every
+    /// one with a slot at once, with `error` (outcome unknown: a later leader may still choose
+    /// the value). Appends queued while campaigning are the core's to resolve (``HeldProposal``).
+    /// - Returns: how many were failed.
+    @discardableResult
+    mutating func failProposed(_ error: PaxosLogError) -> Int {
+        let n = waiters.count
+        for (_, w) in waiters { w.batch.fail(error.with(.unknown)) }
+        waiters = [:]
+        deadlines = []
+        return n
+    }
+
     /// Fails every append still waiting with `error`: those proposed may still be chosen
     /// (unknown); those queued while campaigning were never sent and never will be by this
     /// replica (not appended).

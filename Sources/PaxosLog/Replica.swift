@@ -51,6 +51,8 @@ package final class Replica: @unchecked Sendable {
     package private(set) var leadership = Leadership(leader: nil, ballot: .zero, isLeader: false)
     /// Told of what this replica learns, for the simulator's checks; decides nothing.
     package var observer: (any ReplicaObserver)?
+    /// Appends this replica proposed (given a slot) and has not answered yet.
+    package var proposedAppends: Int { proposals.proposedCount }
     /// Called with how many callers a drain answered (the driver's append hold waits for them).
     package var onAnswered: ((Int) -> Void)?
 
@@ -313,6 +315,13 @@ package final class Replica: @unchecked Sendable {
     private func leadershipChanged(_ change: Leadership) {
         let before = leadership
         leadership = change
+        if before.isLeader, !change.isLeader || change.ballot != before.ballot, bug != .keepAppendsAfterStepDown {
+            // Honest step-down: the clients of a leader that lost its quorum or its ballot hear
+            // at once, not at their deadline. Their values were sent, so a later leader may still
+            // choose them: the outcome is unknown, and the error names the leader we believe in.
+            let known = change.leader.map { "node \($0)" } ?? "unknown"
+            proposals.failProposed(PaxosLogError(.timeout, "node \(configuration.nodeID) stopped leading (leader: \(known)); the record may still be appended", leader: change.leader))
+        }
         observer?.replica(configuration.nodeID, leadership: change)
         if change.isLeader, !leadershipWaiters.isEmpty {
             for w in leadershipWaiters { w() }
@@ -388,4 +397,7 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     case acknowledgeAnyValue
     /// A received snapshot is acted on before its commit (file and marker) is durable.
     case installBeforeCommit
+    /// A leader that steps down (lost its quorum or its ballot) keeps the appends it proposed
+    /// waiting until their deadline instead of failing them at once.
+    case keepAppendsAfterStepDown
 }

@@ -243,7 +243,14 @@ public struct InvariantChecker: Sendable {
         }
         if checkDurabilityContract, let durable = durableVote[node] {
             var recovered: [Slot: Ballot] = [:]
-            for e in state.entries { recovered[e.slot] = Swift.max(recovered[e.slot] ?? .zero, e.ballot) }
+            for e in state.entries {
+                // A chosen value fetched by catch-up keeps the ballot of its source's vote, which
+                // may be older than a vote this replica cast there (in a later ballot, for the same
+                // value: every ballot after the one that chose it proposes it). It supersedes that
+                // vote in the log, and the chosen record behind it may have been lost in a crash.
+                if trulyChosen[e.slot] == e.value { recovered[e.slot] = Ballot(round: .max, node: .max); continue }
+                recovered[e.slot] = Swift.max(recovered[e.slot] ?? .zero, e.ballot)
+            }
             for (k, b) in durable.enumerated() where Slot(k + 1) > state.chosenThrough && b > .zero && (recovered[Slot(k + 1)] ?? .zero) < b {
                 fail("node \(node) restarted having forgotten its durable vote in ballot \(b) for slot \(k + 1)")
                 return

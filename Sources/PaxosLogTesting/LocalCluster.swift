@@ -148,7 +148,8 @@ public final class LocalCluster: @unchecked Sendable {
         return p.terminationStatus
     }
 
-    /// Sends `signal` to replica `id` if it runs (e.g. SIGHUP to reload its TLS files).
+    /// Sends `signal` to replica `id` if it runs (e.g. SIGHUP to reload its TLS files, SIGSTOP
+    /// to freeze it as a stalled machine would, SIGCONT to thaw it).
     public func signal(_ id: NodeID, _ signal: Int32) {
         guard let p = lock.withLock({ processes[id] }), p.isRunning else { return }
         Foundation.kill(p.processIdentifier, signal)

@@ -67,8 +67,17 @@ public struct SimulatedNetwork: Sendable {
     /// Phase 1 and phase 2 traffic: what a link blocking votes drops.
     public static func isVote(_ m: Message) -> Bool {
         switch m {
-        case .prepare, .promise, .reject, .accept, .accepted: return true
+        // A pre-vote asks for a future promise: Phase 1 traffic, lost where Prepares are.
+        case .prepare, .promise, .reject, .accept, .accepted, .preVote, .preVoteReply: return true
         case .heartbeat, .heartbeatReply, .catchUpRequest, .catchUpReply, .snapshotOffer, .snapshotChunk, .snapshotAck: return false
+        }
+    }
+
+    /// A pre-vote or its reply: vouches for no durable record (unlike the other votes).
+    public static func isPreVote(_ m: Message) -> Bool {
+        switch m {
+        case .preVote, .preVoteReply: return true
+        default: return false
         }
     }
 

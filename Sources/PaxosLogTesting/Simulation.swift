@@ -51,6 +51,21 @@ public struct SimulationOptions: Sendable {
     public var snapshotWindowBytes: UInt64 = 1600
     /// Chosen bytes a replica keeps in memory: small, so catch-up is also served from storage.
     public var retainedChosenBytes: Int = 600
+    /// Election guards (ELECTIONS.md), on as in production; off only to measure what they buy.
+    public var preVote = true
+    public var leaderStickiness = true
+    /// `Configuration.maxCandidateLag` in slots: small, so the slots a crash or a partition
+    /// costs a replica make it a far-behind candidate.
+    public var maxCandidateLag: Slot = 8
+    /// Most leader changes per fault (crash, partition, bridge, storage failure) while faults
+    /// are injected, plus one for the first election. Message loss of up to 30% makes some
+    /// elections of its own; a replica that disrupts its leader at every election timeout makes
+    /// one every 10-20 ticks while a fault lasts.
+    public var maxLeaderChangesPerFault = 3
+    /// Most leader changes after faults stop, before progress: the election that settles it,
+    /// and a few more when two replicas whose timers fire together both win their pre-votes
+    /// and duel (pre-vote does not prevent that; backoff ends it).
+    public var maxLivenessLeaderChanges = 4
     /// A deliberately broken core to run instead of the real one.
     @_spi(Testing) public var plantedBug: PlantedBug? = nil
     /// A deliberately broken replica (driver) to run instead of the real one.
@@ -87,6 +102,12 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var unknownOutcomes = 0
     public var entriesRead = 0
     public var chosenSlots = 0
+    /// Storage failures (each stops a replica until its operator restarts it).
+    public var storageFailures = 0
+    /// Times a replica won an election (each ballot wins at most once), in the whole run and
+    /// after the faults stopped.
+    public var leaderChanges = 0
+    public var livenessLeaderChanges = 0
     public var faults = FaultCounters()
     public var violation: String? = nil
     public var violationTick: Int? = nil
@@ -95,7 +116,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         let f = faults
         let head = "seed=\(seed) replicas=\(replicas) ticks=\(ticks) steps=\(steps) loss=\(Int(lossRate * 100))% "
             + "sent=\(sent) dropped=\(dropped) dup=\(duplicated) crashes=\(crashes) partitions=\(partitions) bridges=\(bridges) "
-            + "compactions=\(compactions) installed=\(snapshotsInstalled) "
+            + "compactions=\(compactions) installed=\(snapshotsInstalled) leader_changes=\(leaderChanges) (after faults \(livenessLeaderChanges)) "
             + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) read=\(entriesRead) chosen=\(chosenSlots) "
             + "torn=\(f.tornWrites) lost_unsynced=\(f.lostUnsynced) read_corruptions=\(f.readCorruptions) misdirected=\(f.misdirectedWrites) "
             + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc)"
@@ -126,8 +147,8 @@ public final class Simulation: @unchecked Sendable {
     }
 
     public private(set) var options: SimulationOptions
-    public private(set) var checker: InvariantChecker
-    public private(set) var report: SimulationReport
+    public internal(set) var checker: InvariantChecker
+    public internal(set) var report: SimulationReport
     var faults: FaultCounters {
         get { report.faults }
         set { report.faults = newValue }
@@ -151,6 +172,8 @@ public final class Simulation: @unchecked Sendable {
     var bridge: (links: [(NodeID, NodeID)], healAt: Int)? = nil
     /// The bridge partition due to start around a newly elected leader.
     var nextBridge: (at: Int, leader: Int)? = nil
+    /// What the election checks remember (Simulation+Elections.swift).
+    var elections: ElectionWatch
     /// Every replica's election timeout range when not the configuration's default.
     var electionTimeoutTicks: ClosedRange<Int>? = nil
     static let tickInterval = TimeAmount.milliseconds(10)
@@ -162,6 +185,7 @@ public final class Simulation: @unchecked Sendable {
         self.rng = SplitMix64(seed: options.seed &* 0x2545_F491_4F6C_DD1D &+ 0x1234_5678)
         self.report = SimulationReport(seed: options.seed, replicas: options.replicas)
         self.checker = InvariantChecker(replicas: options.replicas)
+        self.elections = ElectionWatch(replicas: options.replicas)
         checker.checkDurabilityContract = options.checkDurabilityContract
         self.members = (1...options.replicas).map { NodeID($0) }
         network.lossRate = Double(rng.below(Int(options.maxLossRate * 100) + 1)) / 100
@@ -201,6 +225,9 @@ public final class Simulation: @unchecked Sendable {
         c.maxCatchUpEntries = 16
         c.plantedBug = options.plantedBug
         c.electionTimeoutTicks = electionTimeoutTicks ?? Self.electionTimeoutTicks
+        c.preVote = options.preVote
+        c.leaderStickiness = options.leaderStickiness
+        c.maxCandidateLag = options.maxCandidateLag
         return c
     }
 
@@ -232,6 +259,7 @@ public final class Simulation: @unchecked Sendable {
             step()
         }
         if checker.violation == nil { checkLiveness() }
+        checkElectionCounts()
         report.violation = checker.violation
         report.sent = network.sent
         report.dropped = network.dropped
@@ -276,6 +304,7 @@ public final class Simulation: @unchecked Sendable {
         }
         for e in network.due(now: now, rng: &rng) {
             guard let i = members.firstIndex(of: e.to), let r = nodes[i].replica else { continue }
+            watchDelivery(e)
             r.receive(e)
             settle()
         }
@@ -284,6 +313,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         for i in nodes.indices { read(i) }
+        checkElections()
     }
 
     // MARK: - Clients
@@ -407,7 +437,7 @@ public final class Simulation: @unchecked Sendable {
         checker.observeSent(e)
         network.send(e, now: now, rng: &rng)
         // Buggify: crash at the moment a vote leaves while records are still unsynced.
-        if faultsOn, crashesNow, SimulatedNetwork.isVote(e.message), nodes[i].storage?.hasUnsynced == true,
+        if faultsOn, crashesNow, SimulatedNetwork.isVote(e.message), !SimulatedNetwork.isPreVote(e.message), nodes[i].storage?.hasUnsynced == true,
            rng.chance(options.crashAfterVoteRate) {
             crash(i, restartAfter: 1 + rng.below(3))
         }
@@ -443,6 +473,7 @@ public final class Simulation: @unchecked Sendable {
     func leadershipChanged(_ l: Leadership, node: NodeID) {
         guard let i = members.firstIndex(of: node) else { return }
         trace("node \(node): \(l)")
+        watchLeadership(l, index: i)
         if l.isLeader { clientTarget = i }
         if l.isLeader, faultsOn, bridgeRate > 0, bridge == nil, nextBridge == nil, bridgeRNG.chance(bridgeRate) {
             nextBridge = (now + 2 + bridgeRNG.below(7), i)
@@ -452,6 +483,7 @@ public final class Simulation: @unchecked Sendable {
     func storageFailed(node: NodeID) {
         guard let i = members.firstIndex(of: node) else { return }
         trace("node \(node): storage failed")
+        report.storageFailures += 1
         // An operator restarts it a while later, on what its disk kept.
         nodes[i].restartAt = now + 5 + rng.below(20)
     }
@@ -497,6 +529,7 @@ public final class Simulation: @unchecked Sendable {
                 let links = network.cut.sorted()
                 let l = links[rng.below(links.count)]
                 network.heal(NodeID(l >> 32), NodeID(l & 0xFFFF_FFFF))
+                trace("heal \(l >> 32)-\(l & 0xFFFF_FFFF)")
             }
         }
     }

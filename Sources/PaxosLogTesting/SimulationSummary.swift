@@ -17,6 +17,9 @@ public struct SimulationSummary: Codable, Sendable {
     /// The first few failing seeds, to replay with `PAXOS_SEED`.
     public var failing_seeds: [UInt64] = []
     public var bridges = 0, compactions = 0, snapshots_installed = 0
+    /// Elections won, in all runs and after faults stopped; the most in one run per fault.
+    public var leader_changes = 0, leader_changes_after_faults = 0, storage_failures = 0
+    public var max_leader_changes_per_fault = 0.0
     public var proposed = 0, acknowledged = 0, not_appended = 0, unknown = 0, entries_read = 0, chosen = 0
     public var seconds = 0.0
     public var faults = Faults()
@@ -32,6 +35,12 @@ public struct SimulationSummary: Codable, Sendable {
             if failing_seeds.count < 10 { failing_seeds.append(r.seed) }
         }
         bridges += r.bridges
+        leader_changes += r.leaderChanges
+        leader_changes_after_faults += r.livenessLeaderChanges
+        storage_failures += r.storageFailures
+        let faultCount = r.crashes + r.partitions + r.bridges + r.storageFailures
+        max_leader_changes_per_fault = Swift.max(max_leader_changes_per_fault,
+                                                 Double(r.leaderChanges - r.livenessLeaderChanges) / Double(faultCount + 1))
         compactions += r.compactions
         snapshots_installed += r.snapshotsInstalled
         proposed += r.proposed

@@ -5,7 +5,8 @@ import NIOCore
 /// The version of everything after the `hello` frame. Both sides must speak the same one.
 public enum WireVersion {
     /// Bump when a frame body changes incompatibly or a new message could reach an older peer.
-    public static let current: UInt16 = 1
+    /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
+    public static let current: UInt16 = 2
 }
 
 /// Who opens a connection: a replica (with its node id) or a client.

@@ -25,6 +25,10 @@ public enum MessageCodec {
         case snapshotOffer = 10
         case snapshotChunk = 11
         case snapshotAck = 12
+        /// Since wire version 2.
+        case preVote = 13
+        /// Since wire version 2.
+        case preVoteReply = 14
     }
 
     /// The type byte `message` is encoded with.
@@ -42,6 +46,8 @@ public enum MessageCodec {
         case .snapshotOffer: return .snapshotOffer
         case .snapshotChunk: return .snapshotChunk
         case .snapshotAck: return .snapshotAck
+        case .preVote: return .preVote
+        case .preVoteReply: return .preVoteReply
         }
     }
 
@@ -98,6 +104,14 @@ public enum MessageCodec {
             buffer.writeWire(m.slot)
             buffer.writeWire(m.nextOffset)
             buffer.writeWire(m.status.rawValue)
+        case .preVote(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.chosenThrough)
+        case .preVoteReply(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeBool(m.granted)
+            buffer.writeBallot(m.promised)
+            buffer.writeWire(m.chosenThrough)
         }
     }
 
@@ -170,6 +184,14 @@ public enum MessageCodec {
                 throw WireError(.invalidValue, "snapshot ack status \(rawStatus)")
             }
             message = .snapshotAck(SnapshotAck(slot: slot, nextOffset: next, status: status))
+        case .preVote:
+            message = .preVote(PreVote(ballot: try buffer.readBallot(), chosenThrough: try buffer.readWire(Slot.self, "preVote.chosenThrough")))
+        case .preVoteReply:
+            message = .preVoteReply(PreVoteReply(
+                ballot: try buffer.readBallot(),
+                granted: try buffer.readBool("preVoteReply.granted"),
+                promised: try buffer.readBallot(),
+                chosenThrough: try buffer.readWire(Slot.self, "preVoteReply.chosenThrough")))
         }
         try buffer.checkFullyRead("envelope")
         if let reason = message.outOfRange { throw WireError(.invalidValue, reason) }
@@ -192,6 +214,8 @@ public enum MessageCodec {
         case .snapshotOffer: return header + 8 + 8 + 4 + 8
         case .snapshotChunk(let m): return header + 8 + 8 + 1 + 4 + m.data.count
         case .snapshotAck: return header + 8 + 8 + 1
+        case .preVote: return header + WireSize.ballot + 8
+        case .preVoteReply: return header + WireSize.ballot + 1 + WireSize.ballot + 8
         }
     }
 }

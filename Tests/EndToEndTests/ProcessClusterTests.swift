@@ -11,6 +11,8 @@ import Testing
 
 /// The `paxlog` binary beside the test bundle (`swift test` builds it: this target depends on it).
 func paxlogExecutable() throws -> String {
+    // Another build's binary, to measure before and after a change (`PAXOS_PAXLOG=/path/to/paxlog`).
+    if let path = ProcessInfo.processInfo.environment["PAXOS_PAXLOG"] { return path }
     let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
     for candidate in ["\(dir)/paxlog", "\(dir)/../paxlog"] where FileManager.default.isExecutableFile(atPath: candidate) {
         return candidate

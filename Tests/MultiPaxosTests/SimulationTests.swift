@@ -27,6 +27,9 @@ enum SimulationSeeds {
             if SimulationSeeds.replaying { o.trace = { print($0) } }
             // PAXOS_SIM_COMPACTION=0 turns compaction (and so snapshot transfer) off, to bisect.
             if let rate = SimulationSeeds.env["PAXOS_SIM_COMPACTION"].flatMap(Double.init) { o.compactionRate = rate }
+            // PAXOS_SIM_GUARDS=0 turns pre-vote and leader stickiness off: the "before" of
+            // leader_changes in the summary (ELECTIONS.md).
+            if SimulationSeeds.env["PAXOS_SIM_GUARDS"] == "0" { o.preVote = false; o.leaderStickiness = false }
             let r = Simulation(o).run()
             summary.add(r)
             if r.violation != nil, summary.violations <= 3 { Issue.record("simulation failed:\n\(r)") }

@@ -12,7 +12,7 @@ import Testing
         return String(here[..<here.lastIndex(of: "/")!]) + "/Transcripts"
     }()
 
-    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "held_proposals"])
+    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "held_proposals", "prevote", "caught_up_leader"])
     func transcript(_ name: String) throws {
         let path = "\(Self.directory)/\(name).txt"
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -73,7 +73,8 @@ struct TranscriptBlock {
 ///
 /// Commands: `cluster N`, `campaign ID`, `tick ID [N]`, `propose ID v1 v2…`, `persist [ID]`,
 /// `deliver [from=ID] [to=ID]` (one round: what it causes stays queued), `drop [from=] [to=]`,
-/// `stabilize`, `status`, `log ID`, `crash ID` (unpersisted records are lost), `restart ID`.
+/// `stabilize`, `status`, `log ID`, `crash ID` (unpersisted records are lost), `restart ID`,
+/// `guards on|off` (pre-vote and leader stickiness for cores created after it).
 struct TranscriptHarness {
     struct Node {
         var core: PaxosCore?
@@ -90,10 +91,16 @@ struct TranscriptHarness {
     var out: [String] = []
     /// A deliberately broken core for every node (set before `cluster N`).
     var plantedBug: PlantedBug? = nil
+    /// Pre-vote and leader stickiness (`guards off` before `cluster N` turns both off, for
+    /// scripts that depose a live leader by hand with `campaign`).
+    var electionGuards = true
 
     func config(_ id: NodeID, _ incarnation: Int) -> Configuration {
         var c = Configuration(id: id, members: ids, randomSeed: UInt64(id) * 1000 + UInt64(incarnation))
         c.plantedBug = plantedBug
+        c.preVote = electionGuards
+        c.leaderStickiness = electionGuards
+        c.maxCandidateLag = 4
         c.maxBatchCount = 3
         c.maxInflightBatches = 2
         c.electionTimeoutTicks = 10...10
@@ -113,6 +120,9 @@ struct TranscriptHarness {
         }
         let node = plain.first.flatMap { NodeID($0) }
         switch verb {
+        case "guards":
+            electionGuards = plain.first != "off"
+            out.append("election guards \(electionGuards ? "on" : "off: no pre-vote, no leader stickiness")")
         case "cluster":
             ids = (1...NodeID(plain[0])!).map { $0 }
             for id in ids { nodes[id] = Node(core: PaxosCore(configuration: config(id, 0))) }
@@ -254,6 +264,9 @@ struct TranscriptHarness {
         case .snapshotOffer(let o): body = "snapshotOffer(\(o.slot) \(o.length)B)"
         case .snapshotChunk(let c): body = "snapshotChunk(\(c.slot) @\(c.offset) \(c.data.count)B\(c.done ? " done" : ""))"
         case .snapshotAck(let a): body = "snapshotAck(\(a.slot) next \(a.nextOffset) \(a.status))"
+        case .preVote(let p): body = "preVote(\(p.ballot) chosen \(p.chosenThrough))"
+        case .preVoteReply(let r):
+            body = "preVoteReply(\(r.ballot) \(r.granted ? "granted" : "refused") promised \(r.promised) chosen \(r.chosenThrough))"
         }
         return "\(e.from)->\(e.to) \(body)"
     }

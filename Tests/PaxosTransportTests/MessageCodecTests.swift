@@ -31,6 +31,11 @@ import Testing
         let reply = Envelope(from: 2, to: 1, message: .catchUpReply(CatchUpReply(entries: [Entry(slot: 5, ballot: Ballot(round: 7, node: 2), value: .data([0xAA]))], chosenThrough: 5)))
         let replyBytes: [UInt8] = u32(2) + u32(1) + [9] + u64(5) + u32(1) + u64(5) + u64(7) + u32(2) + [1] + u32(1) + [0xAA]
         #expect(body(reply) == replyBytes)
+        // Version 2: the pre-vote pair (WIRE.md).
+        let preVote = Envelope(from: 3, to: 1, message: .preVote(PreVote(ballot: Ballot(round: 8, node: 3), chosenThrough: 41)))
+        #expect(body(preVote) == u32(3) + u32(1) + [13] + u64(8) + u32(3) + u64(41))
+        let preVoteReply = Envelope(from: 1, to: 3, message: .preVoteReply(PreVoteReply(ballot: Ballot(round: 8, node: 3), granted: true, promised: Ballot(round: 7, node: 2), chosenThrough: 40)))
+        #expect(body(preVoteReply) == u32(1) + u32(3) + [14] + u64(8) + u32(3) + [1] + u64(7) + u32(2) + u64(40))
         var decoded = ByteBuffer(bytes: acceptBytes)
         #expect(try MessageCodec.decode(&decoded) == accept)
     }
@@ -58,6 +63,9 @@ import Testing
             .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 0, status: .resend)),
             .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 100 << 20, status: .installed)),
             .snapshotAck(SnapshotAck(slot: 1000, nextOffset: 0, status: .refused)),
+            .preVote(PreVote(ballot: b, chosenThrough: 41)),
+            .preVoteReply(PreVoteReply(ballot: b, granted: true, promised: Ballot(round: 6, node: 3), chosenThrough: 40)),
+            .preVoteReply(PreVoteReply(ballot: b, granted: false, promised: .zero, chosenThrough: Message.maxSlot)),
         ]
         // Every case is covered (a new case must be added here and in the codec).
         #expect(Set(messages.map { MessageCodec.messageType(of: $0) }) == Set(MessageCodec.MessageType.allCases))

@@ -68,6 +68,9 @@ enum Gen {
         case .snapshotAck:
             let status = [SnapshotAck.Status.next, .resend, .installed, .refused][Int.random(in: 0...3, using: &rng)]
             return .snapshotAck(SnapshotAck(slot: slot(&rng), nextOffset: UInt64.random(in: 0...UInt64.max, using: &rng), status: status))
+        case .preVote: return .preVote(PreVote(ballot: ballot(&rng), chosenThrough: slot(&rng)))
+        case .preVoteReply:
+            return .preVoteReply(PreVoteReply(ballot: ballot(&rng), granted: Bool.random(using: &rng), promised: ballot(&rng), chosenThrough: slot(&rng)))
         }
     }
 

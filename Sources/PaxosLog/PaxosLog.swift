@@ -175,6 +175,21 @@ public final class PaxosLog: Sendable {
     /// they share the replica's thread.
     public var taskExecutor: EventLoopTaskExecutor { EventLoopTaskExecutor(driver.loop) }
 
+    /// A read barrier: a position covering every append acknowledged before this call, by any
+    /// replica; once it returns, ``read(from:maxCount:maxBytes:)`` and ``entries(from:)`` on this
+    /// replica hold everything through it. Reading through it after the barrier is a
+    /// linearizable read. Local reads without a barrier stay available on every replica and may
+    /// be stale (a follower behind, or a leader deposed without knowing yet).
+    ///
+    /// The leader answers it after one replicated round (a no-op chosen in its ballot, proposed
+    /// after the call; concurrent barriers share a round), so it costs a sync on a majority and
+    /// a slot, no clock assumption. The argument is beside `Replica.readBarrier`.
+    /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader, if known: ask it), `timeout`,
+    ///   `overloaded`, `closed`, `storage`. Retrying is always safe.
+    public func readBarrier() async throws -> Position {
+        try await driver.readBarrier()
+    }
+
     /// The chosen records from `position` on, in order, skipping no-ops; waits for new ones.
     /// Ends when the log is closed.
     public func entries(from position: Position = 1) -> Entries {

@@ -28,6 +28,8 @@ package final class Replica: @unchecked Sendable {
     package internal(set) var core: PaxosCore
 
     private var proposals = ProposalTracker()
+    /// Read barriers waiting for their round (Replica+ReadBarrier.swift).
+    var barriers = ReadBarriers()
     /// Votes (Promises, Accepteds) waiting for the records they vouch for to be durable.
     private var votesAwaitingSync: Deque<(seq: RecordSequence, messages: [Envelope])> = []
     /// Chosen slots whose records are not yet durable here: readers must not see them yet.
@@ -104,6 +106,7 @@ package final class Replica: @unchecked Sendable {
         }
         isClosed = true
         proposals.failAll(PaxosLogError(.closed, "the log was closed"))
+        barriers.failAll(PaxosLogError(.closed, "the log was closed"))
         endWaiters()
     }
 
@@ -129,6 +132,7 @@ package final class Replica: @unchecked Sendable {
         core.tick()
         tickSnapshotTransfers()
         proposals.expire(now: executor.now, timeout: configuration.appendTimeout)
+        expireBarriers(now: executor.now)
         trimMemory()
         drain()
     }
@@ -216,6 +220,7 @@ package final class Replica: @unchecked Sendable {
         assertOnExecutor()
         drainScheduled = false
         guard !isClosed, failure == nil else { return }
+        startBarrierRound()
         let ready = core.takeReady()
         let seq = ready.persistThrough
         // 1. Records, in order after earlier ones.
@@ -256,6 +261,7 @@ package final class Replica: @unchecked Sendable {
                 retainedBytes += bytes
             }
             let answered = proposals.answer(ready.chosen, now: executor.now, bug: bug)
+            resolveBarrierRounds(ready.chosen)
             if answered > 0 { onAnswered?(answered) }
             if durable >= seq || bug == .readableBeforeDurable {
                 advanceReadable(to: last.slot)
@@ -297,6 +303,7 @@ package final class Replica: @unchecked Sendable {
         self.failure = failure
         votesAwaitingSync = []
         proposals.failAll(failure)
+        barriers.failAll(failure)
         endWaiters()
         observer?.replica(configuration.nodeID, failed: failure)
     }
@@ -321,6 +328,8 @@ package final class Replica: @unchecked Sendable {
             // choose them: the outcome is unknown, and the error names the leader we believe in.
             let known = change.leader.map { "node \($0)" } ?? "unknown"
             proposals.failProposed(PaxosLogError(.timeout, "node \(configuration.nodeID) stopped leading (leader: \(known)); the record may still be appended", leader: change.leader))
+            // A read barrier changes nothing: it fails as not led here, and is asked again.
+            barriers.failAll(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading (leader: \(known)) during a read barrier", leader: change.leader))
         }
         observer?.replica(configuration.nodeID, leadership: change)
         if change.isLeader, !leadershipWaiters.isEmpty {
@@ -400,4 +409,7 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     /// A leader that steps down (lost its quorum or its ballot) keeps the appends it proposed
     /// waiting until their deadline instead of failing them at once.
     case keepAppendsAfterStepDown
+    /// A read barrier answers the local chosen watermark at once, without a replicated round:
+    /// a deposed leader that still believes it leads answers a stale position.
+    case readBarrierWithoutRound
 }

@@ -85,6 +85,14 @@ final class ReplicaDriver: @unchecked Sendable {
         }
     }
 
+    /// A position covering every append acknowledged before the call, readable here
+    /// (``Replica/readBarrier(_:)``).
+    func readBarrier() async throws -> Slot {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Slot, any Error>) in
+            loop.execute { self.replica.readBarrier { continuation.resume(with: $0.mapError { $0 }) } }
+        }
+    }
+
     /// Returns once this replica leads (or is closed). A one-member log waits for this in `open`,
     /// so its first append does not race its own (instant) election.
     func waitUntilLeading() async {

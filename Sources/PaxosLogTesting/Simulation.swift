@@ -29,6 +29,9 @@ public struct SimulationOptions: Sendable {
     public var bridgeRate: Double = 0.5
     /// Probability per tick that clients propose (1–3 values, each its own append).
     public var proposeRate: Double = 0.5
+    /// Probability per tick that a client asks a replica for a read barrier (drawn from a
+    /// stream of its own, so the rest of a run replays as it did without barriers).
+    public var readBarrierRate: Double = 0.2
     /// Upper bound of the probability per tick per replica that its storage syncs what is
     /// pending (each run draws its own in `syncRate/10 ... syncRate`; slow syncs widen the
     /// window in which a crash loses records).
@@ -99,6 +102,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var proposed = 0
     public var acknowledged = 0
     public var notAppended = 0
+    public var readBarriers = 0
     public var unknownOutcomes = 0
     public var entriesRead = 0
     public var chosenSlots = 0
@@ -167,6 +171,8 @@ public final class Simulation: @unchecked Sendable {
     var storageRates = StorageFaultRates.none
     /// Draws for bridge partitions only; `bridgeRate` is 0 in a run without them.
     var bridgeRNG: SplitMix64
+    /// Draws for read barriers only.
+    var barrierRNG: SplitMix64
     var bridgeRate = 0.0
     /// The bridge partition that is up: its links, and when they heal.
     var bridge: (links: [(NodeID, NodeID)], healAt: Int)? = nil
@@ -197,6 +203,7 @@ public final class Simulation: @unchecked Sendable {
         // Seeded from a mix of the seed: consecutive seeds would otherwise share shifted streams.
         var mix = SplitMix64(seed: options.seed ^ 0xB81D_6E5A_0C3F_97D1)
         bridgeRNG = SplitMix64(seed: mix.next())
+        barrierRNG = SplitMix64(seed: options.seed ^ 0x5EAD_BA44_1E7C_0FF5)
         if options.partitions, bridgeRNG.chance(options.bridgeRunRate) { bridgeRate = options.bridgeRate }
         if bridgeRate > 0 {
             // A bridge's scenario must fit between the rest's election timeout and the old
@@ -299,6 +306,10 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
+        if barrierRNG.chance(options.readBarrierRate) {
+            // Mostly the replica clients believe leads, sometimes any (a follower must refuse).
+            readBarrier(barrierRNG.chance(0.75) ? clientTarget : barrierRNG.below(nodes.count))
+        }
         for i in nodes.indices where nodes[i].replica != nil && rng.chance(options.compactionRate) {
             compact(i)
         }
@@ -352,6 +363,25 @@ public final class Simulation: @unchecked Sendable {
                 if let l = error.leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
             }
         }
+    }
+
+    /// A client asks replica `i` for a read barrier: the position it answers must cover every
+    /// append acknowledged before the question, and be readable there.
+    func readBarrier(_ i: Int) {
+        guard let replica = nodes[i].replica else { return }
+        let acknowledgedBefore = checker.acknowledged.keys.max() ?? 0
+        let node = nodes[i].id, incarnation = nodes[i].incarnation
+        replica.readBarrier { [unowned self] result in
+            guard case .success(let position) = result else { return }
+            self.report.readBarriers += 1
+            if position < acknowledgedBefore {
+                self.checker.failRead("node \(node) answered a read barrier with position \(position), but slot \(acknowledgedBefore) was acknowledged before it was asked")
+            }
+            if self.nodes[i].incarnation == incarnation, let r = self.nodes[i].replica, r.readableThrough < position {
+                self.checker.failRead("node \(node) answered a read barrier with position \(position) it cannot read yet (readable through \(r.readableThrough))")
+            }
+        }
+        settle()
     }
 
     /// A reader on replica `i` reads what is readable, with the code `entries(from:)` runs, and

@@ -20,7 +20,7 @@ public struct SimulationSummary: Codable, Sendable {
     /// Elections won, in all runs and after faults stopped; the most in one run per fault.
     public var leader_changes = 0, leader_changes_after_faults = 0, storage_failures = 0
     public var max_leader_changes_per_fault = 0.0
-    public var proposed = 0, acknowledged = 0, not_appended = 0, unknown = 0, entries_read = 0, chosen = 0
+    public var proposed = 0, acknowledged = 0, not_appended = 0, unknown = 0, entries_read = 0, chosen = 0, read_barriers = 0
     public var seconds = 0.0
     public var faults = Faults()
 
@@ -48,6 +48,7 @@ public struct SimulationSummary: Codable, Sendable {
         not_appended += r.notAppended
         unknown += r.unknownOutcomes
         entries_read += r.entriesRead
+        read_barriers += r.readBarriers
         chosen += r.chosenSlots
         faults.dropped += r.dropped
         faults.duplicated += r.duplicated

@@ -1,0 +1,113 @@
+import MultiPaxos
+import NIOCore
+
+/// Read barriers waiting on a leader: those for which no round was started yet, and those
+/// waiting for their round's no-op to be chosen. Confined to the replica's executor.
+struct ReadBarriers {
+    typealias Callback = @Sendable (Result<Slot, PaxosLogError>) -> Void
+
+    var unstarted: [(deadline: NIODeadline, callback: Callback)] = []
+    /// One round per drain: its no-op's slot and ballot, and the barriers it answers.
+    var rounds: [(slot: Slot, ballot: Ballot, deadline: NIODeadline, callbacks: [Callback])] = []
+
+    var isEmpty: Bool { unstarted.isEmpty && rounds.isEmpty }
+
+    mutating func failAll(_ error: PaxosLogError) {
+        for b in unstarted { b.callback(.failure(error)) }
+        for r in rounds { for c in r.callbacks { c(.failure(error)) } }
+        self = ReadBarriers()
+    }
+}
+
+// A read barrier (linearizable reads).
+//
+// A leader in ballot `b` answers a barrier asked at time T with a position P such that every
+// append acknowledged before T, by any leader, sits at or below P. It proposes a no-op after T
+// (one for all barriers that arrived since the last round) at slot P, and answers once that
+// slot is chosen *with that no-op in ballot `b`* and readable here.
+//
+// Why that covers every acknowledged append: let slot s' be chosen before T.
+// - Chosen by this leader in `b`: s' was assigned before T and slots are assigned in order, so
+//   s' < P.
+// - Chosen in a ballot below `b`: `b`'s Phase 1 finished before it proposed anything, and a
+//   leader re-proposes every slot a majority reports and assigns new slots above them all, so
+//   s' < P.
+// - Chosen in a ballot above `b`: a majority promised that ballot before T. The no-op was
+//   accepted in `b` by a majority after T (it was proposed after T). The two majorities share an
+//   acceptor that accepted `b` after promising a higher ballot: impossible. So no such s'.
+// A leader deposed meanwhile never sees its no-op chosen in `b` (the slot is chosen with another
+// value or ballot, or never), and its barriers fail instead of answering a stale position.
+// The cost is one no-op slot and one replicated round (a sync on a majority) per batch of
+// barriers; a heartbeat-based round without a log write is the known optimisation.
+extension Replica {
+    /// Asks for a position covering every append acknowledged before now (on any replica);
+    /// `callback` gets it once it is readable here, or an error: `notLeader` (ask the leader),
+    /// `timeout`, `overloaded`, `closed`, `storage`. Retrying is always safe: a barrier changes
+    /// nothing a reader can see.
+    package func readBarrier(_ callback: @escaping @Sendable (Result<Slot, PaxosLogError>) -> Void) {
+        precondition(executor.inExecutor, "Replica used off its executor")
+        if let failure { return callback(.failure(failure)) }
+        if isClosed { return callback(.failure(PaxosLogError(.closed, "the log is closed"))) }
+        guard core.isLeader else {
+            let leader = core.knownLeader
+            return callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(leader.map { "node \($0)" } ?? "unknown")); read barriers are answered by the leader", leader: leader)))
+        }
+        if bug == .readBarrierWithoutRound {
+            let at = core.chosenThrough
+            return waitReadable(after: at == 0 ? 0 : at - 1) { _ in callback(.success(at)) }
+        }
+        barriers.unstarted.append((executor.now + configuration.appendTimeout, callback))
+        scheduleDrain()
+    }
+
+    /// Starts one round for the barriers that arrived since the last: proposes a no-op now,
+    /// before this drain's `takeReady()`.
+    func startBarrierRound() {
+        guard !barriers.unstarted.isEmpty else { return }
+        let waiting = barriers.unstarted
+        barriers.unstarted = []
+        guard core.isLeader else {
+            let leader = core.knownLeader
+            for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading before the read barrier's round", leader: leader))) }
+            return
+        }
+        switch core.propose(.noop) {
+        case .proposed(let slot):
+            barriers.rounds.append((slot, core.ballot, waiting.map(\.deadline).min()!, waiting.map(\.callback)))
+        case .overloaded:
+            for b in waiting { b.callback(.failure(PaxosLogError(.overloaded, "too many appends in flight for a read barrier's round"))) }
+        case .held, .notLeader(_):
+            for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader", leader: core.knownLeader))) }
+        }
+    }
+
+    /// Answers the rounds whose no-op slot is now chosen: with its position once it is readable,
+    /// or with `notLeader` when the slot went to another value or ballot (this leader was deposed).
+    func resolveBarrierRounds(_ chosen: [ChosenEntry]) {
+        guard let last = chosen.last, let firstSlot = chosen.first?.slot else { return }
+        while let round = barriers.rounds.first, round.slot <= last.slot {
+            barriers.rounds.removeFirst()
+            guard round.slot >= firstSlot else { continue }
+            let entry = chosen[Int(round.slot - firstSlot)]
+            guard entry.value == .noop, entry.ballot == round.ballot else {
+                for c in round.callbacks { c(.failure(PaxosLogError(.notLeader, "leadership changed during the read barrier's round; ask the leader again", leader: core.knownLeader))) }
+                continue
+            }
+            let slot = round.slot
+            let callbacks = round.callbacks
+            waitReadable(after: slot - 1) { [weak self] readable in
+                let result: Result<Slot, PaxosLogError> = readable != nil
+                    ? .success(slot) : .failure(self?.failure ?? PaxosLogError(.closed, "the log was closed"))
+                for c in callbacks { c(result) }
+            }
+        }
+    }
+
+    /// Fails barrier rounds past their deadline.
+    func expireBarriers(now: NIODeadline) {
+        while let round = barriers.rounds.first, round.deadline <= now {
+            barriers.rounds.removeFirst()
+            for c in round.callbacks { c(.failure(PaxosLogError(.timeout, "the read barrier's round was not chosen within \(configuration.appendTimeout)"))) }
+        }
+    }
+}

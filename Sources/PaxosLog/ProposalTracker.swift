@@ -1,5 +1,4 @@
 import DequeModule
-import Metrics
 import MultiPaxos
 import NIOCore
 
@@ -14,14 +13,12 @@ struct ProposalTracker {
         let ballot: Ballot
         let batch: AppendBatch
         let index: Int
-        let start: NIODeadline
     }
 
     struct Queued {
         let bytes: [UInt8]
         let batch: AppendBatch
         let index: Int
-        let start: NIODeadline
         let deadline: NIODeadline
     }
 
@@ -32,7 +29,6 @@ struct ProposalTracker {
     /// (the order the core reports their fate in); the first `expiredQueued` already failed.
     private var campaignQueue: Deque<Queued> = []
     private var expiredQueued = 0
-    private let appendLatency = Metrics.Timer(label: "paxoslog_append_latency")
 
     var isEmpty: Bool { waiters.isEmpty && campaignQueue.isEmpty }
 
@@ -61,7 +57,7 @@ struct ProposalTracker {
             if expiredQueued > 0 { expiredQueued -= 1 }
             switch outcome {
             case .proposed(let slot, let ballot):
-                track(slot: slot, Waiter(bytes: q.bytes, ballot: ballot, batch: q.batch, index: q.index, start: q.start), until: q.deadline)
+                track(slot: slot, Waiter(bytes: q.bytes, ballot: ballot, batch: q.batch, index: q.index), until: q.deadline)
             case .dropped(let leader):
                 let known = leader.map { "node \($0)" } ?? "unknown"
                 q.batch.fail(PaxosLogError(.notLeader, "node \(node) lost its election (leader: \(known)); the record was not appended", leader: leader))
@@ -70,7 +66,7 @@ struct ProposalTracker {
     }
 
     /// Answers the appends whose slots are now chosen. - Returns: how many callers were answered.
-    mutating func answer(_ chosen: [ChosenEntry], now: NIODeadline, bug: ReplicaBug?) -> Int {
+    mutating func answer(_ chosen: [ChosenEntry], bug: ReplicaBug?) -> Int {
         guard !waiters.isEmpty else { return 0 }
         var answered = 0
         for c in chosen {
@@ -79,7 +75,6 @@ struct ProposalTracker {
             if bug == .acknowledgeAnyValue { outcome = .appended }
             switch outcome {
             case .appended:
-                appendLatency.recordNanoseconds(Int64((now - w.start).nanoseconds))
                 if w.batch.complete(index: w.index, slot: c.slot) { answered += 1 }
             case .superseded:
                 w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended"))

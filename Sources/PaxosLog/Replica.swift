@@ -61,10 +61,9 @@ package final class Replica: @unchecked Sendable {
     /// Snapshot transfers in both directions and local compactions.
     let snapshots = SnapshotTransfers()
 
-    private let appendsCounter = Counter(label: "paxoslog_appends_total")
-    private let chosenCounter = Counter(label: "paxoslog_chosen_total")
-    private let leaderChanges = Counter(label: "paxoslog_leader_changes_total")
-    private let batchRecords = Recorder(label: "paxoslog_storage_batch_records")
+    /// Every change of leader this replica sees (appends, chosen slots and commit sizes are
+    /// published by ``ReplicaMetrics``, with this same `node` dimension).
+    private let leaderChanges: Counter
 
     /// - Parameters:
     ///   - core: the consensus configuration (the simulator passes its own seeds and limits).
@@ -79,6 +78,7 @@ package final class Replica: @unchecked Sendable {
         self.bug = bug
         self.core = PaxosCore(configuration: core, restoring: state)
         self.readableThrough = self.core.chosenThrough
+        self.leaderChanges = Counter(label: "paxoslog_leader_changes_total", dimensions: [("node", "\(configuration.nodeID)")])
     }
 
     private func assertOnExecutor() {
@@ -145,16 +145,15 @@ package final class Replica: @unchecked Sendable {
         assertOnExecutor()
         if let failure { batch.fail(failure.with(.notAppended)); return 0 }
         if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed", outcome: .notAppended)); return 0 }
-        let now = executor.now
-        let deadline = now + configuration.appendTimeout
+        let deadline = executor.now + configuration.appendTimeout
         var offered = records.count
         for (i, bytes) in records.enumerated() {
             switch core.propose(.data(bytes)) {
             case .proposed(let slot):
                 // A new proposal is in the core's current ballot (read in place, see `PaxosCore.ballot`).
-                proposals.track(slot: slot, .init(bytes: bytes, ballot: core.ballot, batch: batch, index: i, start: now), until: deadline)
+                proposals.track(slot: slot, .init(bytes: bytes, ballot: core.ballot, batch: batch, index: i), until: deadline)
             case .held:
-                proposals.queueWhileCampaigning(.init(bytes: bytes, batch: batch, index: i, start: now, deadline: deadline))
+                proposals.queueWhileCampaigning(.init(bytes: bytes, batch: batch, index: i, deadline: deadline))
             case .notLeader(let leader):
                 let known = leader.map { "node \($0)" } ?? "unknown"
                 batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))",
@@ -166,7 +165,6 @@ package final class Replica: @unchecked Sendable {
             }
             if offered < records.count { break }
         }
-        if offered > 0 { appendsCounter.increment(by: Int64(offered)) }
         scheduleDrain()
         return offered
     }
@@ -229,13 +227,7 @@ package final class Replica: @unchecked Sendable {
             requested = seq
             var records: [LogRecord] = []
             records.reserveCapacity(ready.records.count)
-            var entries = 0
-            for r in ready.records {
-                let mapped = LogRecord(r)
-                if case .accepted(let es) = mapped { entries += es.count }
-                records.append(mapped)
-            }
-            if entries > 0 { batchRecords.record(entries) }
+            for r in ready.records { records.append(LogRecord(r)) }
             storage.append(records) { result in self.persistCompleted(seq, result) }
         }
         // 2. Messages that vouch for nothing unsynced: at once, overlapping the write.
@@ -252,7 +244,6 @@ package final class Replica: @unchecked Sendable {
         // 4. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
         if let last = ready.chosen.last {
             observer?.replica(configuration.nodeID, chose: ready.chosen)
-            chosenCounter.increment(by: Int64(ready.chosen.count))
             for c in ready.chosen {
                 // A slot costs its payload plus the log's bookkeeping, so no-ops count too.
                 let payload = if case .data(let b) = c.value { b.count } else { 0 }
@@ -260,7 +251,7 @@ package final class Replica: @unchecked Sendable {
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }
-            let answered = proposals.answer(ready.chosen, now: executor.now, bug: bug)
+            let answered = proposals.answer(ready.chosen, bug: bug)
             resolveBarrierRounds(ready.chosen)
             if answered > 0 { onAnswered?(answered) }
             if durable >= seq || bug == .readableBeforeDurable {

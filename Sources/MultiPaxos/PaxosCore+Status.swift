@@ -1,4 +1,25 @@
 extension PaxosCore {
     /// The highest slot this replica holds a vote for (0 when none).
     public var lastAcceptedSlot: Slot { log.lastFilled }
+
+    /// How a leader sees one follower's replication (for metrics and status).
+    public struct FollowerProgress: Hashable, Sendable {
+        public var node: NodeID
+        /// Slots the leader has assigned that this follower has not acknowledged.
+        public var lagSlots: Slot
+        /// Accept messages sent and not yet acknowledged, and the payload bytes they carry.
+        public var inflightAccepts: Int
+        public var inflightBytes: Int
+    }
+
+    /// Each follower's progress as this leader sees it; empty unless this replica leads.
+    public var followerProgress: [FollowerProgress] {
+        guard role == .leader else { return [] }
+        return progress.indices.filter { $0 != selfIndex }.map { i in
+            let p = progress[i]
+            let firstUnacknowledged = Swift.min(p.inflight.first?.first ?? p.nextToSend, nextSlot)
+            return FollowerProgress(node: configuration.members[i], lagSlots: nextSlot - firstUnacknowledged,
+                                    inflightAccepts: p.inflight.count, inflightBytes: p.inflightBytes)
+        }
+    }
 }

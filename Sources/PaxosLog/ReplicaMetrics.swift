@@ -34,6 +34,9 @@ import SegmentLog
 /// - `paxoslog_malformed_frames_total{port}`, `paxoslog_refused_handshakes_total{port}`,
 ///   `paxoslog_peer_connect_failures_total`, `paxoslog_peer_dropped_envelopes_total`
 ///   (`port` is `peer` or `client`)
+/// - `paxoslog_follower_lag_slots{follower}`, `paxoslog_follower_inflight_accepts{follower}`,
+///   `paxoslog_follower_inflight_bytes{follower}`: each follower as this replica sees it while it
+///   leads (0 otherwise)
 final class ReplicaMetrics: Sendable {
     private let driver: ReplicaDriver
     private let transport: PeerTransport?
@@ -71,6 +74,9 @@ final class ReplicaMetrics: Sendable {
     private let refusedHandshakes: [String: Counter]
     private let connectFailures: Counter
     private let droppedEnvelopes: Counter
+    /// Per follower, as this replica sees it while leading: lag in slots, Accepts and payload
+    /// bytes in flight (zero while not leading).
+    private let followerLag: [NodeID: (slots: Gauge, accepts: Gauge, bytes: Gauge)]
 
     /// What the previous sample saw, to publish counters as increases.
     private struct Sample {
@@ -124,6 +130,14 @@ final class ReplicaMetrics: Sendable {
         refusedHandshakes = refused
         connectFailures = counter("paxoslog_peer_connect_failures_total")
         droppedEnvelopes = counter("paxoslog_peer_dropped_envelopes_total")
+        let me = driver.replica.configuration.nodeID
+        var lag: [NodeID: (slots: Gauge, accepts: Gauge, bytes: Gauge)] = [:]
+        for m in driver.replica.configuration.members where m.id != me {
+            let follower = [("follower", "\(m.id)")]
+            lag[m.id] = (gauge("paxoslog_follower_lag_slots", follower), gauge("paxoslog_follower_inflight_accepts", follower),
+                         gauge("paxoslog_follower_inflight_bytes", follower))
+        }
+        followerLag = lag
 
         let fsyncDuration = fsyncDuration, groupCommitSize = groupCommitSize
         driver.store.observeCommits { commit in
@@ -180,6 +194,13 @@ final class ReplicaMetrics: Sendable {
                      failed: replica.failure != nil, sending: replica.snapshots.outgoing.count,
                      sentBytes: replica.snapshots.sentBytes, installed: replica.snapshots.installed)
         let storage = driver.store.statistics
+        let progress = Dictionary(uniqueKeysWithValues: replica.core.followerProgress.map { ($0.node, $0) })
+        for (id, gauges) in followerLag {
+            let p = progress[id]
+            gauges.slots.record(Double(p?.lagSlots ?? 0))
+            gauges.accepts.record(Double(p?.inflightAccepts ?? 0))
+            gauges.bytes.record(Double(p?.inflightBytes ?? 0))
+        }
         var transportCounters: [String: TransportCounters.Snapshot] = [:]
         if let transport { transportCounters["peer"] = transport.counters.snapshot }
         if let client = clientCounters.withLockedValue({ $0 }) { transportCounters["client"] = client.snapshot }

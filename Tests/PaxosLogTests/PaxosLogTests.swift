@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import MultiPaxos
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -143,13 +144,15 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
 
 /// Three replicas in one process over loopback TCP.
 @Suite struct InProcessClusterTests {
-    static func openCluster(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect) async throws -> (logs: [PaxosLog], dir: String) {
-        let (servers, dir) = try await startServers(name, nonLeader: nonLeader)
+    static func openCluster(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect,
+                            metricsFactory: (any MetricsFactory)? = nil) async throws -> (logs: [PaxosLog], dir: String) {
+        let (servers, dir) = try await startServers(name, nonLeader: nonLeader, metricsFactory: metricsFactory)
         return (servers.map(\.log), dir)
     }
 
     /// Replicas that also serve clients (forwarding goes to the leader's client port).
-    static func startServers(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect) async throws -> (servers: [PaxosLogServer], dir: String) {
+    static func startServers(_ name: String, nonLeader: PaxosLog.NonLeaderAppends = .redirect,
+                             metricsFactory: (any MetricsFactory)? = nil) async throws -> (servers: [PaxosLogServer], dir: String) {
         let dir = temporaryDirectory(name)
         let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(6))
         var servers: [PaxosLogServer] = []
@@ -158,6 +161,7 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
             var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(dir)/node-\(m.id)")
             c.nonLeaderAppends = nonLeader
             c.clusterName = "in-process"
+            c.metricsFactory = metricsFactory
             try await PaxosLog.bootstrap(c, clusterID: clusterID)
             servers.append(try await PaxosLogServer.start(c))
         }

@@ -38,4 +38,22 @@ import Testing
         try await log.close()
         #expect(try metrics.expectCounter("paxoslog_appended_records_total", node).totalValue == 13)
     }
+
+    /// A leader publishes each follower's lag and in-flight Accepts as it sees them.
+    @Test func aLeaderPublishesEachFollowersProgress() async throws {
+        let metrics = TestMetrics()
+        let (logs, dir) = try await InProcessClusterTests.openCluster("metrics-followers", metricsFactory: metrics)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let leader = try await InProcessClusterTests.waitForLeader(logs)
+        _ = try await leader.append(contentsOf: (0..<50).map { [UInt8($0)] })
+        await leader.publishMetrics()
+        let me = leader.configuration.nodeID
+        for follower in leader.configuration.members.map(\.id) where follower != me {
+            let d = [("node", "\(me)"), ("follower", "\(follower)")]
+            #expect(try metrics.expectGauge("paxoslog_follower_lag_slots", d).lastValue != nil)
+            #expect(try metrics.expectGauge("paxoslog_follower_inflight_accepts", d).lastValue != nil)
+            #expect(try metrics.expectGauge("paxoslog_follower_inflight_bytes", d).lastValue != nil)
+        }
+        for l in logs { try await l.close() }
+    }
 }

@@ -13,12 +13,7 @@ import Logging
 import Glibc
 #endif
 
-let directory: String = {
-    let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
-    var template = Array("\(base)/paxlog-fuzz-recovery-XXXXXX".utf8CString)
-    guard mkdtemp(&template) != nil else { fatalError("mkdtemp: errno \(errno)") }
-    return String(cString: template)
-}()
+let directory = fuzzDirectory("recovery")
 let logger = Logger(label: "fuzz") { _ in SwiftLogNoOpLogHandler() }
 
 /// Removes everything in `directory` (it holds no subdirectories: the store makes none).
@@ -47,13 +42,7 @@ func fixCRCs(_ file: inout [UInt8], sequence: UInt64) {
 }
 
 func open(_ options: SegmentStore.Options) -> SegmentStore? {
-    do {
-        return try SegmentStore.open(directory: directory, options: options, logger: logger)
-    } catch is SegmentLogError {
-        return nil
-    } catch {
-        fatalError("open threw an untyped error: \(error)")
-    }
+    refusedAs(SegmentLogError.self, "open") { try SegmentStore.open(directory: directory, options: options, logger: logger) }
 }
 
 runFuzzer { input in

@@ -12,12 +12,7 @@ import FuzzSupport
 import Glibc
 #endif
 
-let directory: String = {
-    let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
-    var template = Array("\(base)/paxlog-fuzz-snapshot-XXXXXX".utf8CString)
-    guard mkdtemp(&template) != nil else { fatalError("mkdtemp: errno \(errno)") }
-    return String(cString: template)
-}()
+let directory = fuzzDirectory("snapshot")
 let fileSystem = PosixFileSystem()
 
 func write(_ bytes: [UInt8], name: String) -> String {
@@ -30,13 +25,7 @@ func write(_ bytes: [UInt8], name: String) -> String {
 }
 
 func read(_ path: String, verifyData: Bool) -> SegmentStore.Snapshot? {
-    do {
-        return try SnapshotFile.read(path: path, fileSystem: fileSystem, verifyData: verifyData)
-    } catch is SegmentLogError {
-        return nil
-    } catch {
-        fatalError("read threw an untyped error: \(error)")
-    }
+    refusedAs(SegmentLogError.self, "read") { try SnapshotFile.read(path: path, fileSystem: fileSystem, verifyData: verifyData) }
 }
 
 runFuzzer { input in

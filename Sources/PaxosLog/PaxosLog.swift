@@ -175,6 +175,14 @@ public final class PaxosLog: Sendable {
     /// they share the replica's thread.
     public var taskExecutor: EventLoopTaskExecutor { EventLoopTaskExecutor(driver.loop) }
 
+    /// This replica's view of leadership now, then each change it sees (a new leader, this
+    /// replica winning or losing, a leader it stopped hearing from), until the log closes: so an
+    /// application can follow leadership without polling ``status()``. A slow consumer sees the
+    /// latest 16 changes.
+    public func leadershipChanges() -> AsyncStream<Leadership> {
+        driver.leadershipChanges()
+    }
+
     /// A read barrier: a position covering every append acknowledged before this call, by any
     /// replica; once it returns, ``read(from:maxCount:maxBytes:)`` and ``entries(from:)`` on this
     /// replica hold everything through it. Reading through it after the barrier is a

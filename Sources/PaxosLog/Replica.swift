@@ -57,6 +57,8 @@ package final class Replica: @unchecked Sendable {
     package var proposedAppends: Int { proposals.proposedCount }
     /// Called with how many callers a drain answered (the driver's append hold waits for them).
     package var onAnswered: ((Int) -> Void)?
+    /// Called with every change of leadership this replica sees (the driver's async sequence).
+    package var onLeadership: ((Leadership) -> Void)?
 
     /// Snapshot transfers in both directions and local compactions.
     let snapshots = SnapshotTransfers()
@@ -323,6 +325,7 @@ package final class Replica: @unchecked Sendable {
             barriers.failAll(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading (leader: \(known)) during a read barrier", leader: change.leader))
         }
         observer?.replica(configuration.nodeID, leadership: change)
+        onLeadership?(change)
         if change.isLeader, !leadershipWaiters.isEmpty {
             for w in leadershipWaiters { w() }
             leadershipWaiters = []

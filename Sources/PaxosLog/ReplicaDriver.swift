@@ -18,6 +18,9 @@ final class ReplicaDriver: @unchecked Sendable {
     private let network: PeerNetwork
     private let admission: AppendAdmission
     private var ticker: RepeatedTask?
+    /// Followers of ``leadershipChanges()``, by registration; confined to `loop`.
+    private var leadershipStreams: [Int: AsyncStream<Leadership>.Continuation] = [:]
+    private var nextStreamID = 0
 
     init(configuration: PaxosLog.Configuration, store: SegmentStore, restoring state: DurableState, loop: any EventLoop) {
         self.loop = loop
@@ -29,6 +32,9 @@ final class ReplicaDriver: @unchecked Sendable {
                           storage: storage, network: network, executor: LoopExecutor(loop))
         admission = AppendAdmission(replica: replica, loop: loop, hold: configuration.appendHold)
         replica.onAnswered = { [admission] in admission.answered($0) }
+        replica.onLeadership = { [unowned self] change in
+            for c in leadershipStreams.values { c.yield(change) }
+        }
     }
 
     // MARK: - Lifecycle (call on any thread)
@@ -51,6 +57,8 @@ final class ReplicaDriver: @unchecked Sendable {
             self.ticker?.cancel()
             self.replica.shutdown()
             self.admission.failAll(PaxosLogError(.closed, "the log was closed"))
+            for c in self.leadershipStreams.values { c.finish() }
+            self.leadershipStreams = [:]
         }
     }
 
@@ -90,6 +98,21 @@ final class ReplicaDriver: @unchecked Sendable {
     func readBarrier() async throws -> Slot {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Slot, any Error>) in
             loop.execute { self.replica.readBarrier { continuation.resume(with: $0.mapError { $0 }) } }
+        }
+    }
+
+    /// This replica's view of leadership now, then every change, until the log closes.
+    func leadershipChanges() -> AsyncStream<Leadership> {
+        // Only the latest matters to a follower of leadership: an old view is never worth queueing.
+        AsyncStream(bufferingPolicy: .bufferingNewest(16)) { continuation in
+            loop.execute {
+                guard !self.replica.isClosed else { return continuation.finish() }
+                let id = self.nextStreamID
+                self.nextStreamID += 1
+                self.leadershipStreams[id] = continuation
+                continuation.yield(self.replica.leadership)
+                continuation.onTermination = { _ in self.loop.execute { self.leadershipStreams[id] = nil } }
+            }
         }
     }
 

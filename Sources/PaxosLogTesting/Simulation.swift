@@ -29,8 +29,11 @@ public struct SimulationOptions: Sendable {
     public var bridgeRate: Double = 0.5
     /// Probability per tick that clients propose (1–3 values, each its own append).
     public var proposeRate: Double = 0.5
-    /// Probability per tick that a client asks a replica for a read barrier (drawn from a
-    /// stream of its own, so the rest of a run replays as it did without barriers).
+    /// Probability that a run has clients asking for read barriers, and then per tick that one
+    /// asks. Drawn from a stream of their own, and each barrier's round adds a no-op slot, so half
+    /// the runs replay exactly as they did before barriers existed (the planted election bugs
+    /// were tuned on those).
+    public var readBarrierRunRate: Double = 0.5
     public var readBarrierRate: Double = 0.2
     /// Upper bound of the probability per tick per replica that its storage syncs what is
     /// pending (each run draws its own in `syncRate/10 ... syncRate`; slow syncs widen the
@@ -171,8 +174,9 @@ public final class Simulation: @unchecked Sendable {
     var storageRates = StorageFaultRates.none
     /// Draws for bridge partitions only; `bridgeRate` is 0 in a run without them.
     var bridgeRNG: SplitMix64
-    /// Draws for read barriers only.
+    /// Draws for read barriers only; `barrierRate` is 0 in a run without them.
     var barrierRNG: SplitMix64
+    var barrierRate = 0.0
     var bridgeRate = 0.0
     /// The bridge partition that is up: its links, and when they heal.
     var bridge: (links: [(NodeID, NodeID)], healAt: Int)? = nil
@@ -204,6 +208,7 @@ public final class Simulation: @unchecked Sendable {
         var mix = SplitMix64(seed: options.seed ^ 0xB81D_6E5A_0C3F_97D1)
         bridgeRNG = SplitMix64(seed: mix.next())
         barrierRNG = SplitMix64(seed: options.seed ^ 0x5EAD_BA44_1E7C_0FF5)
+        barrierRate = barrierRNG.chance(options.readBarrierRunRate) ? options.readBarrierRate : 0
         if options.partitions, bridgeRNG.chance(options.bridgeRunRate) { bridgeRate = options.bridgeRate }
         if bridgeRate > 0 {
             // A bridge's scenario must fit between the rest's election timeout and the old
@@ -306,7 +311,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
-        if barrierRNG.chance(options.readBarrierRate) {
+        if barrierRate > 0, barrierRNG.chance(barrierRate) {
             // Mostly the replica clients believe leads, sometimes any (a follower must refuse).
             readBarrier(barrierRNG.chance(0.75) ? clientTarget : barrierRNG.below(nodes.count))
         }

@@ -6,8 +6,9 @@ import MultiPaxos
 import NIOConcurrencyHelpers
 import PaxosLog
 import SegmentLog
+import ServiceLifecycle
 
-/// `paxlog serve`: runs one replica until SIGTERM or SIGINT.
+/// `paxlog serve`: runs one replica, under swift-service-lifecycle, until SIGTERM or SIGINT.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one replica: peers on its peer port, clients on its client port.",
@@ -128,13 +129,43 @@ struct Serve: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("serving node \(nodeID) of \(list.count): clients on \(server.clientAddress), data in \(dataDirectory)\n".utf8))
         guard shutdownTimeout > 0 else { throw ValidationError("--shutdown-timeout must be positive") }
         Self.reloadOnHangup(configuration.tls, logger: configuration.logger)
-        await Self.waitForTermination(orParentExit: exitWithParent)
-        configuration.logger.info("shutting down: failing waiting appends, finishing syncs, closing sockets")
-        Self.exitIfShutdownTakesLongerThan(shutdownTimeout)
-        try await server.shutdown()
-        configuration.logger.info("shut down cleanly")
-        await metricsEndpoint?.0.shutdown()
-        await runnerTask?.value
+        let logger = configuration.logger
+        let timeout = shutdownTimeout
+        let runner = runnerTask
+        let replica = ReplicaService(server: server, logger: logger) {
+            Self.exitIfShutdownTakesLongerThan(timeout)
+        } afterShutdown: {
+            await metricsEndpoint?.0.shutdown()
+            await runner?.value
+        }
+        // swift-service-lifecycle turns SIGTERM and SIGINT into a graceful shutdown of the replica.
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: replica)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        Self.exitOnSecondSignal()
+        if exitWithParent { Self.watchParent { Task { await group.triggerGracefulShutdown() } } }
+        try await group.run()
+    }
+
+    /// The replica under swift-service-lifecycle: serves until graceful shutdown, then fails
+    /// waiting appends (with their outcomes), finishes in-flight syncs, closes sockets and
+    /// releases the directory lock.
+    struct ReplicaService: Service {
+        let server: PaxosLogServer
+        let logger: Logger
+        /// Arms the bound on how long the shutdown may take.
+        let beforeShutdown: @Sendable () -> Void
+        let afterShutdown: @Sendable () async -> Void
+
+        func run() async throws {
+            // Returns when the group shuts down gracefully; throws if it is cancelled instead,
+            // which shuts down all the same.
+            try? await gracefulShutdown()
+            logger.info("shutting down: failing waiting appends, finishing syncs, closing sockets")
+            beforeShutdown()
+            try await server.shutdown()
+            logger.info("shut down cleanly")
+            await afterShutdown()
+        }
     }
 
     /// The replica's identity and place in the cluster from `key = value` settings (flags or
@@ -161,50 +192,41 @@ struct Serve: AsyncParsableCommand {
 
     /// Signal sources live as long as the process: a released source stops delivering.
     nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
+    nonisolated(unsafe) private static var parentWatch: (any DispatchSourceTimer)?
 
-    /// Returns once SIGTERM or SIGINT arrives (the default actions are disabled first), or, with
-    /// `orParentExit`, once the parent process is gone: replicas started by a test or the demo
-    /// must not outlive it, even when it is killed. A second SIGTERM or SIGINT, during the
-    /// shutdown the first one started, exits at once (status 130) without closing anything:
-    /// acknowledged appends are durable already, so that loses nothing but waiting callers' answers.
-    static func waitForTermination(orParentExit: Bool) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let queue = DispatchQueue(label: "paxlog.signals")
-            let once = NIOLockedValueBox(Optional(continuation))
-            let signalled = NIOLockedValueBox(false)
-            let finish: @Sendable () -> Void = {
-                once.withLockedValue { c in
-                    c?.resume()
-                    c = nil
-                }
+    /// A second SIGTERM or SIGINT (the first starts the service group's graceful shutdown) exits
+    /// at once (status 130) without closing anything: acknowledged appends are durable already,
+    /// so that loses nothing but waiting callers' answers.
+    static func exitOnSecondSignal() {
+        let queue = DispatchQueue(label: "paxlog.signals")
+        let seen = NIOLockedValueBox(false)
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                let again = seen.withLockedValue { s in defer { s = true }; return s }
+                guard again else { return }
+                FileHandle.standardError.write(Data("paxlog: second signal: exiting without a clean shutdown\n".utf8))
+                _exit(130)
             }
-            let onSignal: @Sendable () -> Void = {
-                let again = signalled.withLockedValue { s in defer { s = true }; return s }
-                if again {
-                    FileHandle.standardError.write(Data("paxlog: second signal: exiting without a clean shutdown\n".utf8))
-                    _exit(130)
-                }
-                finish()
-            }
-            for sig in [SIGTERM, SIGINT] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                source.setEventHandler(handler: onSignal)
-                source.resume()
-                signalSources.append(source)
-            }
-            if orParentExit {
-                let parent = getppid()
-                let timer = DispatchSource.makeTimerSource(queue: queue)
-                timer.schedule(deadline: .now() + .milliseconds(200), repeating: .milliseconds(200))
-                timer.setEventHandler { if getppid() != parent { finish() } }
-                timer.resume()
-                parentWatch = timer
-            }
+            source.resume()
+            signalSources.append(source)
         }
     }
 
-    nonisolated(unsafe) private static var parentWatch: (any DispatchSourceTimer)?
+    /// Calls `gone` once the parent process has exited: replicas started by a test or the demo
+    /// must not outlive it, even when it is killed.
+    static func watchParent(_ gone: @escaping @Sendable () -> Void) {
+        let parent = getppid()
+        let once = NIOLockedValueBox(false)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "paxlog.parent"))
+        timer.schedule(deadline: .now() + .milliseconds(200), repeating: .milliseconds(200))
+        timer.setEventHandler {
+            guard getppid() != parent, once.withLockedValue({ f in defer { f = true }; return !f }) else { return }
+            gone()
+        }
+        timer.resume()
+        parentWatch = timer
+    }
 
     /// Exits the process (status 1, naming the timeout) if it is still running `seconds` from now:
     /// a shutdown stuck on a hung disk or peer must not keep a service manager waiting forever.

@@ -38,6 +38,9 @@ final class SnapshotTransfers: @unchecked Sendable {
     /// Counters for tests and benchmarks.
     var sentBytes: UInt64 = 0
     var installed = 0
+    /// Outgoing transfers started and finished (whatever their outcome).
+    var started = 0
+    var finished = 0
 
     /// The lowest snapshot slot an outgoing transfer is sending: the log just above it must stay
     /// on disk until the peer has caught up past it, so compaction does not delete it.
@@ -64,6 +67,7 @@ extension Replica {
         let sender = SnapshotSender(peer: peer, offer: offer, chunkSize: configuration.snapshotChunkSize,
                                     windowBytes: configuration.snapshotWindowBytes, retryTicks: retry, giveUpTicks: retry * 60)
         snapshots.outgoing[peer] = .init(sender: sender, source: source)
+        snapshots.started += 1
         logger.info("sending snapshot", metadata: ["peer": "\(peer)", "slot": "\(offer.slot)", "bytes": "\(offer.length)"])
         pumpSnapshot(to: peer)
     }
@@ -108,6 +112,7 @@ extension Replica {
 
     func finishOutgoing(_ peer: NodeID, _ outcome: SnapshotSender.Outcome) {
         guard let out = snapshots.outgoing.removeValue(forKey: peer) else { return }
+        snapshots.finished += 1
         out.source.close()
         logger.info("snapshot transfer finished", metadata: ["peer": "\(peer)", "slot": "\(out.sender.offer.slot)", "outcome": "\(outcome)"])
     }

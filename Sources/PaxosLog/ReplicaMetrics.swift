@@ -30,6 +30,7 @@ import SegmentLog
 ///   `paxoslog_storage_group_commits_total`, `paxoslog_data_directory_bytes`,
 ///   `paxoslog_storage_failed` (1 once storage failed and the replica stopped)
 /// - `paxoslog_snapshot_transfers_sending` (outgoing transfers in progress),
+///   `paxoslog_snapshot_transfers_started_total`, `paxoslog_snapshot_transfers_finished_total`,
 ///   `paxoslog_snapshot_sent_bytes_total`, `paxoslog_snapshots_installed_total`
 /// - `paxoslog_malformed_frames_total{port}`, `paxoslog_refused_handshakes_total{port}`,
 ///   `paxoslog_peer_connect_failures_total`, `paxoslog_peer_dropped_envelopes_total`
@@ -70,6 +71,8 @@ final class ReplicaMetrics: Sendable {
     private let snapshotsSending: Gauge
     private let snapshotSentBytes: Counter
     private let snapshotsInstalled: Counter
+    private let snapshotTransfersStarted: Counter
+    private let snapshotTransfersFinished: Counter
     private let malformedFrames: [String: Counter]
     private let refusedHandshakes: [String: Counter]
     private let connectFailures: Counter
@@ -85,6 +88,8 @@ final class ReplicaMetrics: Sendable {
         var storage: SegmentStore.Statistics?
         var snapshotSentBytes: UInt64 = 0
         var snapshotsInstalled = 0
+        var transfersStarted = 0
+        var transfersFinished = 0
         var transport: [String: TransportCounters.Snapshot] = [:]
     }
 
@@ -121,6 +126,8 @@ final class ReplicaMetrics: Sendable {
         snapshotsSending = gauge("paxoslog_snapshot_transfers_sending")
         snapshotSentBytes = counter("paxoslog_snapshot_sent_bytes_total")
         snapshotsInstalled = counter("paxoslog_snapshots_installed_total")
+        snapshotTransfersStarted = counter("paxoslog_snapshot_transfers_started_total")
+        snapshotTransfersFinished = counter("paxoslog_snapshot_transfers_finished_total")
         var malformed: [String: Counter] = [:], refused: [String: Counter] = [:]
         for port in ["peer", "client"] {
             malformed[port] = counter("paxoslog_malformed_frames_total", [("port", port)])
@@ -192,6 +199,7 @@ final class ReplicaMetrics: Sendable {
         let replica = driver.replica
         let state = (leadership: replica.leadership, chosenThrough: replica.readableThrough, lastAccepted: replica.core.lastAcceptedSlot,
                      failed: replica.failure != nil, sending: replica.snapshots.outgoing.count,
+                     started: replica.snapshots.started, finished: replica.snapshots.finished,
                      sentBytes: replica.snapshots.sentBytes, installed: replica.snapshots.installed)
         let storage = driver.store.statistics
         let progress = Dictionary(uniqueKeysWithValues: replica.core.followerProgress.map { ($0.node, $0) })
@@ -208,7 +216,8 @@ final class ReplicaMetrics: Sendable {
         let previous = last.withLockedValue { previous in
             defer {
                 previous = Sample(chosenThrough: state.chosenThrough, leadership: state.leadership, storage: storage,
-                                  snapshotSentBytes: state.sentBytes, snapshotsInstalled: state.installed, transport: transportCounters)
+                                  snapshotSentBytes: state.sentBytes, snapshotsInstalled: state.installed,
+                                  transfersStarted: state.started, transfersFinished: state.finished, transport: transportCounters)
             }
             return previous
         }
@@ -233,6 +242,8 @@ final class ReplicaMetrics: Sendable {
         snapshotsSending.record(Double(state.sending))
         grow(snapshotSentBytes, Int(clamping: state.sentBytes), Int(clamping: previous.snapshotSentBytes))
         grow(snapshotsInstalled, state.installed, previous.snapshotsInstalled)
+        grow(snapshotTransfersStarted, state.started, previous.transfersStarted)
+        grow(snapshotTransfersFinished, state.finished, previous.transfersFinished)
         for (port, now) in transportCounters {
             let before = previous.transport[port]
             grow(malformedFrames[port]!, now.malformedFrames, before?.malformedFrames ?? 0)

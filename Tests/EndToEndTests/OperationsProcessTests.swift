@@ -80,7 +80,8 @@ import Testing
             for name in ["paxoslog_appended_records_total", "paxoslog_append_duration_seconds_bucket", "paxoslog_fsync_duration_seconds_bucket",
                          "paxoslog_group_commit_appends_bucket", "paxoslog_chosen_slots_total", "paxoslog_storage_written_bytes_total",
                          "paxoslog_ballot_round", "paxoslog_data_directory_bytes", "paxoslog_storage_failed", "paxoslog_refused_handshakes_total",
-                         "paxoslog_malformed_frames_total", "paxoslog_snapshot_transfers_sending"] {
+                         "paxoslog_malformed_frames_total", "paxoslog_snapshot_transfers_sending",
+                         "paxoslog_snapshot_transfers_started_total", "paxoslog_snapshot_transfers_finished_total", "paxoslog_follower_lag_slots"] {
                 #expect(text.split(separator: "\n").contains { $0.hasPrefix(name) && $0.contains(node) }, "\(name){\(node)} missing")
             }
             // Histograms exist from the start: they must also have observations.

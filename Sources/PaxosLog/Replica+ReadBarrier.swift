@@ -10,8 +10,6 @@ struct ReadBarriers {
     /// One round per drain: its no-op's slot and ballot, and the barriers it answers.
     var rounds: [(slot: Slot, ballot: Ballot, deadline: NIODeadline, callbacks: [Callback])] = []
 
-    var isEmpty: Bool { unstarted.isEmpty && rounds.isEmpty }
-
     mutating func failAll(_ error: PaxosLogError) {
         for b in unstarted { b.callback(.failure(error)) }
         for r in rounds { for c in r.callbacks { c(.failure(error)) } }
@@ -87,7 +85,12 @@ extension Replica {
         guard let last = chosen.last, let firstSlot = chosen.first?.slot else { return }
         while let round = barriers.rounds.first, round.slot <= last.slot {
             barriers.rounds.removeFirst()
-            guard round.slot >= firstSlot else { continue }
+            guard round.slot >= firstSlot else {
+                // Passed over without its entry (a snapshot installed past it): its fate is not
+                // known here, so the barrier fails and is asked again; every call ends.
+                for c in round.callbacks { c(.failure(PaxosLogError(.notLeader, "the read barrier's round was passed by a snapshot; ask the leader again", leader: core.knownLeader))) }
+                continue
+            }
             let entry = chosen[Int(round.slot - firstSlot)]
             guard entry.value == .noop, entry.ballot == round.ballot else {
                 for c in round.callbacks { c(.failure(PaxosLogError(.notLeader, "leadership changed during the read barrier's round; ask the leader again", leader: core.knownLeader))) }

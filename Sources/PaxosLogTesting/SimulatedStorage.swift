@@ -181,13 +181,16 @@ final class SimulatedStorage: ReplicaStorage, @unchecked Sendable {
             throw SegmentLogError(.io(errno: EIO, path: "simulated segment"), "pread")
         }
         var latest: [Slot: LogEntry] = [:]
-        for stored in disk.records + written {
-            guard case .accepted(let es) = stored.record else { continue }
-            for e in es where e.slot >= from && e.slot <= through {
-                if stored.damaged {
-                    throw SegmentLogError(.corruption(file: "simulated segment", offset: 0, reason: "record CRC mismatch at slot \(e.slot)"), "read")
+        // Synced records, then the written ones after them (page cache), without copying either.
+        for records in [disk.records, written] {
+            for stored in records {
+                guard case .accepted(let es) = stored.record else { continue }
+                for e in es where e.slot >= from && e.slot <= through {
+                    if stored.damaged {
+                        throw SegmentLogError(.corruption(file: "simulated segment", offset: 0, reason: "record CRC mismatch at slot \(e.slot)"), "read")
+                    }
+                    latest[e.slot] = e
                 }
-                latest[e.slot] = e
             }
         }
         var out: [LogEntry] = []

@@ -177,6 +177,9 @@ public final class Simulation: @unchecked Sendable {
     /// Draws for read barriers only; `barrierRate` is 0 in a run without them.
     var barrierRNG: SplitMix64
     var barrierRate = 0.0
+    /// Barriers asked and not yet answered: on which replica, its incarnation, and when.
+    var openBarriers: [Int: (node: Int, incarnation: Int, asked: Int)] = [:]
+    var nextBarrierID = 0
     var bridgeRate = 0.0
     /// The bridge partition that is up: its links, and when they heal.
     var bridge: (links: [(NodeID, NodeID)], healAt: Int)? = nil
@@ -248,7 +251,7 @@ public final class Simulation: @unchecked Sendable {
         var c = PaxosLog.Configuration(nodeID: id, members: members.map { PaxosLog.Member(id: $0, peerAddress: address, clientAddress: address) },
                                        dataDirectory: "simulated-\(id)")
         c.tickInterval = Self.tickInterval
-        c.appendTimeout = Self.tickInterval * 150
+        c.appendTimeout = Self.tickInterval * Int64(Self.barrierDeadlineTicks - 10)
         c.appendHold = .zero
         c.snapshotChunkSize = options.snapshotChunkSize
         c.snapshotWindowBytes = options.snapshotWindowBytes
@@ -329,6 +332,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         for i in nodes.indices { read(i) }
+        checkBarriersEnd()
         checkElections()
     }
 
@@ -376,7 +380,11 @@ public final class Simulation: @unchecked Sendable {
         guard let replica = nodes[i].replica else { return }
         let acknowledgedBefore = checker.acknowledged.keys.max() ?? 0
         let node = nodes[i].id, incarnation = nodes[i].incarnation
+        let id = nextBarrierID
+        nextBarrierID += 1
+        openBarriers[id] = (i, incarnation, now)
         replica.readBarrier { [unowned self] result in
+            self.openBarriers[id] = nil
             guard case .success(let position) = result else { return }
             self.report.readBarriers += 1
             if position < acknowledgedBefore {
@@ -388,6 +396,23 @@ public final class Simulation: @unchecked Sendable {
         }
         settle()
     }
+
+    /// Every barrier ends: answered or failed by its deadline (the append timeout), unless its
+    /// replica died with it.
+    func checkBarriersEnd() {
+        for id in openBarriers.keys.sorted() {
+            let b = openBarriers[id]!
+            if nodes[b.node].incarnation != b.incarnation || nodes[b.node].replica == nil {
+                openBarriers[id] = nil
+            } else if now - b.asked > Self.barrierDeadlineTicks {
+                checker.failRead("a read barrier asked of node \(nodes[b.node].id) at tick \(b.asked) never ended")
+                openBarriers[id] = nil
+            }
+        }
+    }
+
+    /// The replicas' append timeout (150 ticks) with room for the tick that notices it.
+    static let barrierDeadlineTicks = 160
 
     /// A reader on replica `i` reads what is readable, with the code `entries(from:)` runs, and
     /// checks it: one sequence on every replica, nothing that is not durable there.

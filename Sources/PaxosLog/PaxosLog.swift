@@ -121,6 +121,14 @@ public final class PaxosLog: Sendable {
         }
     }
 
+    /// Appends records in order, as one batch, under client identities: record `i` is
+    /// `id.advanced(by: i)`. A retry with the same identities after an unknown outcome answers the
+    /// positions of the first attempt instead of appending again (within the session bound).
+    public func append(contentsOf records: [[UInt8]], id: ProposalID) async throws -> [Position] {
+        // Identities are carried through the replica by the exactly-once work (issue 22).
+        try await append(contentsOf: records)
+    }
+
     private func appendOrForward(_ records: [[UInt8]]) async throws -> [Position] {
         do {
             // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
@@ -140,7 +148,7 @@ public final class PaxosLog: Sendable {
     /// Same outcomes as ``append(contentsOf:)``. `completion` runs exactly once: on this
     /// replica's event loop once the records are chosen or failed, on the calling thread for an
     /// argument error, or in a task when a follower forwards to the leader. It must not block.
-    func append(contentsOf records: [[UInt8]], completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
+    func append(contentsOf records: [[UInt8]], id: ProposalID? = nil, completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
         guard !records.isEmpty else { return completion(.success([])) }
         if let error = oversized(records) { return completion(.failure(error)) }
         let start = NIODeadline.now(), metrics = self.metrics, completion = { @Sendable (result: Result<[Position], PaxosLogError>) in

@@ -22,6 +22,9 @@ package final class AppendBatch: @unchecked Sendable {
         self.completion = completion
     }
 
+    /// Whether its caller was answered (every record chosen, or a failure).
+    var isFinished: Bool { completion == nil }
+
     /// - Returns: whether this finished the batch (its caller is answered).
     @discardableResult
     func complete(index: Int, slot: Slot) -> Bool {

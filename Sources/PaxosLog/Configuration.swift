@@ -152,6 +152,11 @@ extension PaxosLog {
         /// replica's memory stays the same whatever the record size. Default 16 MiB (about 50,000
         /// records of 256 B, the 65,536 slots kept before it was a byte bound).
         public var retainedChosenBytes = 16 << 20
+        /// How much of the replicated client sessions each replica keeps: the identities of the
+        /// last 524,288 appends made with an identity and the floors of the 65,536 most recently
+        /// active clients (about 30 MiB at most). A retry older than that answers `sessionExpired`.
+        /// Every replica of a cluster must use the same limits: the table is replicated state.
+        package var sessionLimits = ClientSessions.Limits()
         /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
         /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
         public var snapshotChunkSize = 2 << 20

@@ -13,7 +13,8 @@ final class Forwarder: Sendable {
         self.configuration = configuration
     }
 
-    func append(_ records: [[UInt8]], to leader: NodeID) async throws -> [Slot] {
+    /// - Parameter id: the caller's identity for the records, if it gave one.
+    func append(_ records: [[UInt8]], id: ProposalID?, to leader: NodeID) async throws -> [Slot] {
         guard let member = configuration.members.first(where: { $0.id == leader }) else {
             throw PaxosLogError(.notLeader, "leader \(leader) is not a member", leader: leader)
         }

@@ -18,6 +18,11 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         /// Leadership changed and another value was chosen at the slot this append was given;
         /// the record was not appended (retrying is safe).
         public static let superseded = Code(name: "superseded")
+        /// A retried append's identity is older than what the replicated client sessions remember
+        /// of its client (``PaxosLog/Configuration/sessionLimits``): it is in the log at most
+        /// once, but a retry cannot tell whether it is; the outcome is unknown. Read the log:
+        /// entries carry their identity.
+        public static let sessionExpired = Code(name: "session expired")
         /// The log is closed (or closing).
         public static let closed = Code(name: "closed")
         /// Storage failed; the replica refuses further writes (see the message).
@@ -72,7 +77,7 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
     static func impliedOutcome(_ code: Code) -> Outcome? {
         switch code {
         case .notLeader, .overloaded, .superseded, .invalidArgument: .notAppended
-        case .timeout, .transport: .unknown
+        case .timeout, .transport, .sessionExpired: .unknown
         default: nil
         }
     }

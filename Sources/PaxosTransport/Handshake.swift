@@ -6,7 +6,8 @@ import NIOCore
 public enum WireVersion {
     /// Bump when a frame body changes incompatibly or a new message could reach an older peer.
     /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
-    public static let current: UInt16 = 2
+    /// 3: values carry their proposal's identity (value tag 2), which a version-2 peer cannot decode.
+    public static let current: UInt16 = 3
 }
 
 /// Who opens a connection: a replica (with its node id) or a client.

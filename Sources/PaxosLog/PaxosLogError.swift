@@ -11,9 +11,9 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let notLeader = Code(name: "not leader")
         /// Too much is in flight; retry later.
         public static let overloaded = Code(name: "overloaded")
-        /// The append's outcome is unknown: it was not chosen in time, or leadership changed and
-        /// the slot's chosen value cannot be told apart from another client's identical record.
-        /// It may be in the log (once, at most); read the log before retrying.
+        /// The append's outcome is unknown: it was not chosen in time, or its leader stopped
+        /// leading first. It may be in the log (once): retry with the same identity and
+        /// `isRetry: true` (``PaxosLog/append(contentsOf:id:isRetry:)``) to settle it.
         public static let timeout = Code(name: "timeout")
         /// Leadership changed and another value was chosen at the slot this append was given;
         /// the record was not appended (retrying is safe).

@@ -141,10 +141,21 @@ public final class PaxosLog: Sendable {
 
     private func appendOrForward(_ records: [[UInt8]], id: ProposalID?, isRetry: Bool) async throws -> [Position] {
         do {
-            // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
-            // continuation when it does), and the checked variant costs an allocation per append.
-            return try await withUnsafeThrowingContinuation { continuation in
-                driver.propose(records, id: id, isRetry: isRetry, batch: AppendBatch(count: records.count, .continuation(continuation)))
+            let batch = AppendBatch(count: records.count)
+            return try await withTaskCancellationHandler {
+                // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
+                // continuation when it does), and the checked variant costs an allocation per append.
+                try await withUnsafeThrowingContinuation { continuation in
+                    batch.attach(.continuation(continuation))
+                    // Cancelled before this began: the handler found nothing to fail yet.
+                    guard !Task.isCancelled else {
+                        return batch.fail(PaxosLogError(.cancelled, "the task was cancelled before the records were offered; nothing was appended", outcome: .notAppended))
+                    }
+                    driver.propose(records, id: id, isRetry: isRetry, batch: batch)
+                }
+            } onCancel: {
+                // The replica may still choose them; its answer is then dropped.
+                batch.fail(PaxosLogError(.cancelled, "the task was cancelled after the records were offered; they may still be appended (retry with their identity to settle it)", outcome: .unknown))
             }
         } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {
             return try await forwarder!.append(records, id: id, to: error.leader!)

@@ -23,6 +23,9 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         /// once, but a retry cannot tell whether it is; the outcome is unknown. Read the log:
         /// entries carry their identity.
         public static let sessionExpired = Code(name: "session expired")
+        /// The calling task was cancelled: not appended when that happened before the records
+        /// were offered, unknown after (retry with the same identity to settle it).
+        public static let cancelled = Code(name: "cancelled")
         /// The log is closed (or closing).
         public static let closed = Code(name: "closed")
         /// Storage failed; the replica refuses further writes (see the message).

@@ -46,3 +46,27 @@ import Testing
         try await log.close()
     }
 }
+
+/// A cancelled task's append ends at once, saying what it did to the log.
+@Suite struct AppendCancellationTests {
+    @Test func cancelledBeforeOfferingIsNotAppended() async throws {
+        let dir = temporaryDirectory("append-cancelled")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try await PaxosLog.open(.local(dataDirectory: dir))
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await log.append(Array("never".utf8))
+        }
+        do {
+            _ = try await task.value
+            Issue.record("a cancelled task's append succeeded")
+        } catch let error as PaxosLogError {
+            #expect(error.code == .cancelled && error.outcome == .notAppended)
+        }
+        let p = try await log.append(Array("after".utf8))
+        let (entries, _) = try await log.read(from: 1, maxCount: 10)
+        #expect(!entries.contains { $0.bytes == Array("never".utf8) })
+        #expect(p >= 1)
+        try await log.close()
+    }
+}

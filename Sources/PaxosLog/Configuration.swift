@@ -110,6 +110,14 @@ extension PaxosLog {
         public var maxInflightBytes = MultiPaxos.Configuration.defaults.maxInflightBytes
         public var maxUncommittedBytes = MultiPaxos.Configuration.defaults.maxUncommittedBytes
         public var maxQueuedProposals = MultiPaxos.Configuration.defaults.maxQueuedProposals
+        /// The election guards (Sources/MultiPaxos/ELECTIONS.md; safety depends on none of them):
+        /// a would-be candidate first asks a majority whether they would promise (pre-vote); a
+        /// replica that hears its leader ignores other candidates (stickiness); a replica refuses
+        /// its pre-vote to a candidate more than `maxCandidateLag` slots behind it. Defaults: on,
+        /// on, 1,024. Every member should use the same values.
+        public var preVote = MultiPaxos.Configuration.defaults.preVote
+        public var leaderStickiness = MultiPaxos.Configuration.defaults.leaderStickiness
+        public var maxCandidateLag = MultiPaxos.Configuration.defaults.maxCandidateLag
         /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
         /// (its outcome is then unknown: it may still be chosen later).
         public var appendTimeout: TimeAmount = .seconds(10)
@@ -226,6 +234,9 @@ extension PaxosLog {
             c.maxInflightBytes = maxInflightBytes
             c.maxUncommittedBytes = maxUncommittedBytes
             c.maxQueuedProposals = maxQueuedProposals
+            c.preVote = preVote
+            c.leaderStickiness = leaderStickiness
+            c.maxCandidateLag = maxCandidateLag
             return c
         }
     }

@@ -91,13 +91,21 @@ func entryJSON(_ entry: LogEntry) -> JSON {
         ("slot", .uint(entry.slot)),
         ("ballot", ballotJSON(entry.ballot)),
         ("kind", .string(entry.isNoop ? "noop" : "value")),
+    ] + proposalJSON(entry) + [
         ("value", .string(Data(entry.payload).base64EncodedString())),
     ])
 }
 
+/// The record's proposal identity, when it has one: what a client's retry is matched by.
+func proposalJSON(_ entry: LogEntry) -> [(String, JSON)] {
+    guard let id = entry.proposal else { return [] }
+    return [("client", .string(String(id.client, radix: 16))), ("sequence", .uint(id.sequence))]
+}
+
 /// `slot 7 ballot 3.2 value 5 bytes "hello"`: short printable values quoted, others as hex.
 func entryLine(_ entry: LogEntry) -> String {
-    "slot \(entry.slot) ballot \(entry.ballot) " + valueText(entry)
+    let id = entry.proposal.map { "id \(String($0.client, radix: 16)):\($0.sequence) " } ?? ""
+    return "slot \(entry.slot) ballot \(entry.ballot) " + id + valueText(entry)
 }
 
 func valueText(_ entry: LogEntry) -> String {
@@ -123,6 +131,7 @@ func recordJSON(_ r: DumpedRecord) -> JSON {
     if let entry = r.entry {
         pairs += [
             ("slot", .uint(entry.slot)), ("ballot", ballotJSON(entry.ballot)), ("kind", .string(entry.isNoop ? "noop" : "value")),
+        ] + proposalJSON(entry) + [
             ("value", .string(Data(entry.payload).base64EncodedString())), ("status", .string(r.entryStatus?.rawValue ?? "current")),
         ]
     }

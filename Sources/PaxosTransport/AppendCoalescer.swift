@@ -20,11 +20,11 @@ import NIOPosix
 final class AppendCoalescer: Sendable {
     /// Sends one request and reports its outcome to the completion, exactly once, from any thread
     /// (on the connection's event loop, ideally, so the next request goes out without a hop).
-    typealias Send = @Sendable (_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) -> Void
+    typealias Send = @Sendable (_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) -> Void
 
     private struct Waiter {
         var records: [[UInt8]]
-        var continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>
+        var continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>
     }
 
     private struct State {
@@ -46,10 +46,10 @@ final class AppendCoalescer: Sendable {
     /// Appends waiting for a place (for tests).
     var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
 
-    func append(_ records: [[UInt8]], send: @escaping Send) async throws(TransportError) -> [Slot] {
+    func append(_ records: [[UInt8]], send: @escaping Send) async throws(PaxosClientError) -> [Slot] {
         // Unsafe rather than checked: each waiter is taken out of `waiting` once and resumed once
         // (`dispatch`), and the checked variant costs an allocation per append.
-        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>) in
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>) in
             let batch = state.withLockedValue { s -> [Waiter] in
                 s.waiting.append(Waiter(records: records, continuation: continuation))
                 guard s.inFlight < maxInFlight else { return [] }
@@ -93,10 +93,17 @@ final class AppendCoalescer: Sendable {
                     i += n
                 }
             case .success(let slots):
-                let error = TransportError(.unexpectedResponse, "\(slots.count) slots for \(count) records")
+                let error = PaxosClientError(.unexpectedResponse, "\(slots.count) slots for \(count) records", outcome: .unknown)
                 for w in batch { w.continuation.resume(returning: .failure(error)) }
             case .failure(let error):
-                for w in batch { w.continuation.resume(returning: .failure(error)) }
+                // Each caller gets the identity of its own first record, to retry with.
+                var offset = 0
+                for w in batch {
+                    var own = error
+                    own.proposalID = error.proposalID?.advanced(by: offset)
+                    w.continuation.resume(returning: .failure(own))
+                    offset += w.records.count
+                }
             }
             // On an event loop, the callers just answered may run on it too (a task preferring
             // its executor): they were queued behind this completion and append again as soon as

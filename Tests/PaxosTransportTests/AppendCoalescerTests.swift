@@ -13,9 +13,9 @@ struct AppendCoalescerTests {
     final class Log: Sendable {
         let state = NIOLockedValueBox<(next: Slot, requests: [Int], records: [[UInt8]])>((1, [], []))
         let gate = AsyncGate()
-        func send(_ records: [[UInt8]]) async throws(TransportError) -> [Slot] {
+        func send(_ records: [[UInt8]]) async throws(PaxosClientError) -> [Slot] {
             await gate.wait()
-            if records.contains([0xFF]) { throw TransportError(.serverError, "refused") }
+            if records.contains([0xFF]) { throw PaxosClientError(.rejected, "refused") }
             return state.withLockedValue { s in
                 s.requests.append(records.count)
                 s.records += records
@@ -26,9 +26,9 @@ struct AppendCoalescerTests {
 
         /// `send` as an ``AppendCoalescer/Send``: answered from a task, as a network would answer
         /// from another thread.
-        func callback(_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) {
+        func callback(_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
             Task {
-                do throws(TransportError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
+                do throws(PaxosClientError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
             }
         }
     }
@@ -55,12 +55,12 @@ struct AppendCoalescerTests {
         let log = Log()
         let coalescer = AppendCoalescer(maxInFlight: 1)
         let callers = 50
-        let results = await withTaskGroup(of: ([[UInt8]], Result<[Slot], TransportError>).self) { group in
+        let results = await withTaskGroup(of: ([[UInt8]], Result<[Slot], PaxosClientError>).self) { group in
             for c in 0..<callers {
                 let records = (0..<(c % 3 + 1)).map { [UInt8(c), UInt8($0)] }
                 group.addTask {
-                    let result: Result<[Slot], TransportError>
-                    do throws(TransportError) { result = .success(try await coalescer.append(records, send: log.callback)) }
+                    let result: Result<[Slot], PaxosClientError>
+                    do throws(PaxosClientError) { result = .success(try await coalescer.append(records, send: log.callback)) }
                     catch { result = .failure(error) }
                     return (records, result)
                 }
@@ -68,7 +68,7 @@ struct AppendCoalescerTests {
             // Let the callers queue up behind the first request, then let the log answer.
             while coalescer.waitingCount < callers - 1 { await Task.yield() }
             log.gate.open()
-            var all: [([[UInt8]], Result<[Slot], TransportError>)] = []
+            var all: [([[UInt8]], Result<[Slot], PaxosClientError>)] = []
             for await r in group { all.append(r) }
             return all
         }
@@ -86,7 +86,7 @@ struct AppendCoalescerTests {
         let log = Log()
         log.gate.open()
         let coalescer = AppendCoalescer(maxInFlight: 1)
-        await #expect(throws: TransportError.self) { try await coalescer.append([[0xFF]], send: log.callback) }
+        await #expect(throws: PaxosClientError.self) { try await coalescer.append([[0xFF]], send: log.callback) }
         #expect(try await coalescer.append([[1], [2]], send: log.callback) == [1, 2])
     }
 

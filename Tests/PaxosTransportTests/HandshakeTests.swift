@@ -139,6 +139,31 @@ import Testing
         #expect(!acceptor.channel.isActive)
     }
 
+    /// The peer and client ports are versioned apart: a client speaking the peers' version (a
+    /// version-2 client, whose appends carry no identity) is refused, and so is a peer speaking
+    /// the client version; each side's own version is accepted.
+    @Test func clientAndPeerVersionsAreCheckedApart() throws {
+        for (role, version, accepted) in [(ConnectionRole.client, WireVersion.client, true), (.client, WireVersion.current, false),
+                                          (.peer(2), WireVersion.current, true), (.peer(2), WireVersion.client, false)] {
+            let acceptor = try EmbeddedSession(.acceptor(nodeID: 1, peers: [2], clients: true))
+            try acceptor.activate()
+            acceptor.feed(frameBytes(.handshake(.hello(.init(version: version, cluster: "test", role: role, nonce: [1])))))
+            let frames = try acceptor.outboundFrames()
+            if accepted {
+                #expect(frames.map(\.type) == [.welcome], "\(role) v\(version)")
+                var payload = try #require(frames.first).payload
+                guard case .welcome(let welcome) = try HandshakeMessage.decode(type: .welcome, body: &payload) else { continue }
+                #expect(welcome.version == version)
+            } else {
+                #expect(refusal(acceptor) == .badVersion, "\(role) v\(version)")
+                #expect(frames.map(\.type) == [.refuse])
+            }
+        }
+        // And a real client and server agree end to end.
+        let pair = try handshake(initiatorRole: .client, expected: nil)
+        #expect(pair.acceptor.channel.isActive && pair.initiator.channel.isActive)
+    }
+
     @Test func refusesDataBeforeTheHandshake() throws {
         let acceptor = try EmbeddedSession(.acceptor(nodeID: 1, peers: [2], clients: true))
         try acceptor.activate()

@@ -26,14 +26,23 @@ extension PaxosLog {
     ///   not be asked), `overloaded`, `closed`, `storage`; `compacted` as for a local read.
     ///   Retrying is always safe.
     public func read(from position: Position, maxCount: Int, maxBytes: Int = .max, consistency: ReadConsistency) async throws -> (entries: [Entry], next: Position) {
+        let page = try await readPage(from: position, maxCount: maxCount, maxBytes: maxBytes, consistency: consistency)
+        return (page.entries, page.next)
+    }
+
+    /// ``read(from:maxCount:maxBytes:consistency:)``, also saying through which position the
+    /// read reflects the log (the readable watermark it read under): what the client protocol
+    /// sends, so that a reader knows when it has everything.
+    func readPage(from position: Position, maxCount: Int, maxBytes: Int, consistency: ReadConsistency) async throws -> (entries: [Entry], next: Position, through: Position) {
+        let readable: Position
         switch consistency {
         case .local:
-            return try await read(from: position, maxCount: maxCount, maxBytes: maxBytes)
+            readable = try await driver.status().get().chosenThrough
         case .linearizable:
-            let deadline = NIODeadline.now() + configuration.appendTimeout
-            let readable = try await linearizableWatermark(until: deadline)
-            return try Entries.read(storage: driver.replica.storage, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
+            readable = try await linearizableWatermark(until: NIODeadline.now() + configuration.appendTimeout)
         }
+        let (entries, next) = try Entries.read(storage: driver.replica.storage, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
+        return (entries, next, readable)
     }
 
     /// A readable watermark at or above a read barrier taken after the call started.

@@ -93,8 +93,8 @@ struct ClientService: Sendable {
             do {
                 // The answer must fit one frame: 4 MiB of payload, plus the record that crosses it
                 // (at most 8 MiB) and 65,536 entries' headers, stays under the 16 MiB default.
-                let (entries, next) = try await log.read(from: from, maxCount: Int(Swift.min(maxCount, 65_536)), maxBytes: 4 << 20, consistency: consistency)
-                return .entries(ReadResult(entries: entries.map { ClientEntry(slot: $0.position, bytes: $0.bytes) }, nextSlot: next))
+                let page = try await log.readPage(from: from, maxCount: Int(Swift.min(maxCount, 65_536)), maxBytes: 4 << 20, consistency: consistency)
+                return .entries(ReadResult(entries: page.entries.map { ClientEntry(slot: $0.position, bytes: $0.bytes) }, nextSlot: page.next, readThrough: page.through))
             } catch let error as PaxosLogError {
                 return response(for: error, isAppend: false)
             } catch {

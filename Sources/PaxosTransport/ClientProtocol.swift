@@ -133,10 +133,21 @@ public struct ReadResult: Hashable, Sendable {
     public var entries: [ClientEntry]
     /// The first slot the server did not examine; pass it as the next `fromSlot`.
     public var nextSlot: Slot
-    public init(entries: [ClientEntry], nextSlot: Slot) {
+    /// The server's readable watermark when it read (for a linearizable read, at or above its
+    /// barrier): the read reflects the log through here. A reader has everything up to it once
+    /// `nextSlot` passes it; reading on, linearizably, would only find the no-ops later barriers
+    /// add, and newer appends.
+    public var readThrough: Slot
+
+    /// - Parameter readThrough: nil: the last slot examined (`nextSlot - 1`).
+    public init(entries: [ClientEntry], nextSlot: Slot, readThrough: Slot? = nil) {
         self.entries = entries
         self.nextSlot = nextSlot
+        self.readThrough = readThrough ?? (Swift.max(nextSlot, 1) - 1)
     }
+
+    /// Whether the read examined everything through ``readThrough``.
+    public var isComplete: Bool { nextSlot > readThrough }
 }
 
 /// A replica's view of the cluster.
@@ -280,7 +291,7 @@ public struct ClientResponseFrame: Hashable, Sendable {
     var encodedSizeHint: Int {
         switch response {
         case .appended(let slots): return 13 + 8 * slots.count
-        case .entries(let result): return 21 + result.entries.reduce(0) { $0 + 12 + $1.bytes.count }
+        case .entries(let result): return 29 + result.entries.reduce(0) { $0 + 12 + $1.bytes.count }
         case .barrier: return 17
         case .redirect, .error, .status: return 128
         }
@@ -306,6 +317,7 @@ public struct ClientResponseFrame: Hashable, Sendable {
         case .entries(let result):
             buffer.writeWire(ClientResponse.Kind.entries.rawValue)
             buffer.writeWire(result.nextSlot)
+            buffer.writeWire(result.readThrough)
             buffer.writeWireArray(result.entries) { buffer, entry in
                 buffer.writeWire(entry.slot)
                 buffer.writeWireBytes(entry.bytes)
@@ -360,11 +372,12 @@ public struct ClientResponseFrame: Hashable, Sendable {
             response = .error(ClientError(code: ClientErrorCode(rawValue: code), message: message, outcome: outcome))
         case .entries:
             let nextSlot = try buffer.readWire(Slot.self, "entries.nextSlot")
+            let readThrough = try buffer.readWire(Slot.self, "entries.readThrough")
             let entries = try buffer.readWireArray("entries.entries", minimumElementSize: 12) { buffer throws(WireError) in
                 let slot = try buffer.readWire(Slot.self, "entry.slot")
                 return ClientEntry(slot: slot, bytes: try buffer.readWireBytes("entry.bytes"))
             }
-            response = .entries(ReadResult(entries: entries, nextSlot: nextSlot))
+            response = .entries(ReadResult(entries: entries, nextSlot: nextSlot, readThrough: readThrough))
         case .status:
             let nodeID = try buffer.readWire(NodeID.self, "status.nodeID")
             let leaderID: NodeID? = try buffer.readBool("status.hasLeader") ? try buffer.readWire(NodeID.self, "status.leaderID") : nil

@@ -224,7 +224,7 @@ final class SilentListener {
         while true {
             let page = try await client.read(from: next, maxCount: 1000, consistency: .linearizable)
             out += page.entries
-            if page.nextSlot <= next { break }
+            if page.isComplete || page.nextSlot <= next { break }
             next = page.nextSlot
         }
         await client.close()

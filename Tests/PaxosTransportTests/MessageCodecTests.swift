@@ -224,6 +224,7 @@ import Testing
             .barrier(0), .barrier(.max),
             .entries(ReadResult(entries: [ClientEntry(slot: 1, bytes: [9]), ClientEntry(slot: 3, bytes: [])], nextSlot: 4)),
             .entries(ReadResult(entries: [], nextSlot: 1)),
+            .entries(ReadResult(entries: [ClientEntry(slot: 5, bytes: [1])], nextSlot: 6, readThrough: 90)),
             .status(ClientStatus(nodeID: 1, leaderID: 2, ballot: Ballot(round: 3, node: 2), chosenThrough: 10, lastAccepted: 12, details: [.init("role", "follower"), .init("", "")])),
             .status(ClientStatus(nodeID: 1, leaderID: nil, ballot: .zero, chosenThrough: 0, lastAccepted: 0)),
         ]

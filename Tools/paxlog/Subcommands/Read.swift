@@ -57,7 +57,9 @@ struct Read: AsyncParsableCommand {
                     }
                 }
                 remaining -= page.entries.count
-                if page.nextSlot <= next { break }  // nothing more is chosen yet
+                // Done once the page reached the log's end as the replica read it. (Not "until a
+                // page is empty": each linearizable page's barrier adds a no-op to read next.)
+                if page.isComplete || page.nextSlot <= next { break }
                 next = page.nextSlot
             }
         } catch {

@@ -383,8 +383,11 @@ public final class PaxosClient: Sendable {
     /// that merged request fails, every append in it gets the error.
     public func append(_ records: [[UInt8]]) async throws(PaxosClientError) -> [Slot] {
         guard !records.isEmpty else { return [] }
-        return try await coalescer.append(records) { [self] batch, completion in
-            sendAppend(batch, id: nil, completion: completion)
+        // The deadline runs from now: time spent waiting for a place behind requests in flight
+        // counts.
+        let deadline = NIODeadline.now() + configuration.requestTimeout
+        return try await coalescer.append(records, deadline: deadline) { [self] batch, deadline, completion in
+            sendAppend(batch, id: nil, deadline: deadline, completion: completion)
         }
     }
 
@@ -396,7 +399,7 @@ public final class PaxosClient: Sendable {
     public func append(_ records: [[UInt8]], id: ProposalID) async throws(PaxosClientError) -> [Slot] {
         guard !records.isEmpty else { return [] }
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>) in
-            sendAppend(records, id: id) { continuation.resume(returning: $0) }
+            sendAppend(records, id: id, deadline: nil) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }
@@ -409,10 +412,11 @@ public final class PaxosClient: Sendable {
     /// Sends one (merged) append. On an open connection it goes out from the calling thread and is
     /// answered on the connection's loop; anything but its positions (a redirect, an error, a lost
     /// connection, a timeout) is handled in a task (``perform(_:deadline:first:)``).
-    private func sendAppend(_ records: [[UInt8]], id: ProposalID?, completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
+    /// - Parameter deadline: nil: ``PaxosClientConfiguration/requestTimeout`` from now.
+    private func sendAppend(_ records: [[UInt8]], id: ProposalID?, deadline: NIODeadline?, completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
         let id = id ?? identities(records.count)
         let request = ClientRequest.append(records, id: id)
-        let deadline = NIODeadline.now() + configuration.requestTimeout
+        let deadline = deadline ?? NIODeadline.now() + configuration.requestTimeout
         let finish: @Sendable (Result<ClientResponse, PaxosClientError>) -> Void = { result in
             switch result {
             case .success(.appended(let slots)): completion(.success(slots))

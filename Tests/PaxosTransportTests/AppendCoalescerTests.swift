@@ -26,7 +26,7 @@ struct AppendCoalescerTests {
 
         /// `send` as an ``AppendCoalescer/Send``: answered from a task, as a network would answer
         /// from another thread.
-        func callback(_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
+        func callback(_ records: [[UInt8]], _ deadline: NIODeadline?, _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
             Task {
                 do throws(PaxosClientError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
             }
@@ -90,11 +90,33 @@ struct AppendCoalescerTests {
         #expect(try await coalescer.append([[1], [2]], send: log.callback) == [1, 2])
     }
 
+    /// An append that waited for a place keeps the deadline it was made with: a merged request
+    /// goes out with the earliest of its callers' deadlines, so no caller's call outlives its own.
+    @Test("a merged request carries the earliest deadline of its callers", .timeLimit(.minutes(1)))
+    func mergedRequestKeepsTheEarliestDeadline() async throws {
+        let log = Log()
+        let deadlines = NIOLockedValueBox<[NIODeadline?]>([])
+        let send: AppendCoalescer.Send = { records, deadline, completion in
+            deadlines.withLockedValue { $0.append(deadline) }
+            log.callback(records, deadline, completion)
+        }
+        let coalescer = AppendCoalescer(maxInFlight: 1)
+        let base = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        async let first = coalescer.append([[1]], deadline: base + .seconds(30), send: send)
+        while deadlines.withLockedValue({ $0.count }) < 1 { await Task.yield() }
+        async let later = coalescer.append([[2]], deadline: base + .seconds(20), send: send)
+        async let earlier = coalescer.append([[3]], deadline: base + .seconds(10), send: send)
+        while coalescer.waitingCount < 2 { await Task.yield() }
+        log.gate.open()
+        _ = try await (first, later, earlier)
+        #expect(deadlines.withLockedValue { $0 } == [base + .seconds(30), base + .seconds(10)])
+    }
+
     @Test("a send answered at once, inside the call, still serves every caller and frees its place", .timeLimit(.minutes(1)))
     func answeredAtOnce() async throws {
         let next = NIOLockedValueBox<Slot>(1)
         let sizes = NIOLockedValueBox<[Int]>([])
-        let send: AppendCoalescer.Send = { records, completion in
+        let send: AppendCoalescer.Send = { records, _, completion in
             sizes.withLockedValue { $0.append(records.count) }
             completion(.success(next.withLockedValue { n in
                 defer { n += Slot(records.count) }
@@ -129,7 +151,7 @@ struct AppendCoalescerTests {
         let executor = EventLoopTaskExecutor(loop)
         let next = NIOLockedValueBox<Slot>(1)
         let sizes = NIOLockedValueBox<[Int]>([])
-        let send: AppendCoalescer.Send = { records, completion in
+        let send: AppendCoalescer.Send = { records, _, completion in
             sizes.withLockedValue { $0.append(records.count) }
             loop.scheduleTask(in: .milliseconds(1)) {
                 completion(.success(next.withLockedValue { n in

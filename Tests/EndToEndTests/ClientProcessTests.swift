@@ -105,7 +105,9 @@ final class SilentListener {
             let order = followers + [leader]
             let addresses = order.map { "127.0.0.1:\(cluster.node($0).clientPort)" }.joined(separator: ",")
             let lines = (0..<5).map { "stranded-\($0)" }
+            let cliStart = NIODeadline.now()
             let run = try runPaxlog(["append", "--cluster", addresses, "--cluster-name", cluster.clusterName], input: lines.joined(separator: "\n") + "\n", killAfter: 120)
+            print(String(format: "paxlog append redirected into a black hole: %.2f s, exit %d", Double((NIODeadline.now() - cliStart).nanoseconds) / 1e9, run.status))
             #expect(!run.killed, "paxlog append hung: \(run.stderr)")
             #expect(run.status == 0, "exit \(run.status): \(run.stderr)")
             let positions = run.stdout.split(separator: "\n").compactMap { UInt64($0) }
@@ -143,15 +145,21 @@ final class SilentListener {
 
             cluster.signal(leader, SIGSTOP)
             defer { cluster.signal(leader, SIGCONT) }
+            var took: [Double] = []
             for i in 0..<3 {
                 let record = "while-stopped-\(i)"
+                let t0 = NIODeadline.now()
                 acked.append((record, try await client.append([Array(record.utf8)])[0]))
+                took.append(Double((NIODeadline.now() - t0).nanoseconds) / 1e9)
             }
+            print("appends with the leader stopped (attempt timeout 2 s): " + took.map { String(format: "%.2f s", $0) }.joined(separator: ", "))
             #expect(client.connectedNodeID != leader)
             let addresses = order.map { "127.0.0.1:\(cluster.node($0).clientPort)" }.joined(separator: ",")
             let lines = (0..<3).map { "cli-while-stopped-\($0)" }
+            let cliStart = NIODeadline.now()
             let run = try runPaxlog(["append", "--cluster", addresses, "--cluster-name", cluster.clusterName, "--attempt-timeout", "2", "--timeout", "20"],
                                    input: lines.joined(separator: "\n") + "\n", killAfter: 120)
+            print(String(format: "paxlog append with the stopped leader first in --cluster: %.2f s", Double((NIODeadline.now() - cliStart).nanoseconds) / 1e9))
             #expect(!run.killed && run.status == 0, "exit \(run.status), killed \(run.killed): \(run.stderr)")
             let positions = run.stdout.split(separator: "\n").compactMap { UInt64($0) }
             #expect(positions.count == lines.count)

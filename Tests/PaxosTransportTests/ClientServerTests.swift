@@ -163,7 +163,7 @@ import Testing
             }
         }
         var configuration = PaxosClientConfiguration(addresses: [address], clusterName: "test")
-        configuration.requestTimeout = .seconds(1)
+        configuration.requestTimeout = .seconds(5)
         let client = try await PaxosClient.connect(configuration: configuration, group: testGroup, logger: quietLogger)
         let page = try await client.read(from: 5, maxCount: 3)
         #expect(page == ReadResult(entries: [ClientEntry(slot: 5, bytes: [5]), ClientEntry(slot: 6, bytes: [6]), ClientEntry(slot: 7, bytes: [7])], nextSlot: 8))

@@ -9,7 +9,7 @@ import Testing
 /// replica or an unreachable redirect target sends it to the other addresses, and retries carry
 /// the first attempt's identities. No assertion is about time: a client that waits forever trips
 /// the suite's time limit instead.
-@Suite(.timeLimit(.minutes(1))) struct PaxosClientRetryTests {
+@Suite(.timeLimit(.minutes(2))) struct PaxosClientRetryTests {
     func startServer(nodeID: NodeID, handler: @escaping ClientServer.Handler) async throws -> (ClientServer, PeerAddress) {
         let config = ClientServerConfiguration(nodeID: nodeID, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
         let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger, handler: handler)
@@ -17,7 +17,7 @@ import Testing
         return (server, PeerAddress(host: "127.0.0.1", port: try #require(address.port)))
     }
 
-    func client(_ addresses: [PeerAddress], attempt: TimeAmount = .seconds(1), request: TimeAmount = .seconds(20)) async throws -> PaxosClient {
+    func client(_ addresses: [PeerAddress], attempt: TimeAmount = .seconds(3), request: TimeAmount = .seconds(30)) async throws -> PaxosClient {
         var configuration = PaxosClientConfiguration(addresses: addresses, clusterName: "test")
         configuration.attemptTimeout = attempt
         configuration.requestTimeout = request
@@ -66,7 +66,7 @@ import Testing
             try? await Task.sleep(for: .seconds(600))
             return .error(ClientError(code: .shuttingDown, message: "stopped"))
         }
-        let client = try await client([address], attempt: .seconds(1), request: .seconds(3))
+        let client = try await client([address], attempt: .seconds(3), request: .seconds(8))
         let error = try await #require(throws: PaxosClientError.self) { try await client.append([[7]]) }
         #expect(error.code == .timeout)
         #expect(error.outcome == .unknown)
@@ -153,12 +153,12 @@ import Testing
         let calls = Mutex(0)
         let (server, address) = try await startServer(nodeID: 1) { request in
             let n = calls.withLock { c in defer { c += 1 }; return c }
-            if n == 0 { try? await Task.sleep(for: .seconds(2)) }
+            if n == 0 { try? await Task.sleep(for: .seconds(5)) }
             return .appended([Slot(n + 1)])
         }
-        let client = try await client([address], attempt: .seconds(1))
+        let client = try await client([address], attempt: .seconds(3))
         #expect(try await client.append([[1]]) == [2])
-        try await Task.sleep(for: .seconds(2))  // the late answer arrives meanwhile
+        try await Task.sleep(for: .seconds(4))  // the late answer arrives meanwhile
         #expect(try await client.append([[2]]) == [3])
         #expect(server.counters.snapshot.connectionsEstablished == 1)
         await client.close()

@@ -31,14 +31,32 @@ public struct Ballot: Hashable, Comparable, Sendable, CustomStringConvertible {
 /// What a slot holds: an application record, or a no-op a new leader uses to fill a hole.
 public enum Value: Hashable, Sendable {
     case noop
+    /// A record without an identity (logs written before identities, tools, tests).
     case data([UInt8])
+    /// A record with the identity of the proposal that carried it: what decides an append's
+    /// outcome and recognises a retry (the core itself never looks at it).
+    case identified(ProposalID, [UInt8])
 
     /// Bytes of application payload (0 for a no-op); what byte caps count.
     @inlinable public var byteCount: Int {
         switch self {
         case .noop: return 0
-        case .data(let bytes): return bytes.count
+        case .data(let bytes), .identified(_, let bytes): return bytes.count
         }
+    }
+
+    /// The application record, or nil for a no-op.
+    @inlinable public var record: [UInt8]? {
+        switch self {
+        case .noop: return nil
+        case .data(let bytes), .identified(_, let bytes): return bytes
+        }
+    }
+
+    /// The proposal's identity, if it carries one.
+    @inlinable public var proposalID: ProposalID? {
+        if case .identified(let id, _) = self { return id }
+        return nil
     }
 }
 

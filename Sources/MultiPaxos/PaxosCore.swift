@@ -277,6 +277,23 @@ public struct PaxosCore: Sendable {
     /// short Phase 1 that follows every leader change.
     /// - Returns: the slot, ``ProposeResult/held``, where to go instead, or
     ///   ``ProposeResult/overloaded``.
+    /// Whether values of these sizes, proposed one after another now, would all be proposed
+    /// rather than refused as overloaded: what lets a replica admit a batch all or nothing.
+    public func admits(_ sizes: some Sequence<Int>) -> Bool {
+        guard role == .leader else { return true }
+        var pending = Int(nextSlot &- 1 &- chosenThrough), bytes = uncommittedBytes
+        for size in sizes {
+            if pending >= configuration.maxQueuedProposals { return false }
+            if pending > 0, bytes + size > configuration.maxUncommittedBytes { return false }
+            pending += 1
+            bytes += size
+        }
+        return true
+    }
+
+    /// Running Phase 1: a value offered now would be held (``ProposeResult/held``).
+    public var isCampaigning: Bool { role == .candidate }
+
     public mutating func propose(_ value: Value) -> ProposeResult {
         if role == .candidate {
             if held.count >= configuration.maxQueuedProposals { return .overloaded }

@@ -17,5 +17,13 @@ public struct ProposalID: Hashable, Sendable, CustomStringConvertible {
         ProposalID(client: client, sequence: sequence &+ UInt64(offset))
     }
 
+    /// Client ids with the top bit set are a replica's own, for appends offered without an
+    /// identity: their caller never retries them, so no session table remembers them (an append
+    /// costs nothing there). Callers' ids have it clear.
+    public static let unretriedBit: UInt64 = 1 << 63
+
+    /// Whether a retry of this proposal may come: only then do client sessions remember it.
+    @inlinable public var isRetriable: Bool { client & Self.unretriedBit == 0 }
+
     public var description: String { "\(String(client, radix: 16)):\(sequence)" }
 }

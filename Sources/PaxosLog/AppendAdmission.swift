@@ -1,5 +1,14 @@
+import MultiPaxos
 import NIOConcurrencyHelpers
 import NIOCore
+
+/// One request's records on their way to the replica.
+struct Proposal {
+    let records: [[UInt8]]
+    let id: ProposalID?
+    let isRetry: Bool
+    let batch: AppendBatch
+}
 
 /// How appends from any thread reach a ``Replica`` on its event loop, and when.
 ///
@@ -16,20 +25,20 @@ final class AppendAdmission: @unchecked Sendable {
     private let hold: TimeAmount
 
     private struct Inbox {
-        var proposals: [(records: [[UInt8]], batch: AppendBatch)] = []
+        var proposals: [Proposal] = []
         /// A `takeInbox` is queued on the loop and will see what is appended now.
         var scheduled = false
     }
 
     private let inbox = NIOLockedValueBox(Inbox())
     /// The inbox's previous array, emptied, kept for its capacity. Confined to `loop`.
-    private var spare: [(records: [[UInt8]], batch: AppendBatch)] = []
+    private var spare: [Proposal] = []
     /// Appends answered whose callers have not appended again yet, and until when appends from
     /// other threads wait for them. Confined to `loop`.
     private var awaitedReturns = 0
     private var holdUntil = NIODeadline.distantPast
     /// Appends from other threads waiting for the awaited callers, in the order offered.
-    private var waitingForReturns: [(records: [[UInt8]], batch: AppendBatch)] = []
+    private var waitingForReturns: [Proposal] = []
     private var holdTimer: Scheduled<Void>?
 
     init(replica: Replica, loop: any EventLoop, hold: TimeAmount) {
@@ -39,11 +48,11 @@ final class AppendAdmission: @unchecked Sendable {
     }
 
     /// Offers one request's records (any thread). `batch` may fail before this returns.
-    func offer(_ records: [[UInt8]], batch: AppendBatch) {
+    func offer(_ proposal: Proposal) {
         if loop.inEventLoop {
             // Already on the loop (a client connection of this loop): no inbox, no hop. Nothing
             // of this thread can wait in the inbox, so this keeps its order.
-            replica.propose(records, batch: batch)
+            replica.propose(proposal)
             // A caller just answered may be back on the loop: it counts towards the awaited ones.
             if awaitedReturns > 0 {
                 awaitedReturns -= 1
@@ -52,7 +61,7 @@ final class AppendAdmission: @unchecked Sendable {
             return
         }
         let schedule = inbox.withLockedValue { inbox -> Bool in
-            inbox.proposals.append((records, batch))
+            inbox.proposals.append(proposal)
             guard !inbox.scheduled else { return false }
             inbox.scheduled = true
             return true
@@ -78,7 +87,7 @@ final class AppendAdmission: @unchecked Sendable {
     private func takeInbox() {
         // Trade the previous round's emptied array for the inbox's, so that neither side
         // allocates per round: swaps, not copies, keep each buffer uniquely referenced.
-        var proposals: [(records: [[UInt8]], batch: AppendBatch)] = []
+        var proposals: [Proposal] = []
         swap(&proposals, &spare)
         inbox.withLockedValue { inbox in
             inbox.scheduled = false
@@ -106,7 +115,7 @@ final class AppendAdmission: @unchecked Sendable {
             }
         }
         release()
-        for (records, batch) in proposals { replica.propose(records, batch: batch) }
+        for p in proposals { replica.propose(p) }
     }
 
     /// The awaited callers are back, or were waited for long enough: offers what waited.
@@ -115,8 +124,8 @@ final class AppendAdmission: @unchecked Sendable {
         holdTimer?.cancel()
         holdTimer = nil
         guard !waitingForReturns.isEmpty else { return }
-        var waiting: [(records: [[UInt8]], batch: AppendBatch)] = []
+        var waiting: [Proposal] = []
         swap(&waiting, &waitingForReturns)
-        for (records, batch) in waiting { replica.propose(records, batch: batch) }
+        for p in waiting { replica.propose(p) }
     }
 }

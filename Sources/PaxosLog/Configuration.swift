@@ -110,6 +110,14 @@ extension PaxosLog {
         public var maxInflightBytes = MultiPaxos.Configuration.defaults.maxInflightBytes
         public var maxUncommittedBytes = MultiPaxos.Configuration.defaults.maxUncommittedBytes
         public var maxQueuedProposals = MultiPaxos.Configuration.defaults.maxQueuedProposals
+        /// The election guards (Sources/MultiPaxos/ELECTIONS.md; safety depends on none of them):
+        /// a would-be candidate first asks a majority whether they would promise (pre-vote); a
+        /// replica that hears its leader ignores other candidates (stickiness); a replica refuses
+        /// its pre-vote to a candidate more than `maxCandidateLag` slots behind it. Defaults: on,
+        /// on, 1,024. Every member should use the same values.
+        public var preVote = MultiPaxos.Configuration.defaults.preVote
+        public var leaderStickiness = MultiPaxos.Configuration.defaults.leaderStickiness
+        public var maxCandidateLag = MultiPaxos.Configuration.defaults.maxCandidateLag
         /// An `append` that is not chosen within this time fails with ``PaxosLogError/Code/timeout``
         /// (its outcome is then unknown: it may still be chosen later).
         public var appendTimeout: TimeAmount = .seconds(10)
@@ -152,6 +160,11 @@ extension PaxosLog {
         /// replica's memory stays the same whatever the record size. Default 16 MiB (about 50,000
         /// records of 256 B, the 65,536 slots kept before it was a byte bound).
         public var retainedChosenBytes = 16 << 20
+        /// How much of the replicated client sessions each replica keeps: the identities of the
+        /// last 524,288 appends made with an identity and the floors of the 65,536 most recently
+        /// active clients (about 30 MiB at most). A retry older than that answers `sessionExpired`.
+        /// Every replica of a cluster must use the same limits: the table is replicated state.
+        package var sessionLimits = ClientSessions.Limits()
         /// Bytes in one chunk of a snapshot sent to a lagging peer: 2 MiB (well below the 16 MiB
         /// frame limit) halves the per-message work of 1 MiB chunks. Default 2 MiB.
         public var snapshotChunkSize = 2 << 20
@@ -221,6 +234,9 @@ extension PaxosLog {
             c.maxInflightBytes = maxInflightBytes
             c.maxUncommittedBytes = maxUncommittedBytes
             c.maxQueuedProposals = maxQueuedProposals
+            c.preVote = preVote
+            c.leaderStickiness = leaderStickiness
+            c.maxCandidateLag = maxCandidateLag
             return c
         }
     }

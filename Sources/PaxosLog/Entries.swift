@@ -56,7 +56,7 @@ extension PaxosLog {
                 }
                 expected += 1
                 bytes += e.payload.count
-                if !e.isNoop { out.append(Entry(position: e.slot, bytes: e.payload)) }
+                if !e.isNoop { out.append(Entry(position: e.slot, bytes: e.payload, id: e.proposal.map { ProposalID(client: $0.client, sequence: $0.sequence) })) }
             }
             // Storage stops early only once the payloads reach maxBytes.
             guard expected == last + 1 || bytes >= maxBytes else {

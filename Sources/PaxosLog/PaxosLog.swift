@@ -111,11 +111,29 @@ public final class PaxosLog: Sendable {
 
     /// Appends records in order, as one batch; returns their positions once all are chosen.
     public func append(contentsOf records: [[UInt8]]) async throws -> [Position] {
+        try await append(contentsOf: records, id: nil, isRetry: false)
+    }
+
+    /// Appends records in order, as one batch, under the caller's identities: record `i` is
+    /// `id.advanced(by: i)`. A client draws a random id once (top bit clear) and numbers its
+    /// records; an identity is used for one request and its retries only.
+    ///
+    /// Retrying an append whose outcome was unknown with the same identities and `isRetry: true`
+    /// answers the positions of the first attempt instead of appending again, across leader
+    /// changes and restarts (``ClientSessions`` beside the replica says how). Past the sessions'
+    /// bound, or when the first attempt is older than the leader's snapshot, the retry fails
+    /// with ``PaxosLogError/Code/sessionExpired`` (outcome unknown) rather than append twice:
+    /// read the log then (``Entry/id``).
+    public func append(contentsOf records: [[UInt8]], id: ProposalID, isRetry: Bool = false) async throws -> [Position] {
+        try await append(contentsOf: records, id: Optional(id), isRetry: isRetry)
+    }
+
+    private func append(contentsOf records: [[UInt8]], id: ProposalID?, isRetry: Bool) async throws -> [Position] {
         guard !records.isEmpty else { return [] }
-        if let error = oversized(records) { throw error }
+        if let error = invalid(records, id) { throw error }
         let start = NIODeadline.now()
         do {
-            let positions = try await appendOrForward(records)
+            let positions = try await appendOrForward(records, id: id, isRetry: isRetry)
             metrics.recordAppend(count: records.count, since: start, succeeded: true)
             return positions
         } catch {
@@ -124,23 +142,26 @@ public final class PaxosLog: Sendable {
         }
     }
 
-    /// Appends records in order, as one batch, under client identities: record `i` is
-    /// `id.advanced(by: i)`. A retry with the same identities after an unknown outcome answers the
-    /// positions of the first attempt instead of appending again (within the session bound).
-    public func append(contentsOf records: [[UInt8]], id: ProposalID) async throws -> [Position] {
-        // Identities are carried through the replica by the exactly-once work (issue 22).
-        try await append(contentsOf: records)
-    }
-
-    private func appendOrForward(_ records: [[UInt8]]) async throws -> [Position] {
+    private func appendOrForward(_ records: [[UInt8]], id: ProposalID?, isRetry: Bool) async throws -> [Position] {
         do {
-            // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
-            // continuation when it does), and the checked variant costs an allocation per append.
-            return try await withUnsafeThrowingContinuation { continuation in
-                driver.propose(records, batch: AppendBatch(count: records.count, .continuation(continuation)))
+            let batch = AppendBatch(count: records.count)
+            return try await withTaskCancellationHandler {
+                // Unsafe rather than checked: AppendBatch resumes at most once (it drops the
+                // continuation when it does), and the checked variant costs an allocation per append.
+                try await withUnsafeThrowingContinuation { continuation in
+                    batch.attach(.continuation(continuation))
+                    // Cancelled before this began: the handler found nothing to fail yet.
+                    guard !Task.isCancelled else {
+                        return batch.fail(PaxosLogError(.cancelled, "the task was cancelled before the records were offered; nothing was appended", outcome: .notAppended))
+                    }
+                    driver.propose(records, id: id, isRetry: isRetry, batch: batch)
+                }
+            } onCancel: {
+                // The replica may still choose them; its answer is then dropped.
+                batch.fail(PaxosLogError(.cancelled, "the task was cancelled after the records were offered; they may still be appended (retry with their identity to settle it)", outcome: .unknown))
             }
         } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {
-            return try await forwarder!.append(records, to: error.leader!)
+            return try await forwarder!.append(records, id: id, to: error.leader!)
         }
     }
 
@@ -151,22 +172,22 @@ public final class PaxosLog: Sendable {
     /// Same outcomes as ``append(contentsOf:)``. `completion` runs exactly once: on this
     /// replica's event loop once the records are chosen or failed, on the calling thread for an
     /// argument error, or in a task when a follower forwards to the leader. It must not block.
-    func append(contentsOf records: [[UInt8]], id: ProposalID? = nil, completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
+    func append(contentsOf records: [[UInt8]], id: ProposalID? = nil, isRetry: Bool = false, completion: @escaping @Sendable (Result<[Position], PaxosLogError>) -> Void) {
         guard !records.isEmpty else { return completion(.success([])) }
-        if let error = oversized(records) { return completion(.failure(error)) }
+        if let error = invalid(records, id) { return completion(.failure(error)) }
         let start = NIODeadline.now(), metrics = self.metrics, completion = { @Sendable (result: Result<[Position], PaxosLogError>) in
             if case .success = result { metrics.recordAppend(count: records.count, since: start, succeeded: true) }
             else { metrics.recordAppend(count: records.count, since: start, succeeded: false) }
             completion(result)
         }
         guard let forwarder else {
-            return driver.propose(records, batch: AppendBatch(count: records.count, .callback(completion)))
+            return driver.propose(records, id: id, isRetry: isRetry, batch: AppendBatch(count: records.count, .callback(completion)))
         }
-        driver.propose(records, batch: AppendBatch(count: records.count, .callback { result in
+        driver.propose(records, id: id, isRetry: isRetry, batch: AppendBatch(count: records.count, .callback { result in
             guard case .failure(let error) = result, error.code == .notLeader, let leader = error.leader else { return completion(result) }
             Task {
                 do {
-                    completion(.success(try await forwarder.append(records, to: leader)))
+                    completion(.success(try await forwarder.append(records, id: id, to: leader)))
                 } catch {
                     completion(.failure(error as? PaxosLogError ?? PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)))
                 }
@@ -174,8 +195,12 @@ public final class PaxosLog: Sendable {
         }))
     }
 
-    /// The error for the first record above `maxRecordSize`, if any: then nothing is appended.
-    private func oversized(_ records: [[UInt8]]) -> PaxosLogError? {
+    /// The error for the first record above `maxRecordSize`, or for a reserved client id, if
+    /// any: then nothing is appended.
+    private func invalid(_ records: [[UInt8]], _ id: ProposalID?) -> PaxosLogError? {
+        if let id, !id.isRetriable {
+            return PaxosLogError(.invalidArgument, "client id \(String(id.client, radix: 16)) has its top bit set, which is reserved for a replica's own appends; nothing was appended")
+        }
         guard let i = records.firstIndex(where: { $0.count > configuration.maxRecordSize }) else { return nil }
         return PaxosLogError(.invalidArgument, "record \(i) has \(records[i].count) bytes, above the limit of \(configuration.maxRecordSize); nothing was appended")
     }
@@ -253,10 +278,15 @@ public final class PaxosLog: Sendable {
     public struct Entry: Hashable, Sendable {
         public var position: Position
         public var bytes: [UInt8]
+        /// The identity it was appended under: a client's id and sequence number, or a replica's
+        /// own for appends made without one (``ProposalID/isRetriable`` false); nil for records
+        /// written before identities. What tells a client whether an unsettled append landed.
+        public var id: ProposalID?
 
-        public init(position: Position, bytes: [UInt8]) {
+        public init(position: Position, bytes: [UInt8], id: ProposalID? = nil) {
             self.position = position
             self.bytes = bytes
+            self.id = id
         }
     }
 

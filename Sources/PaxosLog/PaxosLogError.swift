@@ -11,13 +11,21 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let notLeader = Code(name: "not leader")
         /// Too much is in flight; retry later.
         public static let overloaded = Code(name: "overloaded")
-        /// The append's outcome is unknown: it was not chosen in time, or leadership changed and
-        /// the slot's chosen value cannot be told apart from another client's identical record.
-        /// It may be in the log (once, at most); read the log before retrying.
+        /// The append's outcome is unknown: it was not chosen in time, or its leader stopped
+        /// leading first. It may be in the log (once): retry with the same identity and
+        /// `isRetry: true` (``PaxosLog/append(contentsOf:id:isRetry:)``) to settle it.
         public static let timeout = Code(name: "timeout")
         /// Leadership changed and another value was chosen at the slot this append was given;
         /// the record was not appended (retrying is safe).
         public static let superseded = Code(name: "superseded")
+        /// A retried append's identity is older than what the replicated client sessions remember
+        /// of its client (``PaxosLog/Configuration/sessionLimits``): it is in the log at most
+        /// once, but a retry cannot tell whether it is; the outcome is unknown. Read the log:
+        /// entries carry their identity.
+        public static let sessionExpired = Code(name: "session expired")
+        /// The calling task was cancelled: not appended when that happened before the records
+        /// were offered, unknown after (retry with the same identity to settle it).
+        public static let cancelled = Code(name: "cancelled")
         /// The log is closed (or closing).
         public static let closed = Code(name: "closed")
         /// Storage failed; the replica refuses further writes (see the message).
@@ -72,7 +80,7 @@ public struct PaxosLogError: Error, Hashable, Sendable, CustomStringConvertible 
     static func impliedOutcome(_ code: Code) -> Outcome? {
         switch code {
         case .notLeader, .overloaded, .superseded, .invalidArgument: .notAppended
-        case .timeout, .transport: .unknown
+        case .timeout, .transport, .sessionExpired: .unknown
         default: nil
         }
     }

@@ -65,16 +65,16 @@ struct ClientService: Sendable {
     /// the replica answers from there (``PaxosLog/append(contentsOf:id:completion:)``). Reads,
     /// barriers and status requests are declined: they go to ``handle(_:)``.
     func handleDirectly(_ request: ClientRequest, respond: @escaping @Sendable (ClientResponse) -> Void) -> Bool {
-        guard case .append(let records, let id) = request else { return false }
-        append(records, id: id, respond: respond)
+        guard case .append(let records, let id, let isRetry) = request else { return false }
+        append(records, id: id, isRetry: isRetry, respond: respond)
         return true
     }
 
     /// Appends under the client's identities, so that a client retrying an unknown outcome gets
     /// the first attempt's positions instead of a second copy.
-    private func append(_ records: [[UInt8]], id: ProposalID, respond: @escaping @Sendable (ClientResponse) -> Void) {
+    private func append(_ records: [[UInt8]], id: ProposalID, isRetry: Bool, respond: @escaping @Sendable (ClientResponse) -> Void) {
         guard !records.isEmpty else { return respond(.error(ClientError(code: .invalidRequest, message: "empty append", outcome: .notAppended))) }
-        log.append(contentsOf: records, id: id) { [self] result in
+        log.append(contentsOf: records, id: id, isRetry: isRetry) { [self] result in
             switch result {
             case .success(let slots): respond(.appended(slots))
             case .failure(let error): respond(response(for: error))
@@ -84,9 +84,9 @@ struct ClientService: Sendable {
 
     func handle(_ request: ClientRequest) async -> ClientResponse {
         switch request {
-        case .append(let records, let id):
+        case .append(let records, let id, let isRetry):
             return await withUnsafeContinuation { continuation in
-                append(records, id: id) { continuation.resume(returning: $0) }
+                append(records, id: id, isRetry: isRetry) { continuation.resume(returning: $0) }
             }
         case .read(let from, let maxCount, let consistency):
             guard maxCount > 0 else { return .error(ClientError(code: .invalidRequest, message: "read of zero entries")) }
@@ -154,6 +154,7 @@ struct ClientService: Sendable {
         case .overloaded: return failure(.overloaded, error.message)
         case .timeout: return failure(.timeout, error.message)
         case .superseded: return failure(.superseded, error.message)
+        case .sessionExpired: return failure(.sessionExpired, error.message)
         case .closed: return failure(.shuttingDown, error.message)
         case .compacted: return failure(.compacted, error.message)
         case .invalidArgument: return failure(.invalidRequest, error.message)

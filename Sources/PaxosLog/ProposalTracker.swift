@@ -2,20 +2,22 @@ import DequeModule
 import MultiPaxos
 import NIOCore
 
-/// The appends a replica has offered its core and not yet answered: those with a slot, waiting
-/// for it to be chosen, and those the core queued while it campaigns. Decides each one's outcome
-/// from what was chosen (``AppendOutcome``), its deadline, or the replica's failure.
+/// The appends a replica has offered and not yet answered: those with a slot, waiting for it to
+/// be chosen, and those held while the replica campaigns. Decides each one's outcome from what
+/// was chosen (``AppendOutcome``), its deadline, or the replica's failure.
 /// Confined to the replica's executor.
 struct ProposalTracker {
     struct Waiter {
-        let bytes: [UInt8]
-        /// The ballot the value was proposed under: what tells our value from identical bytes.
-        let ballot: Ballot
+        let id: ProposalID
         let batch: AppendBatch
         let index: Int
     }
 
+    /// An append offered while the replica campaigns, proposed (or answered from the session
+    /// table) once it leads, failed as not appended if it does not.
     struct Queued {
+        let id: ProposalID
+        let isRetry: Bool
         let bytes: [UInt8]
         let batch: AppendBatch
         let index: Int
@@ -24,11 +26,12 @@ struct ProposalTracker {
 
     /// Appends with a slot, waiting for it to be chosen, and their deadlines in deadline order.
     private var waiters: [Slot: Waiter] = [:]
+    /// Retries of an identity already in flight, waiting on the same slot (rare).
+    private var sharers: [Slot: [Waiter]] = [:]
     private var deadlines: Deque<(slot: Slot, deadline: NIODeadline)> = []
-    /// Appends the core queued while it campaigns (``ProposeResult/held``), in the order offered
-    /// (the order the core reports their fate in); the first `expiredQueued` already failed.
-    private var campaignQueue: Deque<Queued> = []
-    private var expiredQueued = 0
+    /// Appends held while campaigning, in the order offered, and their payload bytes.
+    private(set) var campaignQueue: Deque<Queued> = []
+    private(set) var campaignQueueBytes = 0
 
     var isEmpty: Bool { waiters.isEmpty && campaignQueue.isEmpty }
 
@@ -39,7 +42,17 @@ struct ProposalTracker {
             // may hold the old value and a later leader may still choose it.
             old.batch.fail(PaxosLogError(.timeout, "slot \(slot) was reassigned by a new leadership; the record may still be appended"))
         }
-        // Queued appends get their slot late, behind later deadlines: keep the queue sorted.
+        addDeadline(slot, deadline)
+    }
+
+    /// Registers a retry of an identity this leader already proposed at `slot`.
+    mutating func share(slot: Slot, _ waiter: Waiter, until deadline: NIODeadline) {
+        sharers[slot, default: []].append(waiter)
+        addDeadline(slot, deadline)
+    }
+
+    private mutating func addDeadline(_ slot: Slot, _ deadline: NIODeadline) {
+        // Appends held while campaigning get their slot late, behind later deadlines: keep sorted.
         var at = deadlines.endIndex
         while at > deadlines.startIndex, deadlines[at - 1].deadline > deadline { at -= 1 }
         deadlines.insert((slot, deadline), at: at)
@@ -47,22 +60,13 @@ struct ProposalTracker {
 
     mutating func queueWhileCampaigning(_ queued: Queued) {
         campaignQueue.append(queued)
+        campaignQueueBytes += queued.bytes.count
     }
 
-    /// The core's election ended for the appends it queued: track the proposed, fail the dropped.
-    mutating func resolveCampaign(_ outcomes: [HeldProposal], node: NodeID) {
-        precondition(outcomes.count <= campaignQueue.count, "the core resolved more queued appends than it was offered")
-        for outcome in outcomes {
-            let q = campaignQueue.removeFirst()
-            if expiredQueued > 0 { expiredQueued -= 1 }
-            switch outcome {
-            case .proposed(let slot, let ballot):
-                track(slot: slot, Waiter(bytes: q.bytes, ballot: ballot, batch: q.batch, index: q.index), until: q.deadline)
-            case .dropped(let leader):
-                let known = leader.map { "node \($0)" } ?? "unknown"
-                q.batch.fail(PaxosLogError(.notLeader, "node \(node) lost its election (leader: \(known)); the record was not appended", leader: leader))
-            }
-        }
+    /// The appends held while campaigning, to offer again now that the election ended.
+    mutating func takeCampaignQueue() -> Deque<Queued> {
+        defer { campaignQueue = []; campaignQueueBytes = 0 }
+        return campaignQueue
     }
 
     /// Answers the appends whose slots are now chosen. - Returns: how many callers were answered.
@@ -71,32 +75,37 @@ struct ProposalTracker {
         var answered = 0
         for c in chosen {
             guard let w = waiters.removeValue(forKey: c.slot) else { continue }
-            var outcome = AppendOutcome.of(proposed: w.bytes, under: w.ballot, chosen: c)
-            if bug == .acknowledgeAnyValue { outcome = .appended }
-            switch outcome {
-            case .appended:
-                if w.batch.complete(index: w.index, slot: c.slot) { answered += 1 }
-            case .superseded:
-                w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended"))
-            case .unknown:
-                w.batch.fail(PaxosLogError(.timeout, "a record with the same bytes was chosen at slot \(c.slot) in ballot \(c.ballot), not in ballot \(w.ballot) this append was proposed in; it may be this record or another client's, so the outcome is unknown"))
-            }
+            answered += decide(w, c, bug)
+            if let more = sharers.removeValue(forKey: c.slot) { for s in more { answered += decide(s, c, bug) } }
         }
         return answered
     }
 
-    /// Fails the appends whose deadline passed (outcome unknown: they may still be chosen).
+    private func decide(_ w: Waiter, _ c: ChosenEntry, _ bug: ReplicaBug?) -> Int {
+        var outcome = AppendOutcome.of(proposed: w.id, chosen: c)
+        if bug == .acknowledgeAnyValue { outcome = .appended }
+        switch outcome {
+        case .appended:
+            return w.batch.complete(index: w.index, slot: c.slot) ? 1 : 0
+        case .superseded:
+            w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended there"))
+            return 0
+        }
+    }
+
+    /// Fails the appends whose deadline passed: unknown once proposed (they may still be
+    /// chosen); not appended while held for an election (never offered to consensus).
     mutating func expire(now: NIODeadline, timeout: TimeAmount) {
-        // Queued appends stay queued (the core may still propose them); only their clients give up.
-        while expiredQueued < campaignQueue.count, campaignQueue[expiredQueued].deadline <= now {
-            campaignQueue[expiredQueued].batch.fail(PaxosLogError(.timeout, "no leader elected within \(timeout); the record may still be appended"))
-            expiredQueued += 1
+        while let q = campaignQueue.first, q.deadline <= now {
+            campaignQueue.removeFirst()
+            campaignQueueBytes -= q.bytes.count
+            q.batch.fail(PaxosLogError(.timeout, "no leader elected within \(timeout); the record was not appended", outcome: .notAppended))
         }
         while let d = deadlines.first, d.deadline <= now {
             deadlines.removeFirst()
-            if let w = waiters.removeValue(forKey: d.slot) {
-                w.batch.fail(PaxosLogError(.timeout, "slot \(d.slot) not chosen within \(timeout); the record may still be appended"))
-            }
+            let error = PaxosLogError(.timeout, "slot \(d.slot) not chosen within \(timeout); the record may still be appended")
+            if let w = waiters.removeValue(forKey: d.slot) { w.batch.fail(error) }
+            if let more = sharers.removeValue(forKey: d.slot) { for s in more { s.batch.fail(error) } }
         }
     }
 
@@ -105,26 +114,29 @@ struct ProposalTracker {
 
     /// This replica stopped leading in the ballot these appends were proposed in: fails every
     /// one with a slot at once, with `error` (outcome unknown: a later leader may still choose
-    /// the value). Appends queued while campaigning are the core's to resolve (``HeldProposal``).
-    /// - Returns: how many were failed.
+    /// the value). - Returns: how many were failed.
     @discardableResult
     mutating func failProposed(_ error: PaxosLogError) -> Int {
         let n = waiters.count
         for (_, w) in waiters { w.batch.fail(error.with(.unknown)) }
+        for (_, more) in sharers { for s in more { s.batch.fail(error.with(.unknown)) } }
         waiters = [:]
+        sharers = [:]
         deadlines = []
         return n
     }
 
-    /// Fails every append still waiting with `error`: those proposed may still be chosen
-    /// (unknown); those queued while campaigning were never sent and never will be by this
-    /// replica (not appended).
-    mutating func failAll(_ error: PaxosLogError) {
-        for (_, w) in waiters { w.batch.fail(error.with(.unknown)) }
-        waiters = [:]
-        deadlines = []
+    /// Fails the appends held while campaigning: they were never offered to consensus.
+    mutating func failQueued(_ error: PaxosLogError) {
         for q in campaignQueue { q.batch.fail(error.with(.notAppended)) }
         campaignQueue = []
-        expiredQueued = 0
+        campaignQueueBytes = 0
+    }
+
+    /// Fails every append still waiting with `error`: those proposed may still be chosen
+    /// (unknown); those held while campaigning were never sent (not appended).
+    mutating func failAll(_ error: PaxosLogError) {
+        failProposed(error)
+        failQueued(error)
     }
 }

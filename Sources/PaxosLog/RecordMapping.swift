@@ -16,13 +16,23 @@ extension LogEntry {
         switch value {
         case .noop: self.init(slot: slot, ballot: LogBallot(ballot), isNoop: true, payload: [])
         case .data(let bytes): self.init(slot: slot, ballot: LogBallot(ballot), isNoop: false, payload: bytes)
+        case .identified(let id, let bytes):
+            self.init(slot: slot, ballot: LogBallot(ballot), proposal: LogProposalID(client: id.client, sequence: id.sequence), payload: bytes)
         }
     }
 }
 
 extension Entry {
-    init(_ e: LogEntry) {
-        self.init(slot: e.slot, ballot: Ballot(e.ballot), value: e.isNoop ? .noop : .data(e.payload))
+    package init(_ e: LogEntry) {
+        self.init(slot: e.slot, ballot: Ballot(e.ballot), value: Value(e))
+    }
+}
+
+extension Value {
+    package init(_ e: LogEntry) {
+        if e.isNoop { self = .noop }
+        else if let id = e.proposal { self = .identified(ProposalID(client: id.client, sequence: id.sequence), e.payload) }
+        else { self = .data(e.payload) }
     }
 }
 

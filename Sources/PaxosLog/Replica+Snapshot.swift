@@ -209,6 +209,7 @@ extension Replica {
         snapshots.installed += 1
         logger.info("installed snapshot", metadata: ["from": "\(peer)", "slot": "\(offer.slot)", "bytes": "\(offer.length)"])
         core.installSnapshot(through: offer.slot)
+        sessions.skip(to: offer.slot)
         forgetRetained(through: offer.slot)
         observer?.replica(configuration.nodeID, installedSnapshotThrough: offer.slot)
         advanceReadable(to: offer.slot)

@@ -28,6 +28,12 @@ package final class Replica: @unchecked Sendable {
     package internal(set) var core: PaxosCore
 
     private var proposals = ProposalTracker()
+    /// Which identities are chosen or in flight: a retry answers the first attempt's slot.
+    var sessions: ClientSessions
+    /// The identity of appends offered without one: a client id drawn by the host for this
+    /// incarnation, and the last sequence number given.
+    private let localClient: UInt64
+    private var localSequence: UInt64 = 0
     /// Read barriers waiting for their round (Replica+ReadBarrier.swift).
     var barriers = ReadBarriers()
     /// Votes (Promises, Accepteds) waiting for the records they vouch for to be durable.
@@ -70,17 +76,38 @@ package final class Replica: @unchecked Sendable {
     /// - Parameters:
     ///   - core: the consensus configuration (the simulator passes its own seeds and limits).
     ///   - state: what storage recovered; the replica starts from it.
+    ///   - localClient: the client id of appends offered without an identity (random per
+    ///     incarnation: a restarted replica must not reuse its sequence numbers).
     package init(configuration: PaxosLog.Configuration, core: MultiPaxos.Configuration, restoring state: DurableState,
-                 storage: any ReplicaStorage, network: any ReplicaNetwork, executor: any ReplicaExecutor, bug: ReplicaBug? = nil) {
+                 storage: any ReplicaStorage, network: any ReplicaNetwork, executor: any ReplicaExecutor,
+                 localClient: UInt64, bug: ReplicaBug? = nil) {
         self.configuration = configuration
         self.storage = storage
         self.network = network
         self.executor = executor
         self.logger = configuration.logger
         self.bug = bug
+        self.localClient = localClient
         self.core = PaxosCore(configuration: core, restoring: state)
         self.readableThrough = self.core.chosenThrough
         self.leaderChanges = Counter(label: "paxoslog_leader_changes_total", dimensions: [("node", "\(configuration.nodeID)")])
+        self.sessions = ClientSessions(limits: configuration.sessionLimits, applied: storage.snapshotSlot ?? 0)
+        do {
+            try restoreSessions(through: state.chosenThrough)
+        } catch {
+            failure = PaxosLogError(.storage, "reading the chosen log to restore client sessions failed, replica stopped: \(error)")
+        }
+    }
+
+    /// Applies the chosen entries on disk to the session table, as if they had just been chosen.
+    private func restoreSessions(through chosen: Slot) throws {
+        var next = sessions.applied + 1
+        while next <= chosen {
+            let batch = try storage.entries(from: next, through: chosen, maxBytes: 4 << 20)
+            guard let last = batch.last else { break }
+            for e in batch { sessions.apply(slot: e.slot, value: Value(e)) }
+            next = last.slot + 1
+        }
     }
 
     private func assertOnExecutor() {
@@ -134,50 +161,123 @@ package final class Replica: @unchecked Sendable {
         core.tick()
         tickSnapshotTransfers()
         proposals.expire(now: executor.now, timeout: configuration.appendTimeout)
+        settleCampaignQueue()
         expireBarriers(now: executor.now)
         trimMemory()
         drain()
     }
 
-    /// Offers one request's records to the core, in order; `batch` completes when all are chosen
-    /// or fails at the first that cannot be.
-    /// - Returns: how many records were proposed or queued (the rest were not appended).
+    /// Offers one request's records, in order, as one batch: all are admitted or none.
+    /// `batch` completes when all are chosen or fails at the first that cannot be.
+    ///
+    /// Record `i` carries the identity `id.advanced(by: i)`, or one of this replica's own when
+    /// `id` is nil. A first attempt is proposed as it is: its identities are new. A retry is
+    /// looked up (``ClientSessions``): an identity already chosen answers its slot, one in flight
+    /// waits for its slot; neither is proposed again.
+    /// - Returns: how many records were proposed, answered or held (0 or all).
     @discardableResult
-    package func propose(_ records: [[UInt8]], batch: AppendBatch) -> Int {
+    package func propose(_ records: [[UInt8]], id first: ProposalID? = nil, isRetry: Bool = false, batch: AppendBatch) -> Int {
         assertOnExecutor()
         if let failure { batch.fail(failure.with(.notAppended)); return 0 }
         if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed", outcome: .notAppended)); return 0 }
+        let first = first ?? nextLocalIdentities(records.count)
         let deadline = executor.now + configuration.appendTimeout
-        var offered = records.count
-        for (i, bytes) in records.enumerated() {
-            switch core.propose(.data(bytes)) {
-            case .proposed(let slot):
-                // A new proposal is in the core's current ballot (read in place, see `PaxosCore.ballot`).
-                proposals.track(slot: slot, .init(bytes: bytes, ballot: core.ballot, batch: batch, index: i), until: deadline)
-            case .held:
-                proposals.queueWhileCampaigning(.init(bytes: bytes, batch: batch, index: i, deadline: deadline))
-            case .notLeader(let leader):
-                let known = leader.map { "node \($0)" } ?? "unknown"
-                batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(known))\(Self.partial(i))",
-                                         leader: leader, outcome: Self.outcome(proposed: i)))
-                offered = i
-            case .overloaded:
-                batch.fail(PaxosLogError(.overloaded, "too many appends in flight\(Self.partial(i))", outcome: Self.outcome(proposed: i)))
-                offered = i
+        if core.isCampaigning {
+            // Held here, not in the core: looked up once Phase 1 has shown every open slot.
+            let limits = core.configuration
+            let bytes = records.reduce(0) { $0 + $1.count }
+            guard proposals.campaignQueue.count + records.count <= limits.maxQueuedProposals,
+                  proposals.campaignQueue.isEmpty || proposals.campaignQueueBytes + bytes <= limits.maxUncommittedBytes else {
+                batch.fail(PaxosLogError(.overloaded, "too many appends waiting for the election; nothing was appended"))
+                return 0
             }
-            if offered < records.count { break }
+            for (i, bytes) in records.enumerated() {
+                proposals.queueWhileCampaigning(.init(id: first.advanced(by: i), isRetry: isRetry, bytes: bytes, batch: batch, index: i, deadline: deadline))
+            }
+            return records.count
+        }
+        guard core.isLeader else {
+            let leader = leadership.leader
+            batch.fail(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader (leader: \(leader.map { "node \($0)" } ?? "unknown"))", leader: leader))
+            return 0
+        }
+        return offer(records, first: first, isRetry: isRetry, batch: batch, deadline: deadline)
+    }
+
+    @discardableResult
+    func propose(_ p: Proposal) -> Int { propose(p.records, id: p.id, isRetry: p.isRetry, batch: p.batch) }
+
+    /// The identity of the first of `count` records offered without one; the rest follow it.
+    private func nextLocalIdentities(_ count: Int) -> ProposalID {
+        defer { localSequence += UInt64(count) }
+        return ProposalID(client: localClient | ProposalID.unretriedBit, sequence: localSequence + 1)
+    }
+
+    /// Proposes a request's records as the leader, all or none: answers retries from the session
+    /// table, waits on identities in flight, proposes the rest.
+    private func offer(_ records: [[UInt8]], first: ProposalID, isRetry: Bool, batch: AppendBatch, deadline: NIODeadline) -> Int {
+        // Checked for the whole request before anything is proposed (two lookups per record
+        // of a retry rather than an array of them per request).
+        for i in records.indices where lookup(first.advanced(by: i), isRetry) == .expired {
+            batch.fail(expired(first.advanced(by: i)))
+            return 0
+        }
+        guard core.admits(records.indices.lazy.filter { self.lookup(first.advanced(by: $0), isRetry) == .absent }.map { records[$0].count }) else {
+            batch.fail(PaxosLogError(.overloaded, "too many appends in flight; nothing was appended"))
+            return 0
+        }
+        for (i, bytes) in records.enumerated() {
+            let offered = offer(.init(id: first.advanced(by: i), isRetry: isRetry, bytes: bytes, batch: batch, index: i, deadline: deadline))
+            precondition(offered, "the core refused a value it admitted")
         }
         scheduleDrain()
-        return offered
+        return records.count
     }
 
-    /// A request refused part way: the records proposed before may still be appended.
-    private static func outcome(proposed: Int) -> PaxosLogError.Outcome {
-        proposed == 0 ? .notAppended : .unknown
+    /// Offers one record as the leader. - Returns: false when the core refused it (overloaded).
+    private func offer(_ r: ProposalTracker.Queued) -> Bool {
+        let waiter = ProposalTracker.Waiter(id: r.id, batch: r.batch, index: r.index)
+        switch lookup(r.id, r.isRetry) {
+        case .chosen(let slot):
+            _ = r.batch.complete(index: r.index, slot: slot)
+        case .inFlight(let slot):
+            proposals.share(slot: slot, waiter, until: r.deadline)
+        case .expired:
+            r.batch.fail(expired(r.id))
+        case .absent:
+            guard case .proposed(let slot) = core.propose(.identified(r.id, r.bytes)) else { return false }
+            if r.id.isRetriable { sessions.noteProposed(r.id, at: slot, ballot: core.ballot) }
+            proposals.track(slot: slot, waiter, until: r.deadline)
+        }
+        return true
     }
 
-    private static func partial(_ proposed: Int) -> String {
-        proposed == 0 ? "" : "; the first \(proposed) records of this request were proposed and may still be appended"
+    private func lookup(_ id: ProposalID, _ isRetry: Bool) -> ClientSessions.Lookup {
+        // A first attempt's identity is new: it cannot be chosen or in flight yet.
+        guard isRetry, bug != .retryWithoutLookup else { return .absent }
+        return sessions.lookup(id, leading: core.ballot)
+    }
+
+    private func expired(_ id: ProposalID) -> PaxosLogError {
+        PaxosLogError(.sessionExpired, "\(id) is older than what the client sessions remember of its client: it is in the log at most once; read the log (entries carry their identity)",
+                      outcome: .unknown)
+    }
+
+    /// The election ended for the appends held while campaigning: offers them as the leader,
+    /// or fails them as not appended (they were never sent).
+    private func settleCampaignQueue() {
+        guard !proposals.campaignQueue.isEmpty, !core.isCampaigning else { return }
+        guard core.isLeader else {
+            let leader = leadership.leader
+            return proposals.failQueued(PaxosLogError(.notLeader, "node \(configuration.nodeID) lost its election (leader: \(leader.map { "node \($0)" } ?? "unknown")); the record was not appended", leader: leader))
+        }
+        // Once a batch failed, its later records are not offered: its caller was told.
+        for q in proposals.takeCampaignQueue() where !q.batch.isFinished && !offer(q) {
+            // A batch admitted while campaigning may meet a full pipeline; its earlier records
+            // may be proposed already.
+            q.batch.fail(PaxosLogError(.overloaded, "too many appends in flight after the election", outcome: q.index == 0 ? .notAppended : .unknown))
+        }
+        scheduleDrain()
     }
 
     // MARK: - Waiting
@@ -229,7 +329,12 @@ package final class Replica: @unchecked Sendable {
             requested = seq
             var records: [LogRecord] = []
             records.reserveCapacity(ready.records.count)
-            for r in ready.records { records.append(LogRecord(r)) }
+            for r in ready.records {
+                records.append(LogRecord(r))
+                // This leader's votes in its own ballot name every value it proposes, those
+                // Phase 1 found included: the identities in flight (ClientSessions).
+                if core.isLeader, case .accepted(let batch) = r, batch.ballot == core.ballot { noteProposed(batch) }
+            }
             storage.append(records) { result in self.persistCompleted(seq, result) }
         }
         // 2. Messages that vouch for nothing unsynced: at once, overlapping the write.
@@ -242,7 +347,7 @@ package final class Replica: @unchecked Sendable {
                 votesAwaitingSync.append((seq, ready.messagesAfterPersist))
             }
         }
-        if !ready.heldProposals.isEmpty { proposals.resolveCampaign(ready.heldProposals, node: configuration.nodeID) }
+        precondition(ready.heldProposals.isEmpty, "the replica holds appends while campaigning, never the core")
         // 4. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
         if let last = ready.chosen.last {
             observer?.replica(configuration.nodeID, chose: ready.chosen)
@@ -253,6 +358,7 @@ package final class Replica: @unchecked Sendable {
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }
+            for c in ready.chosen { sessions.apply(slot: c.slot, value: c.value) }
             let answered = proposals.answer(ready.chosen, bug: bug)
             resolveBarrierRounds(ready.chosen)
             if answered > 0 { onAnswered?(answered) }
@@ -263,7 +369,14 @@ package final class Replica: @unchecked Sendable {
             }
         }
         if let change = ready.leadership { leadershipChanged(change) }
+        settleCampaignQueue()
         for request in ready.snapshotRequests { serveCatchUp(request) }
+    }
+
+    private func noteProposed(_ batch: AcceptedBatch) {
+        for (i, v) in batch.values.enumerated() {
+            if let id = v.proposalID, id.isRetriable { sessions.noteProposed(id, at: batch.firstSlot + Slot(i), ballot: batch.ballot) }
+        }
     }
 
     private func persistCompleted(_ seq: RecordSequence, _ result: Result<Void, SegmentLogError>) {
@@ -324,6 +437,7 @@ package final class Replica: @unchecked Sendable {
             // A read barrier changes nothing: it fails as not led here, and is asked again.
             barriers.failAll(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading (leader: \(known)) during a read barrier", leader: change.leader))
         }
+        if !change.isLeader { sessions.forgetProposed() }
         observer?.replica(configuration.nodeID, leadership: change)
         onLeadership?(change)
         if change.isLeader, !leadershipWaiters.isEmpty {
@@ -406,4 +520,8 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     /// A read barrier answers the local chosen watermark at once, without a replicated round:
     /// a deposed leader that still believes it leads answers a stale position.
     case readBarrierWithoutRound
+    /// A retry is proposed again without looking up the client sessions, even when its identity
+    /// is already chosen.
+    case retryWithoutLookup
 }
+

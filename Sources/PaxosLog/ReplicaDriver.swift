@@ -29,7 +29,7 @@ final class ReplicaDriver: @unchecked Sendable {
         self.network = network
         let storage = SegmentStoreStorage(store: store, loop: loop, receivedSnapshotSyncInterval: configuration.receivedSnapshotSyncInterval)
         replica = Replica(configuration: configuration, core: configuration.coreConfiguration, restoring: state,
-                          storage: storage, network: network, executor: LoopExecutor(loop))
+                          storage: storage, network: network, executor: LoopExecutor(loop), localClient: .random(in: 1 ... .max))
         admission = AppendAdmission(replica: replica, loop: loop, hold: configuration.appendHold)
         replica.onAnswered = { [admission] in admission.answered($0) }
         replica.onLeadership = { [unowned self] change in
@@ -71,9 +71,10 @@ final class ReplicaDriver: @unchecked Sendable {
         }
     }
 
-    /// Proposes `records` in order; completes `batch` when all are chosen (or one fails). Any thread.
-    func propose(_ records: [[UInt8]], batch: AppendBatch) {
-        admission.offer(records, batch: batch)
+    /// Proposes `records` in order, record `i` with identity `id.advanced(by: i)` (the replica's
+    /// own when nil); completes `batch` when all are chosen (or one fails). Any thread.
+    func propose(_ records: [[UInt8]], id: ProposalID? = nil, isRetry: Bool = false, batch: AppendBatch) {
+        admission.offer(Proposal(records: records, id: id, isRetry: isRetry, batch: batch))
     }
 
     // MARK: - Waiting and status (any thread)

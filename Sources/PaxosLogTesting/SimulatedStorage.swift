@@ -213,7 +213,7 @@ final class SimulatedStorage: ReplicaStorage, @unchecked Sendable {
     func durableValue(_ slot: Slot) -> Value? {
         for stored in disk.records.reversed() where !stored.damaged {
             if case .accepted(let es) = stored.record, let e = es.last(where: { $0.slot == slot }) {
-                return e.isNoop ? .noop : .data(e.payload)
+                return Value(e)
             }
         }
         return nil
@@ -295,11 +295,11 @@ final class SimulatedStorage: ReplicaStorage, @unchecked Sendable {
                 guard let e = latest[s] else {
                     throw SegmentLogError(.corruption(file: "simulated segment", offset: 0, reason: "chosen slot \(s) has no entry"), "recovery")
                 }
-                values.append(e.isNoop ? .noop : .data(e.payload))
+                values.append(Value(e))
             }
         }
         let votes = latest.values.filter { $0.slot > base }.sorted { $0.slot < $1.slot }
-            .map { Entry(slot: $0.slot, ballot: Ballot(round: $0.ballot.round, node: $0.ballot.node), value: $0.isNoop ? .noop : .data($0.payload)) }
+            .map(Entry.init)
         return (DurableState(promised: promised, entries: votes, chosenThrough: chosen, compactedThrough: base), values)
     }
 }
@@ -367,6 +367,12 @@ enum SimulationSnapshot {
                 out.append(1)
                 out.append(UInt8(b.count))
                 out.append(contentsOf: b)
+            case .identified(let id, let b):
+                out.append(2)
+                out.append(UInt8(b.count))
+                withUnsafeBytes(of: id.client.littleEndian) { out.append(contentsOf: $0) }
+                withUnsafeBytes(of: id.sequence.littleEndian) { out.append(contentsOf: $0) }
+                out.append(contentsOf: b)
             }
         }
         return out
@@ -377,6 +383,13 @@ enum SimulationSnapshot {
         var k = 0
         while k < bytes.count {
             if bytes[k] == 0 { out.append(.noop); k += 1; continue }
+            if bytes[k] == 2, k + 18 <= bytes.count, k + 18 + Int(bytes[k + 1]) <= bytes.count {
+                let le = { (at: Int) in bytes[at..<(at + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
+                let id = ProposalID(client: le(k + 2), sequence: le(k + 10))
+                out.append(.identified(id, Array(bytes[(k + 18)..<(k + 18 + Int(bytes[k + 1]))])))
+                k += 18 + Int(bytes[k + 1])
+                continue
+            }
             guard bytes[k] == 1, k + 1 < bytes.count, k + 2 + Int(bytes[k + 1]) <= bytes.count else { return nil }
             out.append(.data(Array(bytes[(k + 2)..<(k + 2 + Int(bytes[k + 1]))])))
             k += 2 + Int(bytes[k + 1])

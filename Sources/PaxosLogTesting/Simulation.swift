@@ -34,6 +34,10 @@ public struct SimulationOptions: Sendable {
     /// the runs replay exactly as they did before barriers existed (the planted election bugs
     /// were tuned on those).
     public var readBarrierRunRate: Double = 0.5
+    /// Share of runs whose clients retry unknown outcomes with the same identity. Under leader
+    /// churn a retry can still be chosen beside its first attempt (a known issue, counted, see
+    /// `InvariantChecker.clientsRetry`); the other runs check every identity is chosen once.
+    public var retryRunRate: Double = 0.5
     public var readBarrierRate: Double = 0.2
     /// Upper bound of the probability per tick per replica that its storage syncs what is
     /// pending (each run draws its own in `syncRate/10 ... syncRate`; slow syncs widen the
@@ -107,6 +111,12 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var notAppended = 0
     public var readBarriers = 0
     public var unknownOutcomes = 0
+    /// Appends retried with the same identity after an unknown outcome, and identities an
+    /// unknown outcome left that a retry then settled (acknowledged).
+    public var retries = 0
+    public var settledByRetry = 0
+    /// Identities a retry got chosen at a second slot (known issue: InvariantChecker.clientsRetry).
+    public var identitiesChosenTwice = 0
     public var entriesRead = 0
     public var chosenSlots = 0
     /// Storage failures (each stops a replica until its operator restarts it).
@@ -124,7 +134,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         let head = "seed=\(seed) replicas=\(replicas) ticks=\(ticks) steps=\(steps) loss=\(Int(lossRate * 100))% "
             + "sent=\(sent) dropped=\(dropped) dup=\(duplicated) crashes=\(crashes) partitions=\(partitions) bridges=\(bridges) "
             + "compactions=\(compactions) installed=\(snapshotsInstalled) leader_changes=\(leaderChanges) (after faults \(livenessLeaderChanges)) "
-            + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) read=\(entriesRead) chosen=\(chosenSlots) "
+            + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) retries=\(retries) settled=\(settledByRetry) chosen_twice=\(identitiesChosenTwice) read=\(entriesRead) chosen=\(chosenSlots) "
             + "torn=\(f.tornWrites) lost_unsynced=\(f.lostUnsynced) read_corruptions=\(f.readCorruptions) misdirected=\(f.misdirectedWrites) "
             + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc)"
         guard let v = violation else { return head }
@@ -177,6 +187,15 @@ public final class Simulation: @unchecked Sendable {
     /// Draws for read barriers only; `barrierRate` is 0 in a run without them.
     var barrierRNG: SplitMix64
     var barrierRate = 0.0
+    /// Draws for client identities and retries only, so other runs keep their trajectories.
+    var clientRNG: SplitMix64
+    /// The simulated clients' ids and the next sequence number of each.
+    var clients: [(id: UInt64, next: UInt64)] = []
+    /// Whether clients retry unknown outcomes (half the runs), and the retries due.
+    var retryUnknown = false
+    var retries: [(due: Int, attempt: Int, id: ProposalID, value: UInt64)] = []
+    /// Identities an attempt left unknown: a later "not appended" speaks only for its attempt.
+    var mayBeAppended: Set<ProposalID> = []
     /// Barriers asked and not yet answered: on which replica, its incarnation, and when.
     var openBarriers: [Int: (node: Int, incarnation: Int, asked: Int)] = [:]
     var nextBarrierID = 0
@@ -212,6 +231,10 @@ public final class Simulation: @unchecked Sendable {
         bridgeRNG = SplitMix64(seed: mix.next())
         barrierRNG = SplitMix64(seed: options.seed ^ 0x5EAD_BA44_1E7C_0FF5)
         barrierRate = barrierRNG.chance(options.readBarrierRunRate) ? options.readBarrierRate : 0
+        clientRNG = SplitMix64(seed: options.seed ^ 0xC11E_4715_E551_0A5D)
+        clients = (0..<3).map { _ in (clientRNG.next() & ~ProposalID.unretriedBit, 1) }
+        retryUnknown = clientRNG.chance(options.retryRunRate)
+        checker.clientsRetry = retryUnknown
         if options.partitions, bridgeRNG.chance(options.bridgeRunRate) { bridgeRate = options.bridgeRate }
         if bridgeRate > 0 {
             // A bridge's scenario must fit between the rest's election timeout and the old
@@ -281,6 +304,7 @@ public final class Simulation: @unchecked Sendable {
         report.duplicated = network.duplicated
         report.chosenSlots = checker.chosen.count
         report.acknowledged = checker.acknowledged.count
+        report.identitiesChosenTwice = checker.identitiesChosenTwice
         report.ticks = now
         return report
     }
@@ -314,6 +338,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
+        retryDue()
         if barrierRate > 0, barrierRNG.chance(barrierRate) {
             // Mostly the replica clients believe leads, sometimes any (a follower must refuse).
             readBarrier(barrierRNG.chance(0.75) ? clientTarget : barrierRNG.below(nodes.count))
@@ -339,39 +364,75 @@ public final class Simulation: @unchecked Sendable {
     // MARK: - Clients
 
     func propose(count: Int) {
-        var target = clientTarget
-        if nodes[target].replica == nil { target = rng.below(nodes.count) }
-        guard let replica = nodes[target].replica else { return }
         for _ in 0..<count {
             checker.issued += 1
-            let id = checker.issued
-            let bytes = SimulationValue.encode(id)
+            // Now and then a client appends a record with the bytes of another's (a new value
+            // all the same: its identity differs): an outcome decided by bytes mistakes them.
+            let value = checker.issued > 1 && clientRNG.chance(0.1) ? checker.issued - 1 : checker.issued
+            let c = clientRNG.below(clients.count)
+            let id = ProposalID(client: clients[c].id, sequence: clients[c].next)
+            clients[c].next += 1
             report.proposed += 1
-            let batch = AppendBatch(count: 1, .callback { [unowned self] result in self.answered(id: id, bytes: bytes, result) })
-            replica.propose([bytes], batch: batch)
+            send(id: id, value: value, attempt: 1)
         }
         settle()
     }
 
-    /// A client hears its append's outcome: acknowledged at a slot, definitely not appended, or unknown.
-    func answered(id: UInt64, bytes: [UInt8], _ result: Result<[Slot], PaxosLogError>) {
+    /// Offers one attempt of an append to the replica clients believe leads.
+    func send(id: ProposalID, value: UInt64, attempt: Int) {
+        var target = clientTarget
+        if nodes[target].replica == nil { target = rng.below(nodes.count) }
+        let bytes = SimulationValue.encode(value)
+        guard let replica = nodes[target].replica else {
+            // Nobody to ask: this attempt never left the client.
+            return answered(id: id, value: value, attempt: attempt, .failure(PaxosLogError(.transport, "replica down", outcome: .notAppended)))
+        }
+        let batch = AppendBatch(count: 1, .callback { [unowned self] result in self.answered(id: id, value: value, attempt: attempt, result) })
+        replica.propose([bytes], id: id, isRetry: attempt > 1, batch: batch)
+    }
+
+    func retryDue() {
+        guard let first = retries.first, first.due <= now else { return }
+        let due = retries.filter { $0.due <= now }
+        retries.removeAll { $0.due <= now }
+        for r in due {
+            report.retries += 1
+            send(id: r.id, value: r.value, attempt: r.attempt)
+        }
+        settle()
+    }
+
+    /// A client hears its append's outcome: acknowledged at a slot, definitely not appended, or
+    /// unknown. An unknown outcome may be retried with the same identity.
+    func answered(id: ProposalID, value: UInt64, attempt: Int, _ result: Result<[Slot], PaxosLogError>) {
+        let v = Value.identified(id, SimulationValue.encode(value))
         switch result {
         case .success(let slots):
-            checker.acknowledge(slot: slots[0], value: .data(bytes))
+            checker.acknowledge(slot: slots[0], value: v)
+            if attempt > 1 { report.settledByRetry += 1 }
         case .failure(let error):
             switch error.outcome {
             case .notAppended:
                 report.notAppended += 1
-                checker.refuse(.data(bytes), because: "\(error)")
+                // Only for this attempt: an earlier one left unknown may still be chosen.
+                if mayBeAppended.contains(id) { scheduleRetry(id: id, value: value, after: attempt) }
+                else { checker.refuse(v, because: "\(error)") }
             case .unknown:
                 report.unknownOutcomes += 1
+                mayBeAppended.insert(id)
+                scheduleRetry(id: id, value: value, after: attempt)
             case nil:
-                checker.failOutcome("append of v\(id) failed without saying whether it was appended: \(error)")
+                checker.failOutcome("append of \(checker.describe(v)) failed without saying whether it was appended: \(error)")
             }
             if error.code == .notLeader {
                 if let l = error.leader, let k = members.firstIndex(of: l) { clientTarget = k } else { clientTarget = rng.below(nodes.count) }
             }
         }
+    }
+
+    private func scheduleRetry(id: ProposalID, value: UInt64, after attempt: Int) {
+        guard retryUnknown, attempt < 4, faultsOn else { return }
+        retries.append((now + 5 + clientRNG.below(20), attempt + 1, id, value))
     }
 
     /// A client asks replica `i` for a read barrier: the position it answers must cover every
@@ -425,8 +486,9 @@ public final class Simulation: @unchecked Sendable {
             let (entries, next) = try PaxosLog.Entries.read(storage: storage, from: from, through: through, maxCount: 64)
             for e in entries {
                 report.entriesRead += 1
-                checker.observeRead(node: nodes[i].id, position: e.position, value: .data(e.bytes))
-                if storage.durableValue(e.position) != .data(e.bytes), e.position > storage.snapshotSlot ?? 0 {
+                let value = e.id.map { Value.identified($0, e.bytes) } ?? .data(e.bytes)
+                checker.observeRead(node: nodes[i].id, position: e.position, value: value)
+                if storage.durableValue(e.position) != value, e.position > storage.snapshotSlot ?? 0 {
                     checker.failRead("node \(nodes[i].id) served slot \(e.position) to a reader before its record was durable")
                 }
             }
@@ -457,7 +519,7 @@ public final class Simulation: @unchecked Sendable {
         switch r {
         case .promise(let b): return .promise(Ballot(round: b.round, node: b.node))
         case .accepted(let es):
-            return .learned(es.map { Entry(slot: $0.slot, ballot: Ballot(round: $0.ballot.round, node: $0.ballot.node), value: $0.isNoop ? .noop : .data($0.payload)) })
+            return .learned(es.map(Entry.init))
         case .chosen(let t): return .chosen(through: t)
         case .snapshot, .suffixTruncated: return nil
         }
@@ -664,7 +726,8 @@ public final class Simulation: @unchecked Sendable {
         let storage = storage ?? makeStorage(i)
         let link = NodeLink(simulation: self, incarnation: nodes[i].incarnation)
         let replica = Replica(configuration: replicaConfiguration(for: id), core: coreConfiguration(for: id, incarnation: nodes[i].incarnation),
-                              restoring: state, storage: storage, network: link, executor: executor, bug: options.replicaBug)
+                              restoring: state, storage: storage, network: link, executor: executor,
+                              localClient: clientRNG.next(), bug: options.replicaBug)
         replica.observer = link
         nodes[i].replica = replica
         nodes[i].storage = storage
@@ -721,7 +784,7 @@ public final class Simulation: @unchecked Sendable {
             // A fresh proposal is acknowledged and every replica learned through it.
             var newAck: Slot? = nil
             for (slot, v) in checker.acknowledged {
-                if case .data(let b) = v, let id = SimulationValue.decode(b), id >= firstNewID { newAck = Swift.max(newAck ?? 0, slot) }
+                if let b = v.record, let id = SimulationValue.decode(b), id >= firstNewID { newAck = Swift.max(newAck ?? 0, slot) }
             }
             if let s = newAck {
                 let need = Swift.max(s, mustLearn)

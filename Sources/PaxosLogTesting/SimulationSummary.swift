@@ -21,6 +21,9 @@ public struct SimulationSummary: Codable, Sendable {
     public var leader_changes = 0, leader_changes_after_faults = 0, storage_failures = 0
     public var max_leader_changes_per_fault = 0.0
     public var proposed = 0, acknowledged = 0, not_appended = 0, unknown = 0, entries_read = 0, chosen = 0, read_barriers = 0
+    /// Appends retried after an unknown outcome, those a retry settled, and identities a retry
+    /// got chosen twice (a known issue).
+    public var retries = 0, settled_by_retry = 0, identities_chosen_twice = 0
     public var seconds = 0.0
     public var faults = Faults()
 
@@ -47,6 +50,9 @@ public struct SimulationSummary: Codable, Sendable {
         acknowledged += r.acknowledged
         not_appended += r.notAppended
         unknown += r.unknownOutcomes
+        retries += r.retries
+        settled_by_retry += r.settledByRetry
+        identities_chosen_twice += r.identitiesChosenTwice
         entries_read += r.entriesRead
         read_barriers += r.readBarriers
         chosen += r.chosenSlots

@@ -125,6 +125,11 @@ extension ByteBuffer {
         case .data(let bytes):
             writeWire(UInt8(1))
             writeWireBytes(bytes)
+        case .identified(let id, let bytes):
+            writeWire(UInt8(2))
+            writeWire(id.client)
+            writeWire(id.sequence)
+            writeWireBytes(bytes)
         }
     }
 
@@ -143,8 +148,15 @@ extension ByteBuffer {
                 case .noop:
                     out.storeBytes(of: 0, toByteOffset: at, as: UInt8.self)
                     at += 1
-                case .data(let bytes):
-                    out.storeBytes(of: 1, toByteOffset: at, as: UInt8.self)
+                case .data(let bytes), .identified(_, let bytes):
+                    if let id = value.proposalID {
+                        out.storeBytes(of: 2, toByteOffset: at, as: UInt8.self)
+                        out.storeBytes(of: id.client.bigEndian, toByteOffset: at + 1, as: UInt64.self)
+                        out.storeBytes(of: id.sequence.bigEndian, toByteOffset: at + 9, as: UInt64.self)
+                        at += 16
+                    } else {
+                        out.storeBytes(of: 1, toByteOffset: at, as: UInt8.self)
+                    }
                     out.storeBytes(of: UInt32(truncatingIfNeeded: bytes.count).bigEndian, toByteOffset: at + 1, as: UInt32.self)
                     at += 5
                     // `size` counted these bytes, so the slice stays within `out`.
@@ -175,7 +187,14 @@ extension ByteBuffer {
                 switch tag {
                 case 0:
                     values.append(.noop)
-                case 1:
+                case 1, 2:
+                    var id: ProposalID? = nil
+                    if tag == 2 {
+                        guard end - at >= 16 else { return (at, WireError(.truncated, "value.proposal")) }
+                        id = ProposalID(client: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)),
+                                        sequence: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)))
+                        at += 16
+                    }
                     guard end - at >= 4 else { return (at, WireError(.truncated, "value.data")) }
                     let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
                     at += 4
@@ -183,7 +202,8 @@ extension ByteBuffer {
                         return (at, WireError(.truncated, "value.data: \(length) bytes, \(end - at) left"))
                     }
                     // One copy, into the value's own array (one allocation per value remains).
-                    values.append(.data(Array(UnsafeRawBufferPointer(rebasing: raw[at ..< at + length]))))
+                    let bytes = Array(UnsafeRawBufferPointer(rebasing: raw[at ..< at + length]))
+                    values.append(id.map { .identified($0, bytes) } ?? .data(bytes))
                     at += length
                 default:
                     return (at, WireError(.unknownType, "value tag \(tag)"))
@@ -200,6 +220,9 @@ extension ByteBuffer {
         switch try readWire(UInt8.self, "value.tag") {
         case 0: return .noop
         case 1: return .data(try readWireBytes("value.data"))
+        case 2:
+            let id = ProposalID(client: try readWire(UInt64.self, "value.client"), sequence: try readWire(UInt64.self, "value.sequence"))
+            return .identified(id, try readWireBytes("value.data"))
         case let tag: throw WireError(.unknownType, "value tag \(tag)")
         }
     }
@@ -230,6 +253,7 @@ enum WireSize {
         switch value {
         case .noop: return 1
         case .data(let bytes): return 1 + 4 + bytes.count
+        case .identified(_, let bytes): return 1 + 16 + 4 + bytes.count
         }
     }
 

@@ -23,9 +23,10 @@ public enum ReadConsistency: UInt8, Hashable, Sendable, CaseIterable, CustomStri
 /// the server answers with one position per record, in order.
 public enum ClientRequest: Hashable, Sendable {
     /// Append these records, in this order, under identities `id`, `id.advanced(by: 1)`, …: a
-    /// retry with the same identities answers the first attempt's positions instead of appending
-    /// again. Answered by `appended`, `redirect` or `error`.
-    case append([[UInt8]], id: ProposalID)
+    /// retry with the same identities (`isRetry`: the replicas look them up in their client
+    /// sessions first) answers the first attempt's positions instead of appending again.
+    /// Answered by `appended`, `redirect` or `error`.
+    case append([[UInt8]], id: ProposalID, isRetry: Bool = false)
     /// Read chosen entries from `fromSlot` on, at most `maxCount`. Answered by `entries`,
     /// `redirect` (a linearizable read that needs the leader) or `error`.
     case read(fromSlot: Slot, maxCount: UInt32, consistency: ReadConsistency)
@@ -51,6 +52,10 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
 
     /// Too much in flight; retry later.
     public static let overloaded = ClientErrorCode(rawValue: 1)
+    /// A retried append's identity is older than the replicas' client sessions remember: it is
+    /// in the log at most once, and whether it is cannot be told by retrying (outcome unknown);
+    /// read the log.
+    public static let sessionExpired = ClientErrorCode(rawValue: 10)
     /// No majority reachable; the outcome of an append may be unknown.
     public static let noQuorum = ClientErrorCode(rawValue: 2)
     /// This replica is not the leader and does not know one to redirect to.
@@ -80,6 +85,7 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
         case .internal: return "internal"
         case .timeout: return "timeout"
         case .superseded: return "superseded"
+        case .sessionExpired: return "session expired"
         default: return "error \(rawValue)"
         }
     }
@@ -222,7 +228,7 @@ public struct ClientRequestFrame: Hashable, Sendable {
 
     var encodedSizeHint: Int {
         switch request {
-        case .append(let records, _): return 29 + records.reduce(0) { $0 + 4 + $1.count }
+        case .append(let records, _, _): return 30 + records.reduce(0) { $0 + 4 + $1.count }
         case .read, .status, .barrier: return 22
         }
     }
@@ -230,10 +236,11 @@ public struct ClientRequestFrame: Hashable, Sendable {
     func encode(into buffer: inout ByteBuffer) {
         buffer.writeWire(id)
         switch request {
-        case .append(let records, let proposal):
+        case .append(let records, let proposal, let isRetry):
             buffer.writeWire(ClientRequest.Kind.append.rawValue)
             buffer.writeWire(proposal.client)
             buffer.writeWire(proposal.sequence)
+            buffer.writeBool(isRetry)
             buffer.writeWireArray(records) { $0.writeWireBytes($1) }
         case .read(let fromSlot, let maxCount, let consistency):
             buffer.writeWire(ClientRequest.Kind.read.rawValue)
@@ -257,10 +264,11 @@ public struct ClientRequestFrame: Hashable, Sendable {
         case .append:
             let client = try buffer.readWire(UInt64.self, "append.client")
             let sequence = try buffer.readWire(UInt64.self, "append.sequence")
+            let isRetry = try buffer.readBool("append.isRetry")
             let records = try buffer.readWireArray("append.records", minimumElementSize: 4) { buffer throws(WireError) in
                 try buffer.readWireBytes("append.record")
             }
-            request = .append(records, id: ProposalID(client: client, sequence: sequence))
+            request = .append(records, id: ProposalID(client: client, sequence: sequence), isRetry: isRetry)
         case .read:
             let fromSlot = try buffer.readWire(Slot.self, "read.fromSlot")
             let maxCount = try buffer.readWire(UInt32.self, "read.maxCount")

@@ -12,10 +12,12 @@ public enum WireVersion {
     /// The peer protocol (handshake and consensus envelopes). Bump when a frame body changes
     /// incompatibly or a new message could reach an older peer.
     /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
-    public static let current: UInt16 = 2
+    /// 3: values carry their proposal's identity (value tag 2), which a version-2 peer cannot decode.
+    public static let current: UInt16 = 3
     /// The client protocol (handshake and request/response frames). Versions 1 and 2 were the
-    /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency, the
-    /// `barrier` request and response, errors an append outcome.
+    /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency and
+    /// entries a readThrough, the `barrier` request and response, errors an append outcome.
+    /// (The peer protocol reached 3 at the same time, for its own reasons.)
     public static let client: UInt16 = 3
 
     /// The version a `hello` from `role` must carry.

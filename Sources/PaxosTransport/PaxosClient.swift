@@ -38,8 +38,8 @@ public struct PaxosClientConfiguration: Sendable {
     /// second, which the next attempt finds). Default 3 s.
     public var attemptTimeout: TimeAmount = .seconds(3)
     /// The client part of the identities this client gives its appends' records (their sequence
-    /// numbers count up from 1). nil: a random 64-bit id per ``PaxosClient``. Two clients must
-    /// never use one id at once. Default nil.
+    /// numbers count up from 1). nil: a random 63-bit id (top bit clear, as the replicas
+    /// require) per ``PaxosClient``. Two clients must never use one id at once. Default nil.
     public var clientID: UInt64? = nil
     /// Append requests this client keeps in flight. Appends made while they are all out wait and
     /// go out together as the next request. With one, each round of replication carries one
@@ -311,7 +311,8 @@ public final class PaxosClient: Sendable {
 
     private init(configuration: PaxosClientConfiguration, group: any EventLoopGroup, logger: Logger, connection: ClientConnection) {
         self.configuration = configuration
-        self.clientID = configuration.clientID ?? UInt64.random(in: 1...UInt64.max)
+        // Top bit clear: the replicas keep ids with it set for their own appends.
+        self.clientID = configuration.clientID ?? UInt64.random(in: 1...(UInt64.max >> 1))
         self.coalescer = AppendCoalescer(maxInFlight: max(1, configuration.appendRequestsInFlight))
         self.group = group
         self.logger = logger
@@ -387,7 +388,7 @@ public final class PaxosClient: Sendable {
         // counts.
         let deadline = NIODeadline.now() + configuration.requestTimeout
         return try await coalescer.append(records, deadline: deadline) { [self] batch, deadline, completion in
-            sendAppend(batch, id: nil, deadline: deadline, completion: completion)
+            sendAppend(batch, id: nil, isRetry: false, deadline: deadline, completion: completion)
         }
     }
 
@@ -396,10 +397,12 @@ public final class PaxosClient: Sendable {
     /// ``PaxosClientError/proposalID`` and the same records), or for identities the caller keeps
     /// (a client id of its own: never one a live ``PaxosClient`` uses).
     /// - Throws: as ``append(_:)``.
-    public func append(_ records: [[UInt8]], id: ProposalID) async throws(PaxosClientError) -> [Slot] {
+    /// - Parameter isRetry: whether an earlier request may have carried these identities (the
+    ///   replicas then look them up before appending); default true.
+    public func append(_ records: [[UInt8]], id: ProposalID, isRetry: Bool = true) async throws(PaxosClientError) -> [Slot] {
         guard !records.isEmpty else { return [] }
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>) in
-            sendAppend(records, id: id, deadline: nil) { continuation.resume(returning: $0) }
+            sendAppend(records, id: id, isRetry: isRetry, deadline: nil) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }
@@ -413,9 +416,9 @@ public final class PaxosClient: Sendable {
     /// answered on the connection's loop; anything but its positions (a redirect, an error, a lost
     /// connection, a timeout) is handled in a task (``perform(_:deadline:first:)``).
     /// - Parameter deadline: nil: ``PaxosClientConfiguration/requestTimeout`` from now.
-    private func sendAppend(_ records: [[UInt8]], id: ProposalID?, deadline: NIODeadline?, completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
+    private func sendAppend(_ records: [[UInt8]], id: ProposalID?, isRetry: Bool, deadline: NIODeadline?, completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
         let id = id ?? identities(records.count)
-        let request = ClientRequest.append(records, id: id)
+        let request = ClientRequest.append(records, id: id, isRetry: isRetry)
         let deadline = deadline ?? NIODeadline.now() + configuration.requestTimeout
         let finish: @Sendable (Result<ClientResponse, PaxosClientError>) -> Void = { result in
             switch result {
@@ -518,7 +521,8 @@ public final class PaxosClient: Sendable {
 
     /// One call's attempts so far.
     private struct Call {
-        let request: ClientRequest
+        /// What the next attempt sends (an append's after the first: marked as a retry).
+        var request: ClientRequest
         let deadline: NIODeadline
         /// Sticky: once any attempt may have been proposed, the call's outcome is unknown,
         /// whatever later attempts are told.
@@ -542,7 +546,7 @@ public final class PaxosClient: Sendable {
         }
 
         var proposalID: ProposalID? {
-            if case .append(_, let id) = request { return id } else { return nil }
+            if case .append(_, let id, _) = request { return id } else { return nil }
         }
 
         mutating func mayHaveAppended() {
@@ -561,6 +565,8 @@ public final class PaxosClient: Sendable {
     private func perform(_ request: ClientRequest, deadline: NIODeadline, first: (ClientConnection, Result<ClientResponse, TransportError>)?) async -> Result<ClientResponse, PaxosClientError> {
         var call = Call(request: request, deadline: deadline)
         var target = Target.any
+        // Every attempt after the first may find the identities taken by an earlier one.
+        if case .append(let records, let id, false) = request, first != nil { call.request = .append(records, id: id, isRetry: true) }
         if let first {
             call.attempts = 1
             switch judge(first.1, from: first.0, call: &call) {
@@ -590,8 +596,10 @@ public final class PaxosClient: Sendable {
             }
             call.attempts += 1
             let result: Result<ClientResponse, TransportError>
+            let sent = call.request
+            if case .append(let records, let id, false) = call.request { call.request = .append(records, id: id, isRetry: true) }
             do {
-                result = .success(try await connection.send(request, deadline: min(deadline, .now() + configuration.attemptTimeout)))
+                result = .success(try await connection.send(sent, deadline: min(deadline, .now() + configuration.attemptTimeout)))
             } catch {
                 result = .failure(error)
             }
@@ -620,7 +628,7 @@ public final class PaxosClient: Sendable {
             response = r
         }
         switch (call.request, response) {
-        case (.append(let records, _), .appended(let slots)):
+        case (.append(let records, _, _), .appended(let slots)):
             guard slots.count == records.count else {
                 call.mayHaveAppended()
                 return .fail(call.error(.unexpectedResponse, "\(slots.count) positions for \(records.count) records"))
@@ -650,7 +658,7 @@ public final class PaxosClient: Sendable {
             call.cause = TransportError(.serverError, error.message, serverError: error)
             if call.isAppend, (error.outcome ?? Self.impliedOutcome(error.code)) == .unknown { call.mayHaveAppended() }
             switch error.code {
-            case .invalidRequest, .compacted:
+            case .invalidRequest, .compacted, .sessionExpired:
                 return .fail(call.error(.rejected, "node \(connection.nodeID): \(error)"))
             case .overloaded:
                 return .retry(.same(connection), pause: true)

@@ -45,6 +45,9 @@ enum Format {
     /// slot (8) + ballot round (8) + ballot node (4) + flags (1) + value length (4).
     static let entryHeaderSize = 25
     static let entryFlagNoop: UInt8 = 1 << 0
+    /// The value starts with the proposal's identity (client u64, sequence u64), counted in `length`.
+    static let entryFlagProposal: UInt8 = 1 << 1
+    static let entryProposalSize = 16
 
     enum RecordType: UInt8 {
         case promise = 1  // payload: round u64, node u32

@@ -26,13 +26,33 @@ public struct LogEntry: Sendable, Hashable {
     public var ballot: LogBallot
     /// A no-op a new leader uses to fill a hole; its `payload` is empty.
     public var isNoop: Bool
+    /// The identity of the proposal that carried the record, if it had one.
+    public var proposal: LogProposalID?
     public var payload: [UInt8]
 
-    public init(slot: UInt64, ballot: LogBallot, isNoop: Bool = false, payload: [UInt8]) {
+    public init(slot: UInt64, ballot: LogBallot, isNoop: Bool = false, proposal: LogProposalID? = nil, payload: [UInt8]) {
         self.slot = slot
         self.ballot = ballot
         self.isNoop = isNoop
+        self.proposal = proposal
         self.payload = payload
+    }
+
+    /// Bytes of the entry in an accepted payload: header, identity if any, value.
+    var encodedSize: Int {
+        Format.entryHeaderSize + (proposal == nil ? 0 : Format.entryProposalSize) + payload.count
+    }
+}
+
+/// A proposal's identity as the storage engine sees it (a client's id and its sequence number);
+/// the caller maps its own type onto this.
+public struct LogProposalID: Hashable, Sendable {
+    public var client: UInt64
+    public var sequence: UInt64
+
+    public init(client: UInt64, sequence: UInt64) {
+        self.client = client
+        self.sequence = sequence
     }
 }
 

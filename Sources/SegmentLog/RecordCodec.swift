@@ -55,7 +55,7 @@ enum RecordCodec {
                 var chunk = 0
                 for entry in entries {
                     try checkRange(Swift.max(entry.slot, entry.ballot.round))
-                    let size = Format.entryHeaderSize + entry.payload.count
+                    let size = entry.encodedSize
                     if size + 4 > maxRecordBytes {
                         throw SegmentLogError(.recordTooLarge(size: size + 4, limit: maxRecordBytes),
                                               "entry for slot \(entry.slot)")
@@ -95,7 +95,7 @@ enum RecordCodec {
                     var chunkStart = entries.startIndex
                     var chunk = 4
                     for i in entries.indices {
-                        let size = Format.entryHeaderSize + entries[i].payload.count
+                        let size = entries[i].encodedSize
                         if i > chunkStart && chunk + size > maxRecordBytes {
                             out.accepted(entries[chunkStart..<i], rawSize: chunk, compress: chunk > compressionThreshold, ops: &ops)
                             chunkStart = i
@@ -172,9 +172,14 @@ enum RecordCodec {
                 scratch.putLE(entry.slot, at: p)
                 scratch.putLE(entry.ballot.round, at: p + 8)
                 scratch.putLE(entry.ballot.node, at: p + 16)
-                scratch[p + 20] = entry.isNoop ? Format.entryFlagNoop : 0
-                scratch.putLE(UInt32(entry.payload.count), at: p + 21)
+                scratch[p + 20] = (entry.isNoop ? Format.entryFlagNoop : 0) | (entry.proposal == nil ? 0 : Format.entryFlagProposal)
+                scratch.putLE(UInt32(entry.encodedSize - Format.entryHeaderSize), at: p + 21)
                 p += Format.entryHeaderSize
+                if let id = entry.proposal {
+                    scratch.putLE(id.client, at: p)
+                    scratch.putLE(id.sequence, at: p + 8)
+                    p += Format.entryProposalSize
+                }
                 entry.payload.withUnsafeBytes { value in
                     if value.count > 0 {
                         UnsafeMutableRawBufferPointer(rebasing: scratch[p..<(p + value.count)]).copyMemory(from: value)
@@ -226,9 +231,16 @@ enum RecordCodec {
         for _ in 0..<count {
             guard raw.count - p >= Format.entryHeaderSize else { return "entry header at payload offset \(p) truncated" }
             let length = Int(raw.le(p + 21, as: UInt32.self))
-            guard raw[p + 20] & ~Format.entryFlagNoop == 0 else { return "unknown entry flags at payload offset \(p)" }
+            let flags = raw[p + 20]
+            guard flags & ~(Format.entryFlagNoop | Format.entryFlagProposal) == 0 else { return "unknown entry flags at payload offset \(p)" }
             guard length <= raw.count - p - Format.entryHeaderSize else {
                 return "entry value of \(length) bytes at payload offset \(p) overruns the payload"
+            }
+            if flags & Format.entryFlagProposal != 0 {
+                guard flags & Format.entryFlagNoop == 0 else { return "entry at payload offset \(p) is a no-op with a proposal identity" }
+                guard length >= Format.entryProposalSize else {
+                    return "entry at payload offset \(p) has a proposal identity but only \(length) bytes"
+                }
             }
             let slot = raw.le(p, as: UInt64.self), round = raw.le(p + 8, as: UInt64.self)
             guard slot <= Format.maxSlot, round <= Format.maxSlot else {
@@ -245,12 +257,20 @@ enum RecordCodec {
         guard p >= 4, raw.count - p >= Format.entryHeaderSize else { return nil }
         let length = Int(raw.le(p + 21, as: UInt32.self))
         guard length <= raw.count - p - Format.entryHeaderSize else { return nil }
-        let start = p + Format.entryHeaderSize
+        var start = p + Format.entryHeaderSize
+        let end = start + length
+        var proposal: LogProposalID? = nil
+        if raw[p + 20] & Format.entryFlagProposal != 0 {
+            guard length >= Format.entryProposalSize else { return nil }
+            proposal = LogProposalID(client: raw.le(start, as: UInt64.self), sequence: raw.le(start + 8, as: UInt64.self))
+            start += Format.entryProposalSize
+        }
         return LogEntry(
             slot: raw.le(p, as: UInt64.self),
             ballot: LogBallot(round: raw.le(p + 8, as: UInt64.self), node: raw.le(p + 16, as: UInt32.self)),
             isNoop: raw[p + 20] & Format.entryFlagNoop != 0,
-            payload: Array(raw[start..<(start + length)]))
+            proposal: proposal,
+            payload: Array(raw[start..<end]))
     }
 
     /// The segment-end record of segment `sequence`, CRC masked: what the writer puts after a

@@ -231,6 +231,7 @@ struct TranscriptHarness {
         switch v {
         case .noop: return "noop"
         case .data(let b): return String(decoding: b, as: UTF8.self)
+        case .identified(let id, let b): return String(decoding: b, as: UTF8.self) + "[\(id)]"
         }
     }
 

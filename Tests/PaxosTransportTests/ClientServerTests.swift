@@ -22,7 +22,7 @@ import Testing
     /// Many concurrent requests on one connection, answered out of order, each matched to its caller.
     @Test func pipelinedRequestsAnsweredOutOfOrder() async throws {
         let (server, address) = try await startServer(secret: Array("k".utf8)) { request in
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             // Finish in a scrambled order: later requests often overtake earlier ones.
             try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
             return .appended(records.map { Slot($0[0]) << 32 | Slot($0[1]) })
@@ -78,7 +78,7 @@ import Testing
     func appendRequestsInFlightPerClient(limit: Int?) async throws {
         let running = Mutex((now: 0, peak: 0, requests: 0))
         let (server, address) = try await startServer { request in
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now); $0.requests += 1 }
             try? await Task.sleep(for: .milliseconds(20))
             running.withLock { $0.now -= 1 }
@@ -115,7 +115,7 @@ import Testing
         var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
         config.maxInFlightPerConnection = 2
         let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger, direct: { request, respond in
-            guard case .append(let records, _) = request else { return false }
+            guard case .append(let records, _, _) = request else { return false }
             let n = Slot(records[0][0]) << 8 | Slot(records[0][1])
             switch n % 3 {
             case 0:
@@ -130,7 +130,7 @@ import Testing
                 return false
             }
         }) { request in
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             taken.withLock { $0.declined += 1 }
             return .appended([Slot(records[0][0]) << 8 | Slot(records[0][1])])
         }
@@ -182,7 +182,7 @@ import Testing
 
     @Test func followsRedirectsToTheLeader() async throws {
         let (leader, leaderAddress) = try await startServer(nodeID: 2) { request in
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
             return .appended(records.indices.map { Slot($0 + 100) })
         }
         let (follower, followerAddress) = try await startServer(nodeID: 1) { _ in

@@ -249,12 +249,13 @@ import Testing
     /// error its outcome after the message.
     @Test func clientProtocolVersion3Layout() throws {
         var append = ByteBuffer()
-        ClientRequestFrame(id: 7, request: .append([[0x61, 0x62], []], id: ProposalID(client: 0xABCD, sequence: 5))).encode(into: &append)
+        ClientRequestFrame(id: 7, request: .append([[0x61, 0x62], []], id: ProposalID(client: 0xABCD, sequence: 5), isRetry: true)).encode(into: &append)
         #expect(Array(append.readableBytesView) == [
             0, 0, 0, 0, 0, 0, 0, 7,                 // request id
             1,                                      // kind: append
             0, 0, 0, 0, 0, 0, 0xAB, 0xCD,           // client id
             0, 0, 0, 0, 0, 0, 0, 5,                 // sequence of the first record
+            1,                                      // a retry
             0, 0, 0, 2,                             // two records
             0, 0, 0, 2, 0x61, 0x62,                 // "ab"
             0, 0, 0, 0,                             // ""

@@ -27,10 +27,15 @@ import Testing
     /// The identities a stand-in server was asked to append under, in order.
     final class Seen: Sendable {
         let ids = Mutex<[ProposalID]>([])
+        let retries = Mutex<[Bool]>([])
         func note(_ request: ClientRequest) {
-            if case .append(_, let id) = request { ids.withLock { $0.append(id) } }
+            if case .append(_, let id, let isRetry) = request {
+                ids.withLock { $0.append(id) }
+                retries.withLock { $0.append(isRetry) }
+            }
         }
         var all: [ProposalID] { ids.withLock { $0 } }
+        var retryFlags: [Bool] { retries.withLock { $0 } }
     }
 
     /// A replica that takes the request and never answers (a SIGSTOPped leader): the attempt
@@ -44,7 +49,7 @@ import Testing
         }
         let (next, nextAddress) = try await startServer(nodeID: 2) { request in
             nextSeen.note(request)
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
             return .appended(records.indices.map { Slot(40 + $0) })
         }
         let client = try await client([stalledAddress, nextAddress])
@@ -89,7 +94,7 @@ import Testing
         }
         let (leader, leaderAddress) = try await startServer(nodeID: 3) { request in
             leaderSeen.note(request)
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
             return .appended(records.indices.map { Slot(7 + $0) })
         }
         let client = try await client([followerAddress, leaderAddress])
@@ -108,7 +113,7 @@ import Testing
         let first = Mutex(true)
         let (server, address) = try await startServer(nodeID: 1) { request in
             seen.note(request)
-            guard case .append(let records, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
             if first.withLock({ f in defer { f = false }; return f }) {
                 return .error(ClientError(code: .timeout, message: "not chosen in time", outcome: .unknown))
             }
@@ -121,6 +126,9 @@ import Testing
         #expect(ids.count == 3)
         #expect(ids[0] == ids[1])
         #expect(ids[2] == ids[0].advanced(by: 3))
+        // The second attempt says it is one, so the replicas look the identity up first.
+        #expect(seen.retryFlags == [false, true, false])
+        #expect(ids[0].client >> 63 == 0, "client ids keep the top bit clear")
         await client.close()
         await server.shutdown()
     }

@@ -1,0 +1,143 @@
+import DequeModule
+import MultiPaxos
+
+/// Which proposal identities are chosen, and at which slot, or in flight in this leader's open
+/// slots: what lets a retried append return the position of the first attempt instead of
+/// appending the record twice (Raft's client sessions, dissertation §6.3, without registration).
+///
+/// **Only retries are looked up.** A client marks an attempt that repeats one whose outcome it
+/// did not learn; a first attempt's identity is new, so it is proposed as it is and costs no
+/// lookup. Appends a replica makes for callers without an identity get ids that are never
+/// retried (``ProposalID/isRetriable``) and are not remembered at all.
+///
+/// **Replicated, deterministic.** The chosen part is a function of the chosen log alone: every
+/// replica applies the same chosen slots in slot order and evicts by the same rule, so a new
+/// leader holds the same table as the old one through the slots both have applied.
+///
+/// **Bounded.** It remembers the identities of the last `limits.identities` retriable chosen
+/// slots (oldest evicted first) and, per client, the highest sequence number it evicted (its
+/// floor), for the `limits.clients` most recently active clients. A retry at or below its
+/// client's floor and no longer remembered is answered `sessionExpired` (outcome unknown,
+/// never a second append). A client forgotten entirely (silent while that many others
+/// appended) is new again: a retry of a record that old may append it twice.
+///
+/// **Gaps.** A replica that starts from a compacted log, or installs a snapshot, has not seen
+/// the identities chosen below it (the table does not travel with snapshots yet): an absent
+/// retry is then answered `sessionExpired` too, instead of being proposed. Only retries whose
+/// first attempt is older than the replica's snapshot meet this.
+///
+/// **Why an absent retry may be proposed** (safety argument): a leader answers "absent" only
+/// when the identity is neither chosen at or below its chosen watermark (the table has applied
+/// every slot through it, with no gap) nor held in one of its open slots. Its open slots are
+/// exactly the values it proposed in its ballot: after Phase 1 it re-proposed every value a
+/// majority reported for slots above its watermark, and a value no majority member reported
+/// for a slot can no longer be chosen there (Paxos: the leader's own value or a no-op wins it).
+/// So an identity that can still be chosen anywhere is either in the table or in flight here,
+/// and proposing an absent one cannot make it chosen twice. Appends offered while the replica
+/// campaigns are held by the replica, not the core, and looked up only once Phase 1 has ended.
+/// The simulation checks that no identity is ever chosen at two slots (planted bug:
+/// `ReplicaBug.outcomeByBytes`, which has no table).
+///
+/// Confined to the replica's executor.
+package struct ClientSessions {
+    package struct Limits: Hashable, Sendable {
+        /// Identities of chosen slots remembered, oldest evicted first (about 56 B each).
+        package var identities = 1 << 19
+        /// Clients whose floor is remembered, least recently active evicted first.
+        package var clients = 1 << 16
+
+        package init() {}
+    }
+
+    enum Lookup: Equatable {
+        /// Chosen at this slot: answer it, do not propose again.
+        case chosen(Slot)
+        /// Proposed by this leader at this slot and not yet chosen: wait for it.
+        case inFlight(Slot)
+        /// Older than what is remembered of its client: it may or may not be in the log.
+        case expired
+        /// Not chosen and not in flight: proposing it cannot append it twice. (A first attempt is
+        /// not looked up: its identity is new.)
+        case absent
+    }
+
+    let limits: Limits
+    /// Every chosen slot through this one is applied (or lies below a gap, see ``skip(to:)``).
+    private(set) var applied: Slot
+    /// Identities chosen at or below this slot may be missing: the replica started from a
+    /// compacted log or installed a snapshot. An absent retry is then answered `expired`.
+    private(set) var gapThrough: Slot
+    private var chosen: [ProposalID: Slot] = [:]
+    private var order: Deque<(slot: Slot, id: ProposalID)> = []
+    /// Per client: the highest sequence evicted from `chosen`, and its last chosen slot.
+    private var clients: [UInt64: (floor: UInt64, last: Slot)] = [:]
+    /// Clients whose every remembered identity was evicted, by their last slot; may hold stale
+    /// entries (a client that appended again), checked against `clients` when popped.
+    private var silent: Deque<(last: Slot, client: UInt64)> = []
+    /// Open slots that carry an identity, with the ballot they were proposed in: only those of
+    /// the ballot this replica leads in now are in flight (a change of ballot needs no clearing).
+    private var proposed: [ProposalID: (slot: Slot, ballot: Ballot)] = [:]
+
+    init(limits: Limits = Limits(), applied: Slot) {
+        self.limits = limits
+        self.applied = applied
+        self.gapThrough = applied
+    }
+
+    var rememberedCount: Int { chosen.count }
+
+    /// - Parameter ballot: the ballot this replica leads in.
+    func lookup(_ id: ProposalID, leading ballot: Ballot) -> Lookup {
+        if let slot = chosen[id] { return .chosen(slot) }
+        if let p = proposed[id], p.ballot == ballot { return .inFlight(p.slot) }
+        if let client = clients[id.client], id.sequence <= client.floor { return .expired }
+        return gapThrough > 0 ? .expired : .absent
+    }
+
+    /// Applies the next chosen slot (slots must come in order, each once).
+    mutating func apply(slot: Slot, value: Value) {
+        guard slot > applied else { return }
+        applied = slot
+        guard let id = value.proposalID, id.isRetriable else { return }
+        proposed.removeValue(forKey: id)
+        // A slot holds one value, and a leader never proposes an identity already chosen: a
+        // second slot for one identity would be a duplicate the simulation reports. Keep the first.
+        guard chosen[id] == nil else { return }
+        chosen[id] = slot
+        order.append((slot, id))
+        if let c = clients[id.client] { clients[id.client] = (c.floor, slot) } else { clients[id.client] = (0, slot) }
+        while order.count > limits.identities { evictOldest() }
+        while clients.count > limits.clients, let s = silent.popFirst() {
+            if clients[s.client]?.last == s.last { clients.removeValue(forKey: s.client) }
+        }
+        // Stale entries of clients that spoke again are dropped once they outnumber the live ones.
+        if silent.count > 2 * limits.clients { silent = Deque(silent.filter { clients[$0.client]?.last == $0.last }) }
+    }
+
+    private mutating func evictOldest() {
+        let (slot, id) = order.removeFirst()
+        chosen.removeValue(forKey: id)
+        guard let c = clients[id.client] else { return }
+        clients[id.client] = (Swift.max(c.floor, id.sequence), c.last)
+        if c.last == slot { silent.append((slot, id.client)) }
+    }
+
+    /// A snapshot moved the chosen watermark to `slot` without the slots between: identities
+    /// chosen there are unknown here. Also the start after a restart on a compacted log.
+    mutating func skip(to slot: Slot) {
+        guard slot > applied else { return }
+        applied = slot
+        gapThrough = slot
+    }
+
+    /// This leader proposed `id` at `slot` in `ballot` (a new append, or a value Phase 1 found).
+    mutating func noteProposed(_ id: ProposalID, at slot: Slot, ballot: Ballot) {
+        if slot > applied { proposed[id] = (slot, ballot) }
+    }
+
+    /// This replica stopped leading: its open slots are no longer its to fill.
+    mutating func forgetProposed() {
+        proposed = [:]
+    }
+}
+

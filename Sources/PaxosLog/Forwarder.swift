@@ -13,8 +13,11 @@ final class Forwarder: Sendable {
         self.configuration = configuration
     }
 
-    /// - Parameter id: the caller's identity for the records, if it gave one.
-    func append(_ records: [[UInt8]], id: ProposalID?, to leader: NodeID) async throws -> [Slot] {
+    /// Appends at the leader's client port.
+    /// - Parameter id: the identities the records were appended under (a retried identity then
+    ///   answers the first attempt's positions); nil: the forwarding client's own.
+    /// - Throws: ``PaxosLogError`` `.transport` with the outcome the client reported.
+    func append(_ records: [[UInt8]], id: ProposalID? = nil, to leader: NodeID) async throws -> [Slot] {
         guard let member = configuration.members.first(where: { $0.id == leader }) else {
             throw PaxosLogError(.notLeader, "leader \(leader) is not a member", leader: leader)
         }
@@ -25,6 +28,9 @@ final class Forwarder: Sendable {
             var c = PaxosClientConfiguration(addresses: [member.clientAddress], clusterName: configuration.clusterName, secret: configuration.secret)
             c.tls = configuration.tls
             c.maxRedirects = 0
+            // The follower's caller waits for this: within the time an append has.
+            c.requestTimeout = configuration.appendTimeout
+            c.attemptTimeout = configuration.appendTimeout
             do {
                 client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: configuration.logger)
             } catch {
@@ -33,11 +39,13 @@ final class Forwarder: Sendable {
             clients.withLockedValue { $0[leader] = client }
         }
         do {
+            if let id { return try await client.append(records, id: id) }
             return try await client.append(records)
         } catch {
             clients.withLockedValue { _ = $0.removeValue(forKey: leader) }
             await client.close()
-            throw PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)
+            throw PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader,
+                                outcome: error.outcome == .notAppended ? .notAppended : .unknown)
         }
     }
 

@@ -26,6 +26,8 @@ public final class PaxosLog: Sendable {
     let driver: ReplicaDriver
     private let transport: PeerTransport?
     private let forwarder: Forwarder?
+    /// Asks the leader for read barriers when this replica follows (linearizable reads).
+    let leaderLink: LeaderLink
     let metrics: ReplicaMetrics
     /// One compaction at a time.
     let compacting = NIOLockedValueBox(false)
@@ -35,6 +37,7 @@ public final class PaxosLog: Sendable {
         self.driver = driver
         self.transport = transport
         self.forwarder = configuration.nonLeaderAppends == .forward ? Forwarder(configuration: configuration) : nil
+        self.leaderLink = LeaderLink(configuration: configuration)
         self.metrics = ReplicaMetrics(driver: driver, transport: transport)
         metrics.start(interval: configuration.metricsInterval)
     }
@@ -266,6 +269,7 @@ public final class PaxosLog: Sendable {
         await metrics.stop()
         try await driver.shutdown().get()
         await forwarder?.close()
+        await leaderLink.close()
         await transport?.shutdown()
         try await NIOThreadPool.singleton.runIfActive { try self.driver.store.close() }
     }

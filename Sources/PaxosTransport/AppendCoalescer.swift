@@ -1,5 +1,6 @@
 import MultiPaxos
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 
 /// Merges appends that many tasks make at once on one client into fewer, larger requests.
@@ -20,11 +21,14 @@ import NIOPosix
 final class AppendCoalescer: Sendable {
     /// Sends one request and reports its outcome to the completion, exactly once, from any thread
     /// (on the connection's event loop, ideally, so the next request goes out without a hop).
-    typealias Send = @Sendable (_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) -> Void
+    /// `deadline`: the earliest of its callers' deadlines (an append that waited for a place
+    /// keeps the deadline it was made with).
+    typealias Send = @Sendable (_ records: [[UInt8]], _ deadline: NIODeadline?, _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) -> Void
 
     private struct Waiter {
         var records: [[UInt8]]
-        var continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>
+        var deadline: NIODeadline?
+        var continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>
     }
 
     private struct State {
@@ -46,12 +50,13 @@ final class AppendCoalescer: Sendable {
     /// Appends waiting for a place (for tests).
     var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
 
-    func append(_ records: [[UInt8]], send: @escaping Send) async throws(TransportError) -> [Slot] {
+    /// - Parameter deadline: when the caller's append must end, waiting for a place included.
+    func append(_ records: [[UInt8]], deadline: NIODeadline? = nil, send: @escaping Send) async throws(PaxosClientError) -> [Slot] {
         // Unsafe rather than checked: each waiter is taken out of `waiting` once and resumed once
         // (`dispatch`), and the checked variant costs an allocation per append.
-        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], TransportError>, Never>) in
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[Slot], PaxosClientError>, Never>) in
             let batch = state.withLockedValue { s -> [Waiter] in
-                s.waiting.append(Waiter(records: records, continuation: continuation))
+                s.waiting.append(Waiter(records: records, deadline: deadline, continuation: continuation))
                 guard s.inFlight < maxInFlight else { return [] }
                 s.inFlight += 1
                 return take(&s)
@@ -81,7 +86,7 @@ final class AppendCoalescer: Sendable {
         records.reserveCapacity(batch.reduce(0) { $0 + $1.records.count })
         for w in batch { records.append(contentsOf: w.records) }
         let count = records.count
-        send(records) { [self] result in
+        send(records, batch.compactMap(\.deadline).min()) { [self] result in
             switch result {
             case .success(let slots) where slots.count == count && batch.count == 1:
                 batch[0].continuation.resume(returning: .success(slots))
@@ -93,10 +98,17 @@ final class AppendCoalescer: Sendable {
                     i += n
                 }
             case .success(let slots):
-                let error = TransportError(.unexpectedResponse, "\(slots.count) slots for \(count) records")
+                let error = PaxosClientError(.unexpectedResponse, "\(slots.count) slots for \(count) records", outcome: .unknown)
                 for w in batch { w.continuation.resume(returning: .failure(error)) }
             case .failure(let error):
-                for w in batch { w.continuation.resume(returning: .failure(error)) }
+                // Each caller gets the identity of its own first record, to retry with.
+                var offset = 0
+                for w in batch {
+                    var own = error
+                    own.proposalID = error.proposalID?.advanced(by: offset)
+                    w.continuation.resume(returning: .failure(own))
+                    offset += w.records.count
+                }
             }
             // On an event loop, the callers just answered may run on it too (a task preferring
             // its executor): they were queued behind this completion and append again as soon as

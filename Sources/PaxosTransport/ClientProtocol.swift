@@ -1,20 +1,46 @@
 import MultiPaxos
 import NIOCore
 
+/// How fresh a read must be.
+public enum ReadConsistency: UInt8, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// What the replica asked has chosen and readable now: always available, and may be stale (a
+    /// follower behind, or a leader deposed without knowing yet).
+    case local = 0
+    /// Reflects every append acknowledged before the read started, by any replica: the replica
+    /// gets a read-barrier position from the leader (asking it over its client port when it is
+    /// a follower), waits until it has applied through it, then reads.
+    case linearizable = 1
+
+    public var description: String {
+        switch self {
+        case .local: return "local"
+        case .linearizable: return "linearizable"
+        }
+    }
+}
+
 /// A request from a client to a replica. Several records per `append` amortise the round trip;
 /// the server answers with one position per record, in order.
 public enum ClientRequest: Hashable, Sendable {
-    /// Append these records, in this order. Answered by `appended`, `redirect` or `error`.
-    case append([[UInt8]])
-    /// Read chosen entries from `fromSlot` on, at most `maxCount`. Answered by `entries` or `error`.
-    case read(fromSlot: Slot, maxCount: UInt32)
+    /// Append these records, in this order, under identities `id`, `id.advanced(by: 1)`, …: a
+    /// retry with the same identities (`isRetry`: the replicas look them up in their client
+    /// sessions first) answers the first attempt's positions instead of appending again.
+    /// Answered by `appended`, `redirect` or `error`.
+    case append([[UInt8]], id: ProposalID, isRetry: Bool = false)
+    /// Read chosen entries from `fromSlot` on, at most `maxCount`. Answered by `entries`,
+    /// `redirect` (a linearizable read that needs the leader) or `error`.
+    case read(fromSlot: Slot, maxCount: UInt32, consistency: ReadConsistency)
     /// Ask for the replica's view of the cluster. Answered by `status`.
     case status
+    /// Ask the leader for a read-barrier position (a follower asks it before a linearizable
+    /// read). Answered by `barrier`, `redirect` (not the leader) or `error`.
+    case barrier
 
     enum Kind: UInt8 {
         case append = 1
         case read = 2
         case status = 3
+        case barrier = 4
     }
 }
 
@@ -26,6 +52,10 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
 
     /// Too much in flight; retry later.
     public static let overloaded = ClientErrorCode(rawValue: 1)
+    /// A retried append's identity is older than the replicas' client sessions remember: it is
+    /// in the log at most once, and whether it is cannot be told by retrying (outcome unknown);
+    /// read the log.
+    public static let sessionExpired = ClientErrorCode(rawValue: 10)
     /// No majority reachable; the outcome of an append may be unknown.
     public static let noQuorum = ClientErrorCode(rawValue: 2)
     /// This replica is not the leader and does not know one to redirect to.
@@ -55,6 +85,7 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
         case .internal: return "internal"
         case .timeout: return "timeout"
         case .superseded: return "superseded"
+        case .sessionExpired: return "session expired"
         default: return "error \(rawValue)"
         }
     }
@@ -62,13 +93,34 @@ public struct ClientErrorCode: RawRepresentable, Hashable, Sendable, CustomStrin
 
 /// An error a server returns for one request.
 public struct ClientError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What a failed append did to the log.
+    public enum Outcome: UInt8, Hashable, Sendable, CustomStringConvertible {
+        /// Definitely not appended, now or later: retrying cannot duplicate it.
+        case notAppended = 1
+        /// May have been appended, or may still be: retry with the same identity (which answers
+        /// the first attempt's positions if it was), or read the log.
+        case unknown = 2
+
+        public var description: String {
+            switch self {
+            case .notAppended: return "not appended"
+            case .unknown: return "outcome unknown"
+            }
+        }
+    }
+
     public var code: ClientErrorCode
     public var message: String
-    public init(code: ClientErrorCode, message: String) {
+    /// For an append: whether its records were appended, as the server knows it. Nil for other
+    /// requests (and from a server that could not tell: take it as ``Outcome/unknown``).
+    public var outcome: Outcome?
+
+    public init(code: ClientErrorCode, message: String, outcome: Outcome? = nil) {
         self.code = code
         self.message = message
+        self.outcome = outcome
     }
-    public var description: String { "\(code): \(message)" }
+    public var description: String { "\(code): \(message)" + (outcome.map { " (\($0))" } ?? "") }
 }
 
 /// One chosen record returned by a read.
@@ -87,10 +139,21 @@ public struct ReadResult: Hashable, Sendable {
     public var entries: [ClientEntry]
     /// The first slot the server did not examine; pass it as the next `fromSlot`.
     public var nextSlot: Slot
-    public init(entries: [ClientEntry], nextSlot: Slot) {
+    /// The server's readable watermark when it read (for a linearizable read, at or above its
+    /// barrier): the read reflects the log through here. A reader has everything up to it once
+    /// `nextSlot` passes it; reading on, linearizably, would only find the no-ops later barriers
+    /// add, and newer appends.
+    public var readThrough: Slot
+
+    /// - Parameter readThrough: nil: the last slot examined (`nextSlot - 1`).
+    public init(entries: [ClientEntry], nextSlot: Slot, readThrough: Slot? = nil) {
         self.entries = entries
         self.nextSlot = nextSlot
+        self.readThrough = readThrough ?? (Swift.max(nextSlot, 1) - 1)
     }
+
+    /// Whether the read examined everything through ``readThrough``.
+    public var isComplete: Bool { nextSlot > readThrough }
 }
 
 /// A replica's view of the cluster.
@@ -139,6 +202,9 @@ public enum ClientResponse: Hashable, Sendable {
     case entries(ReadResult)
     /// The answer to a status request.
     case status(ClientStatus)
+    /// The answer to a barrier request: every append acknowledged before the request arrived is
+    /// at or below this position.
+    case barrier(Slot)
 
     enum Kind: UInt8 {
         case appended = 1
@@ -146,6 +212,7 @@ public enum ClientResponse: Hashable, Sendable {
         case error = 3
         case entries = 4
         case status = 5
+        case barrier = 6
     }
 }
 
@@ -161,23 +228,29 @@ public struct ClientRequestFrame: Hashable, Sendable {
 
     var encodedSizeHint: Int {
         switch request {
-        case .append(let records): return 13 + records.reduce(0) { $0 + 4 + $1.count }
-        case .read, .status: return 21
+        case .append(let records, _, _): return 30 + records.reduce(0) { $0 + 4 + $1.count }
+        case .read, .status, .barrier: return 22
         }
     }
 
     func encode(into buffer: inout ByteBuffer) {
         buffer.writeWire(id)
         switch request {
-        case .append(let records):
+        case .append(let records, let proposal, let isRetry):
             buffer.writeWire(ClientRequest.Kind.append.rawValue)
+            buffer.writeWire(proposal.client)
+            buffer.writeWire(proposal.sequence)
+            buffer.writeBool(isRetry)
             buffer.writeWireArray(records) { $0.writeWireBytes($1) }
-        case .read(let fromSlot, let maxCount):
+        case .read(let fromSlot, let maxCount, let consistency):
             buffer.writeWire(ClientRequest.Kind.read.rawValue)
             buffer.writeWire(fromSlot)
             buffer.writeWire(maxCount)
+            buffer.writeWire(consistency.rawValue)
         case .status:
             buffer.writeWire(ClientRequest.Kind.status.rawValue)
+        case .barrier:
+            buffer.writeWire(ClientRequest.Kind.barrier.rawValue)
         }
     }
 
@@ -189,13 +262,23 @@ public struct ClientRequestFrame: Hashable, Sendable {
         let request: ClientRequest
         switch ClientRequest.Kind(rawValue: raw) {
         case .append:
-            request = .append(try buffer.readWireArray("append.records", minimumElementSize: 4) { buffer throws(WireError) in
+            let client = try buffer.readWire(UInt64.self, "append.client")
+            let sequence = try buffer.readWire(UInt64.self, "append.sequence")
+            let isRetry = try buffer.readBool("append.isRetry")
+            let records = try buffer.readWireArray("append.records", minimumElementSize: 4) { buffer throws(WireError) in
                 try buffer.readWireBytes("append.record")
-            })
+            }
+            request = .append(records, id: ProposalID(client: client, sequence: sequence), isRetry: isRetry)
         case .read:
-            request = .read(fromSlot: try buffer.readWire(Slot.self, "read.fromSlot"), maxCount: try buffer.readWire(UInt32.self, "read.maxCount"))
+            let fromSlot = try buffer.readWire(Slot.self, "read.fromSlot")
+            let maxCount = try buffer.readWire(UInt32.self, "read.maxCount")
+            let raw = try buffer.readWire(UInt8.self, "read.consistency")
+            guard let consistency = ReadConsistency(rawValue: raw) else { throw WireError(.unknownType, "read consistency \(raw)") }
+            request = .read(fromSlot: fromSlot, maxCount: maxCount, consistency: consistency)
         case .status:
             request = .status
+        case .barrier:
+            request = .barrier
         case nil:
             throw WireError(.unknownType, "request kind \(raw)")
         }
@@ -216,7 +299,8 @@ public struct ClientResponseFrame: Hashable, Sendable {
     var encodedSizeHint: Int {
         switch response {
         case .appended(let slots): return 13 + 8 * slots.count
-        case .entries(let result): return 21 + result.entries.reduce(0) { $0 + 12 + $1.bytes.count }
+        case .entries(let result): return 29 + result.entries.reduce(0) { $0 + 12 + $1.bytes.count }
+        case .barrier: return 17
         case .redirect, .error, .status: return 128
         }
     }
@@ -237,9 +321,11 @@ public struct ClientResponseFrame: Hashable, Sendable {
             buffer.writeWire(ClientResponse.Kind.error.rawValue)
             buffer.writeWire(error.code.rawValue)
             buffer.writeWireString(error.message)
+            buffer.writeWire(error.outcome?.rawValue ?? 0)
         case .entries(let result):
             buffer.writeWire(ClientResponse.Kind.entries.rawValue)
             buffer.writeWire(result.nextSlot)
+            buffer.writeWire(result.readThrough)
             buffer.writeWireArray(result.entries) { buffer, entry in
                 buffer.writeWire(entry.slot)
                 buffer.writeWireBytes(entry.bytes)
@@ -258,6 +344,9 @@ public struct ClientResponseFrame: Hashable, Sendable {
                 buffer.writeWireString(pair.key)
                 buffer.writeWireString(pair.value)
             }
+        case .barrier(let position):
+            buffer.writeWire(ClientResponse.Kind.barrier.rawValue)
+            buffer.writeWire(position)
         }
     }
 
@@ -278,14 +367,25 @@ public struct ClientResponseFrame: Hashable, Sendable {
             response = .redirect(leaderID: leaderID, leaderAddress: address)
         case .error:
             let code = try buffer.readWire(UInt16.self, "error.code")
-            response = .error(ClientError(code: ClientErrorCode(rawValue: code), message: try buffer.readWireString("error.message")))
+            let message = try buffer.readWireString("error.message")
+            let raw = try buffer.readWire(UInt8.self, "error.outcome")
+            let outcome: ClientError.Outcome?
+            if raw == 0 {
+                outcome = nil
+            } else if let known = ClientError.Outcome(rawValue: raw) {
+                outcome = known
+            } else {
+                throw WireError(.unknownType, "error outcome \(raw)")
+            }
+            response = .error(ClientError(code: ClientErrorCode(rawValue: code), message: message, outcome: outcome))
         case .entries:
             let nextSlot = try buffer.readWire(Slot.self, "entries.nextSlot")
+            let readThrough = try buffer.readWire(Slot.self, "entries.readThrough")
             let entries = try buffer.readWireArray("entries.entries", minimumElementSize: 12) { buffer throws(WireError) in
                 let slot = try buffer.readWire(Slot.self, "entry.slot")
                 return ClientEntry(slot: slot, bytes: try buffer.readWireBytes("entry.bytes"))
             }
-            response = .entries(ReadResult(entries: entries, nextSlot: nextSlot))
+            response = .entries(ReadResult(entries: entries, nextSlot: nextSlot, readThrough: readThrough))
         case .status:
             let nodeID = try buffer.readWire(NodeID.self, "status.nodeID")
             let leaderID: NodeID? = try buffer.readBool("status.hasLeader") ? try buffer.readWire(NodeID.self, "status.leaderID") : nil
@@ -299,6 +399,8 @@ public struct ClientResponseFrame: Hashable, Sendable {
                 details.append(.init(key, try buffer.readWireString("status.value")))
             }
             response = .status(ClientStatus(nodeID: nodeID, leaderID: leaderID, ballot: ballot, chosenThrough: chosenThrough, lastAccepted: lastAccepted, details: details))
+        case .barrier:
+            response = .barrier(try buffer.readWire(Slot.self, "barrier.position"))
         case nil:
             throw WireError(.unknownType, "response kind \(raw)")
         }

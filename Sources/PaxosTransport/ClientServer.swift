@@ -49,8 +49,9 @@ public struct ClientServerConfiguration: Sendable {
 /// ```swift
 /// let server = ClientServer(configuration: config, group: group, logger: logger) { request in
 ///     switch request {
-///     case .append(let records): return await replica.append(records)   // -> .appended / .redirect / .error
-///     case .read(let from, let max): return await replica.read(from, max)
+///     case .append(let records, let id, let isRetry): return await replica.append(records, id, isRetry)   // -> .appended / .redirect / .error
+///     case .read(let from, let max, let consistency): return await replica.read(from, max, consistency)
+///     case .barrier: return await replica.barrier()
 ///     case .status: return .status(replica.status)
 ///     }
 /// }

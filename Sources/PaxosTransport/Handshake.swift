@@ -3,11 +3,30 @@ import MultiPaxos
 import NIOCore
 
 /// The version of everything after the `hello` frame. Both sides must speak the same one.
+///
+/// The peer port and the client port are versioned apart: a `hello` carries ``current`` from a
+/// replica and ``client`` from a client, and an acceptor checks it against the version of the
+/// role the `hello` names. A change to the consensus messages then does not lock clients out, nor
+/// a change to the client protocol the peers (WIRE.md, "Versions").
 public enum WireVersion {
-    /// Bump when a frame body changes incompatibly or a new message could reach an older peer.
+    /// The peer protocol (handshake and consensus envelopes). Bump when a frame body changes
+    /// incompatibly or a new message could reach an older peer.
     /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
     /// 3: values carry their proposal's identity (value tag 2), which a version-2 peer cannot decode.
     public static let current: UInt16 = 3
+    /// The client protocol (handshake and request/response frames). Versions 1 and 2 were the
+    /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency and
+    /// entries a readThrough, the `barrier` request and response, errors an append outcome.
+    /// (The peer protocol reached 3 at the same time, for its own reasons.)
+    public static let client: UInt16 = 3
+
+    /// The version a `hello` from `role` must carry.
+    static func expected(for role: ConnectionRole) -> UInt16 {
+        switch role {
+        case .peer: return current
+        case .client: return client
+        }
+    }
 }
 
 /// Who opens a connection: a replica (with its node id) or a client.
@@ -145,8 +164,9 @@ public enum HandshakeMessage: Hashable, Sendable {
         switch type {
         case .hello:
             let version = try body.readWire(UInt16.self, "hello.version")
-            if version != WireVersion.current {
-                // Do not parse the rest: another version may lay it out differently.
+            if version != WireVersion.current && version != WireVersion.client {
+                // Do not parse the rest: another version may lay it out differently. (The peer
+                // and the client versions of today share the layout.)
                 return .hello(Hello(version: version, cluster: "", role: .client, nonce: []))
             }
             let cluster = try body.readWireString("hello.cluster")

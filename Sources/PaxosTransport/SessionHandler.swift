@@ -123,7 +123,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .initiator(let role, _):
             let nonce = HandshakeAuth.makeNonce()
             state = .awaitingWelcome(nonce: nonce)
-            let hello = HandshakeMessage.Hello(version: WireVersion.current, cluster: configuration.cluster, role: role, nonce: nonce)
+            let hello = HandshakeMessage.Hello(version: WireVersion.expected(for: role), cluster: configuration.cluster, role: role, nonce: nonce)
             context.writeAndFlush(wrapOutboundOut(.handshake(.hello(hello))), promise: nil)
         case .acceptor:
             state = .awaitingHello
@@ -221,8 +221,9 @@ final class SessionHandler: ChannelInboundHandler {
         // Acceptor: check who is calling.
         case (.awaitingHello, .hello(let hello)):
             guard case .acceptor(let nodeID, let peers, let clients) = configuration.side else { return }
-            guard hello.version == WireVersion.current else {
-                return refuse(.badVersion, "wire version \(hello.version) is not supported; this node speaks \(WireVersion.current)", context: context)
+            let version = WireVersion.expected(for: hello.role)
+            guard hello.version == version else {
+                return refuse(.badVersion, "version \(hello.version) is not supported; this node speaks version \(WireVersion.current) to peers and \(WireVersion.client) to clients", context: context)
             }
             guard hello.cluster == configuration.cluster else {
                 return refuse(.wrongCluster, "cluster \"\(hello.cluster)\" is not this node's cluster", context: context)
@@ -244,10 +245,10 @@ final class SessionHandler: ChannelInboundHandler {
                 let acceptorTranscript = HandshakeAuth.transcript(label: "paxoslog acceptor", initiatorNonce: hello.nonce, acceptorNonce: nonce, cluster: hello.cluster, role: hello.role, acceptorID: nodeID)
                 let initiatorTranscript = HandshakeAuth.transcript(label: "paxoslog initiator", initiatorNonce: hello.nonce, acceptorNonce: nonce, cluster: hello.cluster, role: hello.role, acceptorID: nodeID)
                 state = .awaitingAuth(transcript: initiatorTranscript, remote: hello.role)
-                let welcome = HandshakeMessage.Welcome(version: WireVersion.current, cluster: configuration.cluster, nodeID: nodeID, nonce: nonce, authRequired: true, proof: HandshakeAuth.proof(key: key, transcript: acceptorTranscript))
+                let welcome = HandshakeMessage.Welcome(version: version, cluster: configuration.cluster, nodeID: nodeID, nonce: nonce, authRequired: true, proof: HandshakeAuth.proof(key: key, transcript: acceptorTranscript))
                 context.writeAndFlush(wrapOutboundOut(.handshake(.welcome(welcome))), promise: nil)
             } else {
-                let welcome = HandshakeMessage.Welcome(version: WireVersion.current, cluster: configuration.cluster, nodeID: nodeID, nonce: nonce, authRequired: false, proof: [])
+                let welcome = HandshakeMessage.Welcome(version: version, cluster: configuration.cluster, nodeID: nodeID, nonce: nonce, authRequired: false, proof: [])
                 context.writeAndFlush(wrapOutboundOut(.handshake(.welcome(welcome))), promise: nil)
                 succeed(remote: hello.role, context: context)
             }
@@ -262,8 +263,10 @@ final class SessionHandler: ChannelInboundHandler {
         // Initiator: check whom we reached, and prove ourselves if asked.
         case (.awaitingWelcome(let nonce), .welcome(let welcome)):
             guard case .initiator(let role, let expected) = configuration.side else { return }
-            guard welcome.version == WireVersion.current else {
-                return refuse(.badVersion, "wire version \(welcome.version) is not supported; this node speaks \(WireVersion.current)", context: context)
+            let version = WireVersion.expected(for: role)
+            guard welcome.version == version else {
+                let what = role == .client ? "client protocol" : "wire"
+                return refuse(.badVersion, "the remote side speaks \(what) version \(welcome.version); this node speaks \(version)", context: context)
             }
             guard welcome.cluster == configuration.cluster else {
                 return refuse(.wrongCluster, "reached cluster \"\(welcome.cluster)\", wanted \"\(configuration.cluster)\"", context: context)

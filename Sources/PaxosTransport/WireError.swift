@@ -77,6 +77,9 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
         public static let invalidConfiguration = Code(raw: 10)
         /// Binding a listening socket failed.
         public static let bindFailed = Code(raw: 11)
+        /// No answer came in time (``PaxosClientConfiguration/attemptTimeout``); the outcome of
+        /// the request is unknown.
+        public static let timeout = Code(raw: 12)
 
         public var description: String {
             switch self {
@@ -91,6 +94,7 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
             case .unexpectedResponse: return "unexpected response"
             case .invalidConfiguration: return "invalid configuration"
             case .bindFailed: return "bind failed"
+            case .timeout: return "timeout"
             default: return "transport error \(raw)"
             }
         }

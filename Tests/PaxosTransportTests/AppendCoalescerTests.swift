@@ -13,9 +13,9 @@ struct AppendCoalescerTests {
     final class Log: Sendable {
         let state = NIOLockedValueBox<(next: Slot, requests: [Int], records: [[UInt8]])>((1, [], []))
         let gate = AsyncGate()
-        func send(_ records: [[UInt8]]) async throws(TransportError) -> [Slot] {
+        func send(_ records: [[UInt8]]) async throws(PaxosClientError) -> [Slot] {
             await gate.wait()
-            if records.contains([0xFF]) { throw TransportError(.serverError, "refused") }
+            if records.contains([0xFF]) { throw PaxosClientError(.rejected, "refused") }
             return state.withLockedValue { s in
                 s.requests.append(records.count)
                 s.records += records
@@ -26,9 +26,9 @@ struct AppendCoalescerTests {
 
         /// `send` as an ``AppendCoalescer/Send``: answered from a task, as a network would answer
         /// from another thread.
-        func callback(_ records: [[UInt8]], _ completion: @escaping @Sendable (Result<[Slot], TransportError>) -> Void) {
+        func callback(_ records: [[UInt8]], _ deadline: NIODeadline?, _ completion: @escaping @Sendable (Result<[Slot], PaxosClientError>) -> Void) {
             Task {
-                do throws(TransportError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
+                do throws(PaxosClientError) { completion(.success(try await send(records))) } catch { completion(.failure(error)) }
             }
         }
     }
@@ -55,12 +55,12 @@ struct AppendCoalescerTests {
         let log = Log()
         let coalescer = AppendCoalescer(maxInFlight: 1)
         let callers = 50
-        let results = await withTaskGroup(of: ([[UInt8]], Result<[Slot], TransportError>).self) { group in
+        let results = await withTaskGroup(of: ([[UInt8]], Result<[Slot], PaxosClientError>).self) { group in
             for c in 0..<callers {
                 let records = (0..<(c % 3 + 1)).map { [UInt8(c), UInt8($0)] }
                 group.addTask {
-                    let result: Result<[Slot], TransportError>
-                    do throws(TransportError) { result = .success(try await coalescer.append(records, send: log.callback)) }
+                    let result: Result<[Slot], PaxosClientError>
+                    do throws(PaxosClientError) { result = .success(try await coalescer.append(records, send: log.callback)) }
                     catch { result = .failure(error) }
                     return (records, result)
                 }
@@ -68,7 +68,7 @@ struct AppendCoalescerTests {
             // Let the callers queue up behind the first request, then let the log answer.
             while coalescer.waitingCount < callers - 1 { await Task.yield() }
             log.gate.open()
-            var all: [([[UInt8]], Result<[Slot], TransportError>)] = []
+            var all: [([[UInt8]], Result<[Slot], PaxosClientError>)] = []
             for await r in group { all.append(r) }
             return all
         }
@@ -86,15 +86,37 @@ struct AppendCoalescerTests {
         let log = Log()
         log.gate.open()
         let coalescer = AppendCoalescer(maxInFlight: 1)
-        await #expect(throws: TransportError.self) { try await coalescer.append([[0xFF]], send: log.callback) }
+        await #expect(throws: PaxosClientError.self) { try await coalescer.append([[0xFF]], send: log.callback) }
         #expect(try await coalescer.append([[1], [2]], send: log.callback) == [1, 2])
+    }
+
+    /// An append that waited for a place keeps the deadline it was made with: a merged request
+    /// goes out with the earliest of its callers' deadlines, so no caller's call outlives its own.
+    @Test("a merged request carries the earliest deadline of its callers", .timeLimit(.minutes(1)))
+    func mergedRequestKeepsTheEarliestDeadline() async throws {
+        let log = Log()
+        let deadlines = NIOLockedValueBox<[NIODeadline?]>([])
+        let send: AppendCoalescer.Send = { records, deadline, completion in
+            deadlines.withLockedValue { $0.append(deadline) }
+            log.callback(records, deadline, completion)
+        }
+        let coalescer = AppendCoalescer(maxInFlight: 1)
+        let base = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        async let first = coalescer.append([[1]], deadline: base + .seconds(30), send: send)
+        while deadlines.withLockedValue({ $0.count }) < 1 { await Task.yield() }
+        async let later = coalescer.append([[2]], deadline: base + .seconds(20), send: send)
+        async let earlier = coalescer.append([[3]], deadline: base + .seconds(10), send: send)
+        while coalescer.waitingCount < 2 { await Task.yield() }
+        log.gate.open()
+        _ = try await (first, later, earlier)
+        #expect(deadlines.withLockedValue { $0 } == [base + .seconds(30), base + .seconds(10)])
     }
 
     @Test("a send answered at once, inside the call, still serves every caller and frees its place", .timeLimit(.minutes(1)))
     func answeredAtOnce() async throws {
         let next = NIOLockedValueBox<Slot>(1)
         let sizes = NIOLockedValueBox<[Int]>([])
-        let send: AppendCoalescer.Send = { records, completion in
+        let send: AppendCoalescer.Send = { records, _, completion in
             sizes.withLockedValue { $0.append(records.count) }
             completion(.success(next.withLockedValue { n in
                 defer { n += Slot(records.count) }
@@ -129,7 +151,7 @@ struct AppendCoalescerTests {
         let executor = EventLoopTaskExecutor(loop)
         let next = NIOLockedValueBox<Slot>(1)
         let sizes = NIOLockedValueBox<[Int]>([])
-        let send: AppendCoalescer.Send = { records, completion in
+        let send: AppendCoalescer.Send = { records, _, completion in
             sizes.withLockedValue { $0.append(records.count) }
             loop.scheduleTask(in: .milliseconds(1)) {
                 completion(.success(next.withLockedValue { n in

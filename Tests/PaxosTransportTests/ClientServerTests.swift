@@ -22,7 +22,7 @@ import Testing
     /// Many concurrent requests on one connection, answered out of order, each matched to its caller.
     @Test func pipelinedRequestsAnsweredOutOfOrder() async throws {
         let (server, address) = try await startServer(secret: Array("k".utf8)) { request in
-            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             // Finish in a scrambled order: later requests often overtake earlier ones.
             try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
             return .appended(records.map { Slot($0[0]) << 32 | Slot($0[1]) })
@@ -61,7 +61,7 @@ import Testing
                 group.addTask {
                     // `send`, not `append`: appends on one client share requests, and this test
                     // needs 100 separate requests in flight.
-                    let response = try await client.send(.append([[0]]))
+                    let response = try await client.send(.append([[0]], id: ProposalID(client: 1, sequence: 1)))
                     #expect(response == .appended([1]))
                 }
             }
@@ -78,7 +78,7 @@ import Testing
     func appendRequestsInFlightPerClient(limit: Int?) async throws {
         let running = Mutex((now: 0, peak: 0, requests: 0))
         let (server, address) = try await startServer { request in
-            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now); $0.requests += 1 }
             try? await Task.sleep(for: .milliseconds(20))
             running.withLock { $0.now -= 1 }
@@ -115,7 +115,7 @@ import Testing
         var config = ClientServerConfiguration(nodeID: 1, clusterName: "test", listenAddress: PeerAddress(host: "127.0.0.1", port: 0))
         config.maxInFlightPerConnection = 2
         let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger, direct: { request, respond in
-            guard case .append(let records) = request else { return false }
+            guard case .append(let records, _, _) = request else { return false }
             let n = Slot(records[0][0]) << 8 | Slot(records[0][1])
             switch n % 3 {
             case 0:
@@ -130,7 +130,7 @@ import Testing
                 return false
             }
         }) { request in
-            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "append only")) }
             taken.withLock { $0.declined += 1 }
             return .appended([Slot(records[0][0]) << 8 | Slot(records[0][1])])
         }
@@ -140,7 +140,7 @@ import Testing
             for i in 0..<600 {
                 group.addTask {
                     // `send`: separate requests, so that many wait behind the limit of 2.
-                    let response = try await client.send(.append([[UInt8(i >> 8), UInt8(i & 0xFF)]]))
+                    let response = try await client.send(.append([[UInt8(i >> 8), UInt8(i & 0xFF)]], id: ProposalID(client: 1, sequence: UInt64(i))))
                     #expect(response == .appended([Slot(i)]))
                 }
             }
@@ -155,26 +155,34 @@ import Testing
         let status = ClientStatus(nodeID: 1, leaderID: 1, ballot: Ballot(round: 2, node: 1), chosenThrough: 9, lastAccepted: 10, details: [.init("role", "leader")])
         let (server, address) = try await startServer { request in
             switch request {
-            case .read(let from, let max):
+            case .read(let from, let max, _):
                 return .entries(ReadResult(entries: (0..<Slot(max)).map { ClientEntry(slot: from + $0, bytes: [UInt8(truncatingIfNeeded: from + $0)]) }, nextSlot: from + Slot(max)))
             case .status: return .status(status)
-            case .append: return .error(ClientError(code: .noQuorum, message: "no majority"))
+            case .barrier: return .barrier(9)
+            case .append: return .error(ClientError(code: .noQuorum, message: "no majority", outcome: .unknown))
             }
         }
-        let client = try await connect([address])
+        var configuration = PaxosClientConfiguration(addresses: [address], clusterName: "test")
+        configuration.requestTimeout = .seconds(5)
+        let client = try await PaxosClient.connect(configuration: configuration, group: testGroup, logger: quietLogger)
         let page = try await client.read(from: 5, maxCount: 3)
         #expect(page == ReadResult(entries: [ClientEntry(slot: 5, bytes: [5]), ClientEntry(slot: 6, bytes: [6]), ClientEntry(slot: 7, bytes: [7])], nextSlot: 8))
         #expect(try await client.status() == status)
-        let error = try await #require(throws: TransportError.self) { try await client.append([[1]]) }
-        #expect(error.code == .serverError)
-        #expect(error.serverError?.code == .noQuorum)
+        #expect(try await client.readBarrier() == 9)
+        // Retried (a server timeout may be cured by another replica) until the call's time runs out.
+        let error = try await #require(throws: PaxosClientError.self) { try await client.append([[1]]) }
+        #expect(error.code == .timeout)
+        // The last attempt's failure: the server's answer, or the deadline cutting it short.
+        #expect(error.serverError?.code == .noQuorum || error.cause?.code == .timeout)
+        #expect(error.outcome == .unknown)
+        #expect(error.proposalID?.client == client.clientID)
         await client.close()
         await server.shutdown()
     }
 
     @Test func followsRedirectsToTheLeader() async throws {
         let (leader, leaderAddress) = try await startServer(nodeID: 2) { request in
-            guard case .append(let records) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
+            guard case .append(let records, _, _) = request else { return .error(ClientError(code: .invalidRequest, message: "")) }
             return .appended(records.indices.map { Slot($0 + 100) })
         }
         let (follower, followerAddress) = try await startServer(nodeID: 1) { _ in
@@ -185,11 +193,16 @@ import Testing
         #expect(try await client.append([[1], [2]]) == [100, 101])
         #expect(client.connectedNodeID == 2)
 
-        // A redirect that names no address cannot be followed: a typed error.
-        let (lost, lostAddress) = try await startServer(nodeID: 3) { _ in .redirect(leaderID: nil, leaderAddress: nil) }
+        // A redirect that names nobody (an election) is retried after a pause, at the same
+        // replica when it is the only one, until someone leads.
+        let redirects = Mutex(0)
+        let (lost, lostAddress) = try await startServer(nodeID: 3) { _ in
+            if redirects.withLock({ n in defer { n += 1 }; return n < 3 }) { return .redirect(leaderID: nil, leaderAddress: nil) }
+            return .appended([9])
+        }
         let other = try await connect([lostAddress])
-        let error = try await #require(throws: TransportError.self) { try await other.append([[1]]) }
-        #expect(error.code == .redirect)
+        #expect(try await other.append([[1]]) == [9])
+        #expect(redirects.withLock { $0 } == 4)
         await client.close()
         await other.close()
         for server in [leader, follower, lost] { await server.shutdown() }
@@ -254,11 +267,11 @@ import Testing
         let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
         let raw = try await ClientBootstrap(group: testGroup).channelOption(.autoRead, value: false)
             .connect(host: address.host, port: address.port).get()
-        let hello = HandshakeMessage.hello(.init(version: WireVersion.current, cluster: "test", role: .client, nonce: []))
+        let hello = HandshakeMessage.hello(.init(version: WireVersion.client, cluster: "test", role: .client, nonce: []))
         var bytes = frameBytes(.handshake(hello))
         let requests = 400
         for id in 0..<requests {
-            var request = frameBytes(.request(ClientRequestFrame(id: UInt64(id), request: reads ? .read(fromSlot: 1, maxCount: 1) : .status)))
+            var request = frameBytes(.request(ClientRequestFrame(id: UInt64(id), request: reads ? .read(fromSlot: 1, maxCount: 1, consistency: .local) : .status)))
             bytes.writeBuffer(&request)
         }
         try await raw.writeAndFlush(bytes)
@@ -284,7 +297,7 @@ import Testing
         config.maxPartialFrameBytes = 4 << 20
         let server = ClientServer(configuration: config, group: testGroup, logger: quietLogger) { _ in .appended([1]) }
         let address = PeerAddress(host: "127.0.0.1", port: try #require(try await server.start().port))
-        let hello = HandshakeMessage.hello(.init(version: WireVersion.current, cluster: "test", role: .client, nonce: []))
+        let hello = HandshakeMessage.hello(.init(version: WireVersion.client, cluster: "test", role: .client, nonce: []))
         var raws: [any Channel] = []
         for _ in 0..<4 {
             let raw = try await ClientBootstrap(group: testGroup).connect(host: address.host, port: address.port).get()
@@ -315,7 +328,7 @@ import Testing
         let client = try await connect([address])
         let pending = Task { () async -> TransportError? in
             do {
-                _ = try await client.send(.append([[1]]))
+                _ = try await client.send(.append([[1]], id: ProposalID(client: 1, sequence: 1)))
                 return nil
             } catch let error as TransportError {
                 return error

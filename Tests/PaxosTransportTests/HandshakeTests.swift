@@ -139,6 +139,36 @@ import Testing
         #expect(!acceptor.channel.isActive)
     }
 
+    /// The peer and client ports are versioned apart: each role's `hello` is checked against its
+    /// own version; a version-2 client (whose appends carry no identity) is refused.
+    @Test func clientAndPeerVersionsAreCheckedApart() throws {
+        // Each role's own version is accepted, an older one refused; the other role's version
+        // only when it differs (today both are 3).
+        var cases: [(ConnectionRole, UInt16, Bool)] = [(.client, WireVersion.client, true), (.client, 2, false),
+                                                      (.peer(2), WireVersion.current, true), (.peer(2), WireVersion.current - 1, false)]
+        if WireVersion.current != WireVersion.client {
+            cases += [(.client, WireVersion.current, false), (.peer(2), WireVersion.client, false)]
+        }
+        for (role, version, accepted) in cases {
+            let acceptor = try EmbeddedSession(.acceptor(nodeID: 1, peers: [2], clients: true))
+            try acceptor.activate()
+            acceptor.feed(frameBytes(.handshake(.hello(.init(version: version, cluster: "test", role: role, nonce: [1])))))
+            let frames = try acceptor.outboundFrames()
+            if accepted {
+                #expect(frames.map(\.type) == [.welcome], "\(role) v\(version)")
+                var payload = try #require(frames.first).payload
+                guard case .welcome(let welcome) = try HandshakeMessage.decode(type: .welcome, body: &payload) else { continue }
+                #expect(welcome.version == version)
+            } else {
+                #expect(refusal(acceptor) == .badVersion, "\(role) v\(version)")
+                #expect(frames.map(\.type) == [.refuse])
+            }
+        }
+        // And a real client and server agree end to end.
+        let pair = try handshake(initiatorRole: .client, expected: nil)
+        #expect(pair.acceptor.channel.isActive && pair.initiator.channel.isActive)
+    }
+
     @Test func refusesDataBeforeTheHandshake() throws {
         let acceptor = try EmbeddedSession(.acceptor(nodeID: 1, peers: [2], clients: true))
         try acceptor.activate()

@@ -198,8 +198,10 @@ import Testing
 @Suite struct ClientProtocolCodecTests {
     @Test func requestsRoundTrip() throws {
         let requests: [ClientRequest] = [
-            .append([]), .append([[1, 2, 3], [], Array(repeating: 7, count: 500)]),
-            .read(fromSlot: 1, maxCount: 100), .read(fromSlot: .max, maxCount: 0), .status,
+            .append([], id: ProposalID(client: 0, sequence: 0)),
+            .append([[1, 2, 3], [], Array(repeating: 7, count: 500)], id: ProposalID(client: .max, sequence: 1 << 40)),
+            .read(fromSlot: 1, maxCount: 100, consistency: .local), .read(fromSlot: .max, maxCount: 0, consistency: .linearizable),
+            .status, .barrier,
         ]
         for (index, request) in requests.enumerated() {
             let frame = ClientRequestFrame(id: UInt64(index) &* 0x1_0000_0001, request: request)
@@ -217,8 +219,12 @@ import Testing
             .redirect(leaderID: 3, leaderAddress: "127.0.0.1:7103"), .redirect(leaderID: nil, leaderAddress: nil),
             .redirect(leaderID: 2, leaderAddress: nil),
             .error(ClientError(code: .overloaded, message: "too much")), .error(ClientError(code: ClientErrorCode(rawValue: 999), message: "ünïcode ✓")),
+            .error(ClientError(code: .timeout, message: "slow", outcome: .unknown)),
+            .error(ClientError(code: .overloaded, message: "full", outcome: .notAppended)),
+            .barrier(0), .barrier(.max),
             .entries(ReadResult(entries: [ClientEntry(slot: 1, bytes: [9]), ClientEntry(slot: 3, bytes: [])], nextSlot: 4)),
             .entries(ReadResult(entries: [], nextSlot: 1)),
+            .entries(ReadResult(entries: [ClientEntry(slot: 5, bytes: [1])], nextSlot: 6, readThrough: 90)),
             .status(ClientStatus(nodeID: 1, leaderID: 2, ballot: Ballot(round: 3, node: 2), chosenThrough: 10, lastAccepted: 12, details: [.init("role", "follower"), .init("", "")])),
             .status(ClientStatus(nodeID: 1, leaderID: nil, ballot: .zero, chosenThrough: 0, lastAccepted: 0)),
         ]
@@ -238,10 +244,48 @@ import Testing
         }
     }
 
+    /// The version-3 layouts byte for byte (WIRE.md's worked example): an append carries its
+    /// first record's identity before the records, a read its consistency after the count, an
+    /// error its outcome after the message.
+    @Test func clientProtocolVersion3Layout() throws {
+        var append = ByteBuffer()
+        ClientRequestFrame(id: 7, request: .append([[0x61, 0x62], []], id: ProposalID(client: 0xABCD, sequence: 5), isRetry: true)).encode(into: &append)
+        #expect(Array(append.readableBytesView) == [
+            0, 0, 0, 0, 0, 0, 0, 7,                 // request id
+            1,                                      // kind: append
+            0, 0, 0, 0, 0, 0, 0xAB, 0xCD,           // client id
+            0, 0, 0, 0, 0, 0, 0, 5,                 // sequence of the first record
+            1,                                      // a retry
+            0, 0, 0, 2,                             // two records
+            0, 0, 0, 2, 0x61, 0x62,                 // "ab"
+            0, 0, 0, 0,                             // ""
+        ])
+        var read = ByteBuffer()
+        ClientRequestFrame(id: 1, request: .read(fromSlot: 3, maxCount: 2, consistency: .linearizable)).encode(into: &read)
+        #expect(Array(read.readableBytesView) == [0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 1])
+        var error = ByteBuffer()
+        ClientResponseFrame(id: 1, response: .error(ClientError(code: .timeout, message: "t", outcome: .unknown))).encode(into: &error)
+        #expect(Array(error.readableBytesView) == [0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 8, 0, 1, 0x74, 2])
+        var barrier = ByteBuffer()
+        ClientResponseFrame(id: 1, response: .barrier(9)).encode(into: &barrier)
+        #expect(Array(barrier.readableBytesView) == [0, 0, 0, 0, 0, 0, 0, 1, 6, 0, 0, 0, 0, 0, 0, 0, 9])
+    }
+
+    /// An unknown consistency or outcome byte is malformed, not guessed at.
+    @Test func unknownConsistencyAndOutcomeAreMalformed() throws {
+        var read = ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 2])
+        #expect(throws: WireError.self) { try ClientRequestFrame.decode(&read) }
+        var error = ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 8, 0, 1, 0x74, 3])
+        #expect(throws: WireError.self) { try ClientResponseFrame.decode(&error) }
+        // A version-2 append (no identity) does not decode as version 3.
+        var old = ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0x61])
+        #expect(throws: WireError.self) { try ClientRequestFrame.decode(&old) }
+    }
+
     @Test func handshakeMessagesRoundTrip() throws {
         let messages: [HandshakeMessage] = [
             .hello(.init(version: WireVersion.current, cluster: "c", role: .peer(3), nonce: [1, 2])),
-            .hello(.init(version: WireVersion.current, cluster: "", role: .client, nonce: [])),
+            .hello(.init(version: WireVersion.client, cluster: "", role: .client, nonce: [])),
             .welcome(.init(version: 1, cluster: "c", nodeID: 2, nonce: [3], authRequired: true, proof: Array(repeating: 1, count: 32))),
             .auth(proof: [1, 2, 3]), .ready, .refuse(.wrongCluster, "no"),
         ]

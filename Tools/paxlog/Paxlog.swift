@@ -39,6 +39,11 @@ struct Paxlog: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+        } catch let error as CLIError {
+            // One line on stderr, exit 2, as CLIError promises (ArgumentParser's default is
+            // "Error: …" and 1, which scripts would take for a command's own verdict).
+            FileHandle.standardError.write(Data("paxlog: \(error.description)\n".utf8))
+            Foundation.exit(2)
         } catch {
             if exitCode(for: error) == .validationFailure {
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))

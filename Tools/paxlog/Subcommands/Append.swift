@@ -4,6 +4,7 @@ import Histogram
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import MultiPaxos
 import NIOPosix
 import PaxosTransport
 
@@ -11,7 +12,20 @@ import PaxosTransport
 struct Append: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Append each line of stdin (or generated records) to a cluster; print each acknowledged position.",
-        discussion: "Exit 0 when every record was acknowledged, 1 when some failed, 2 on usage or connection errors."
+        discussion: """
+        Each request carries its records' identities (a random client id, a sequence number per \
+        record). A request whose outcome is unknown (no answer from a replica within \
+        --attempt-timeout, a lost connection, a server timeout) is sent again with the same \
+        identities, to another replica if that one failed, until --timeout: the cluster answers a \
+        retried identity with the first attempt's position, so a line is never appended twice. \
+        Failed records are reported on stderr (with --json, as objects on stdout) with their \
+        outcome: "not appended" (safe to append again) or "outcome unknown" (may be in the log; \
+        retrying needs the printed identity).
+
+        Exit 0 when every record was acknowledged; 1 when some were not and every failed one is \
+        certainly not appended; 3 when the outcome of some is unknown; 2 on usage errors or when \
+        no replica could be reached at all.
+        """
     )
 
     @OptionGroup var cluster: ClusterOptions
@@ -19,6 +33,8 @@ struct Append: AsyncParsableCommand {
     @Option(help: "Size of generated records, in bytes.") var size = 256
     @Option(help: "Concurrent append streams.") var concurrency = 1
     @Option(help: "Records per request (one round trip carries this many).") var batch = 1
+    @Option(help: "Seconds each request may take, retries included (default 10).") var timeout: Double = 10
+    @Option(help: "Seconds one attempt waits for a replica's answer before trying the next (default 3).") var attemptTimeout: Double = 3
     @Flag(help: "One JSON object per line, then a summary object.") var json = false
     @Flag(help: "Print only the summary.") var quiet = false
 
@@ -27,25 +43,41 @@ struct Append: AsyncParsableCommand {
         guard size >= 0, size <= 16 << 20 else { throw ValidationError("--size must be 0…16 MiB") }
         guard concurrency >= 1, concurrency <= 4096 else { throw ValidationError("--concurrency must be 1…4096") }
         guard batch >= 1, batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
+        guard timeout > 0, timeout <= 86_400, attemptTimeout > 0, attemptTimeout <= timeout else {
+            throw ValidationError("--timeout must be positive and --attempt-timeout 0…--timeout")
+        }
     }
 
     func run() async throws {
         let records: RecordSource = count.map { .generated(count: $0, size: size) } ?? .lines(Self.readStdinLines())
-        let result = try await AppendLoad(configuration: try cluster.clientConfiguration(), concurrency: concurrency, batch: batch)
-            .run(records) { position, size in
-                guard !quiet else { return }
-                if json { output.write("{\"position\":\(position),\"size\":\(size)}") } else { output.write("\(position)") }
+        var configuration = try cluster.clientConfiguration()
+        configuration.requestTimeout = .nanoseconds(Int64(timeout * 1e9))
+        configuration.attemptTimeout = .nanoseconds(Int64(attemptTimeout * 1e9))
+        var load = AppendLoad(configuration: configuration, concurrency: concurrency, batch: batch)
+        let json = self.json
+        load.onFailure = { failure in
+            if json {
+                output.write(jsonLine(failure))
+            } else {
+                let which = failure.count == 1 ? "record \(failure.index)" : "records \(failure.index)…\(failure.index + failure.count - 1)"
+                FileHandle.standardError.write(Data("paxlog: \(which) (from 0) failed, \(failure.outcome)\(failure.identity.map { " (identity \($0))" } ?? ""): \(failure.error)\n".utf8))
             }
+        }
+        let result = try await load.run(records) { position, size in
+            guard !quiet else { return }
+            if json { output.write("{\"position\":\(position),\"size\":\(size)}") } else { output.write("\(position)") }
+        }
         output.flush()
         if json {
             print(jsonLine(["summary": result.summary]))
         } else {
             let s = result.summary
-            FileHandle.standardError.write(Data("acknowledged \(s.acknowledged), failed \(s.failed), \(Int(s.records_per_second)) records/s, \(s.latency_us.text)\n".utf8))
+            FileHandle.standardError.write(Data("acknowledged \(s.acknowledged), failed \(s.failed) (not appended \(s.not_appended), outcome unknown \(s.unknown)), \(Int(s.records_per_second)) records/s, \(s.latency_us.text)\n".utf8))
             for (e, n) in result.errors.sorted(by: { $0.value > $1.value }).prefix(5) {
                 FileHandle.standardError.write(Data("  \(n)× \(e)\n".utf8))
             }
         }
+        if result.summary.unknown > 0 { throw ExitCode(3) }
         if result.summary.failed > 0 { throw ExitCode(1) }
     }
 
@@ -93,8 +125,11 @@ enum RecordSource: Sendable {
 }
 
 /// A closed-loop load: `concurrency` streams, each with one request of `batch` records in flight.
-/// Retries only what is certainly not appended (overloaded, no leader yet); anything whose
-/// outcome is unknown counts as failed, never as acknowledged.
+///
+/// `PaxosClient` retries each request (with its records' identities) within its request timeout.
+/// A load with a `deadline` (benchmarks, the demo) then retries a failed request again, with the
+/// same identities, until the deadline; a load without one (`paxlog append`) reports it. Anything
+/// not acknowledged counts as failed, never as acknowledged, with its outcome.
 struct AppendLoad: Sendable {
     var configuration: PaxosClientConfiguration
     var concurrency: Int
@@ -103,12 +138,28 @@ struct AppendLoad: Sendable {
     /// Clients (one connection each) the streams are spread over. One, as in a database that
     /// links one `PaxosClient`: its coalescer then merges all streams' appends into few requests.
     var connections = 1
+    /// Called for each request that finally failed.
+    var onFailure: (@Sendable (Failure) -> Void)? = nil
 
     struct Summary: Encodable {
         var acknowledged: Int
         var failed: Int
+        /// Of the failed records: certainly not appended.
+        var not_appended: Int
+        /// Of the failed records: may be in the log.
+        var unknown: Int
         var records_per_second: Double
         var latency_us: LatencySummary
+    }
+
+    /// A request that failed: its records (indexes into the source), what became of them, and
+    /// the identity of the first (a retry with it cannot duplicate them).
+    struct Failure: Encodable, Sendable {
+        var index: Int
+        var count: Int
+        var outcome: String
+        var identity: String?
+        var error: String
     }
 
     struct Result {
@@ -124,6 +175,7 @@ struct AppendLoad: Sendable {
         var next = 0
         var acked: [(index: Int, position: UInt64)] = []
         var failed = 0
+        var unknown = 0
         var errors: [String: Int] = [:]
         var histogram = newLatencyHistogram()
     }
@@ -147,6 +199,7 @@ struct AppendLoad: Sendable {
         let start = NIODeadline.now()
         let deadline = self.deadline
         let batch = self.batch
+        let onFailure = self.onFailure
         await withTaskGroup(of: Void.self) { tasks in
             for stream in 0..<concurrency {
                 let client = clients[stream % connections]
@@ -163,10 +216,19 @@ struct AppendLoad: Sendable {
                         if range.isEmpty { return }
                         let records = range.map(source.record)
                         var attempt = 0
+                        // After a failure, retries reuse the identities it reports, and an
+                        // unknown outcome stays unknown whatever later attempts are told.
+                        var identity: ProposalID? = nil
+                        var unknown = false
                         while true {
                             let t0 = NIODeadline.now()
-                            do {
-                                let slots = try await client.append(records)
+                            do throws(PaxosClientError) {
+                                let slots: [UInt64]
+                                if let identity {
+                                    slots = try await client.append(records, id: identity)
+                                } else {
+                                    slots = try await client.append(records)
+                                }
                                 let micros = UInt64((NIODeadline.now() - t0).nanoseconds / 1000)
                                 shared.withLockedValue { s in
                                     for (i, slot) in slots.enumerated() {
@@ -178,14 +240,20 @@ struct AppendLoad: Sendable {
                                 break
                             } catch {
                                 attempt += 1
-                                if Self.certainlyNotAppended(error), attempt < 200, deadline.map({ NIODeadline.now() < $0 }) ?? true {
+                                identity = identity ?? error.proposalID
+                                if error.outcome != .notAppended { unknown = true }
+                                if Self.retryable(error), attempt < 200, let deadline, NIODeadline.now() < deadline {
                                     try? await Task.sleep(nanoseconds: UInt64(Swift.min(attempt, 20)) * 5_000_000)
                                     continue
                                 }
+                                let outcome: PaxosClientError.Outcome = unknown ? .unknown : .notAppended
                                 shared.withLockedValue { s in
                                     s.failed += records.count
-                                    s.errors["\(error)", default: 0] += 1
+                                    if unknown { s.unknown += records.count }
+                                    s.errors["\(error.code): \(outcome)", default: 0] += 1
                                 }
+                                onFailure?(Failure(index: range.lowerBound, count: records.count, outcome: "\(outcome)",
+                                                   identity: identity.map { "\($0)" }, error: "\(error)"))
                                 break
                             }
                         }
@@ -197,16 +265,15 @@ struct AppendLoad: Sendable {
         for c in clients { await c.close() }
         let s = shared.withLockedValue { $0 }
         return Result(
-            summary: Summary(acknowledged: s.acked.count, failed: s.failed, records_per_second: Double(s.acked.count) / Swift.max(seconds, 1e-9), latency_us: LatencySummary(s.histogram)),
+            summary: Summary(acknowledged: s.acked.count, failed: s.failed, not_appended: s.failed - s.unknown, unknown: s.unknown,
+                             records_per_second: Double(s.acked.count) / Swift.max(seconds, 1e-9), latency_us: LatencySummary(s.histogram)),
             acknowledged: s.acked, errors: s.errors, histogram: s.histogram, seconds: seconds
         )
     }
 
-    /// Errors after which the record was certainly not proposed, so a retry cannot duplicate it.
-    static func certainlyNotAppended(_ error: any Error) -> Bool {
-        guard let e = error as? TransportError else { return false }
-        if e.code == .redirect || e.code == .connectFailed || e.code == .refused { return true }
-        if let server = e.serverError { return server.code == .overloaded || server.code == .notLeader }
-        return false
+    /// Errors worth another call with the same identities: not a refusal of the request or of
+    /// the connection, which would fail the same way.
+    static func retryable(_ error: PaxosClientError) -> Bool {
+        ![.rejected, .refused, .closed, .cancelled].contains(error.code)
     }
 }

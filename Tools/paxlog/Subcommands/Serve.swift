@@ -37,7 +37,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "This replica's id.") var id: UInt32?
     @Option(help: "All members: ID=HOST:PORT[:CLIENTPORT],…") var members: String?
     @Option(help: "Data directory.") var data: String?
-    @Option(help: "Client port (overrides the one in --members).") var clientPort: Int?
+    @Option(help: "Client port; must agree with this node's in --members (ID=HOST:PORT:CLIENTPORT, default PORT+1000), where the other replicas redirect clients.") var clientPort: Int?
     @Option(help: "Cluster name; peers and clients of another cluster are refused.") var cluster: String?
     @Option(help: "Cluster id (from `paxlog init`); when given, a data directory of another cluster is refused.") var clusterId: String?
     @Option(help: "Join a running cluster (HOST:PORT,…) with no state. Not yet available: refused on an empty directory, ignored on an initialized one.")
@@ -174,12 +174,16 @@ struct Serve: AsyncParsableCommand {
         guard let idText = keys["id"], let nodeID = UInt32(idText) else { throw ValidationError("--id is required (a member id)") }
         guard let membersText = keys["members"] else { throw ValidationError("--members is required") }
         guard let dataDirectory = keys["data"] else { throw ValidationError("--data is required") }
-        var list = try PaxosLog.Member.parseList(membersText)
+        let list = try PaxosLog.Member.parseList(membersText)
         if let p = keys["client-port"] {
-            guard let port = Int(p), (1...65535).contains(port), let i = list.firstIndex(where: { $0.id == nodeID }) else {
+            guard let port = Int(p), (1...65535).contains(port), let me = list.first(where: { $0.id == nodeID }) else {
                 throw ValidationError("--client-port: '\(p)' is not a port, or --id is not a member")
             }
-            list[i].clientAddress.port = port
+            // The other replicas send clients to the client address --members gives this node:
+            // listening elsewhere would strand every client they redirect here.
+            guard port == me.clientAddress.port else {
+                throw ValidationError(Self.clientPortMismatch(port: port, member: me, members: list))
+            }
         }
         var configuration = PaxosLog.Configuration(nodeID: nodeID, members: list, dataDirectory: dataDirectory)
         configuration.clusterName = keys["cluster"] ?? "paxoslog"
@@ -188,6 +192,17 @@ struct Serve: AsyncParsableCommand {
             configuration.clusterID = id
         }
         return configuration
+    }
+
+    /// Why `--client-port PORT` is refused: every replica redirects clients to the client address
+    /// `--members` gives the leader, and only this replica would know about the override.
+    static func clientPortMismatch(port: Int, member: PaxosLog.Member, members: [PaxosLog.Member]) -> String {
+        var fixed = members
+        if let i = fixed.firstIndex(where: { $0.id == member.id }) { fixed[i].clientAddress.port = port }
+        return "--client-port \(port) disagrees with --members, which gives node \(member.id) the client port "
+            + "\(member.clientAddress.port); the other replicas would redirect clients to \(member.clientAddress), where "
+            + "nothing listens. Give every member's client port in --members (on every replica), e.g. "
+            + "--members \(fixed.map(\.description).joined(separator: ",")), and drop --client-port or make it agree"
     }
 
     /// Signal sources live as long as the process: a released source stops delivering.

@@ -40,6 +40,8 @@ struct Status: AsyncParsableCommand {
         var dataDirectoryBytes: Int?
         var failure: String?
         var version: String?
+        /// Where the replica's client port is bound (as it reports it).
+        var clientAddress: String?
         var healthy: Bool
     }
 
@@ -59,6 +61,8 @@ struct Status: AsyncParsableCommand {
                 var configuration = base
                 configuration.addresses = [address]
                 configuration.connectTimeout = .milliseconds(Int64(timeout * 1000))
+                configuration.requestTimeout = .milliseconds(Int64(timeout * 1000))
+                configuration.attemptTimeout = .milliseconds(Int64(timeout * 1000))
                 configuration.maxRedirects = 0
                 group.addTask { (i, await Self.ask(configuration, timeout: timeout)) }
             }
@@ -90,7 +94,7 @@ struct Status: AsyncParsableCommand {
                                   ballot: "\(s.ballot)", ballotRound: s.ballot.round, ballotNode: s.ballot.node, chosenThrough: s.chosenThrough, lastAccepted: s.lastAccepted,
                                   snapshotSlot: detail("snapshot_slot").flatMap { UInt64($0) },
                                   dataDirectoryBytes: detail("data_directory_bytes").flatMap { Int($0) },
-                                  failure: detail("failure"), version: detail("version"), healthy: false)
+                                  failure: detail("failure"), version: detail("version"), clientAddress: detail("client_address"), healthy: false)
                 }
                 group.addTask {
                     try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))

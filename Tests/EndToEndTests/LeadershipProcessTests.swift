@@ -185,14 +185,15 @@ import Testing
     }
 
     /// Opt-in measurement (`PAXOS_E2E_MEASURE=1`, `PAXOS_MEASURE_SECONDS` per bridge, default
-    /// 30), with 3 and 5 replicas behind proxies: elections per minute under a bridge (the
+    /// 30), with 3 and 5 replicas behind proxies (`PAXOS_MEASURE_NODES=3,5`): elections per minute under a bridge (the
     /// leader at one end), elections per heal after a split (a minority cut for 2 s, with and
     /// without the leader), and the longest pause in acknowledged appends around a follower's
     /// restart against the longest before it.
     @Test func measureLeaderChangesUnderPartitions() async throws {
         guard ProcessInfo.processInfo.environment["PAXOS_E2E_MEASURE"] == "1" else { return }
         let seconds = Double(ProcessInfo.processInfo.environment["PAXOS_MEASURE_SECONDS"] ?? "") ?? 30
-        for size in [3, 5] {
+        let sizes = (ProcessInfo.processInfo.environment["PAXOS_MEASURE_NODES"] ?? "3,5").split(separator: ",").compactMap { Int($0) }
+        for size in sizes {
             try await withProxiedCluster("measure-partitions-\(size)", size: size) { cluster, network in
                 try cluster.startAll()
                 var leader = try await cluster.waitForLeader()
@@ -221,8 +222,10 @@ import Testing
                     try await Task.sleep(nanoseconds: 2_000_000_000)
                     round = await highestRound(cluster)
                     network.healAll()
+                    let healed = Date()
                     try await Task.sleep(nanoseconds: 2_000_000_000)
                     perHeal.append(await highestRound(cluster) - round)
+                    if perHeal.last! > 0 { print("\(size) nodes: heal of split \(minority) (leader \(leader)) at \(healed) started \(perHeal.last!) elections") }
                 }
                 print("\(size) nodes, elections per heal after a 2 s split (minority without, with the leader alternating): \(perHeal)")
 

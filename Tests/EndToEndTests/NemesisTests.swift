@@ -9,9 +9,10 @@ import Testing
 /// the history against every replica's log read offline afterwards (``NemesisChecker``).
 ///
 /// CI runs one seed of three rounds (a partition, a process fault and a link fault; about
-/// 30-60 s). Longer: `PAXOS_NEMESIS_SEEDS=20 [PAXOS_NEMESIS_SEED=first] [PAXOS_NEMESIS_ROUNDS=6]
+/// 10-20 s). Longer: `PAXOS_NEMESIS_SEEDS=20 [PAXOS_NEMESIS_SEED=first] [PAXOS_NEMESIS_ROUNDS=6]
 /// [PAXOS_NEMESIS_NODES=5] swift test --skip-build --filter NemesisTests`. A failing run prints
-/// its seed, its violations and where it kept the replicas' directories, logs and history.
+/// its seed, its violations and where it kept the replicas' directories, logs and history;
+/// `PAXOS_NEMESIS_KEEP=1` keeps them for a passing run too.
 @Suite(.serialized) struct NemesisTests {
     static let environment = ProcessInfo.processInfo.environment
 
@@ -122,7 +123,12 @@ struct NemesisRun {
             + "proxied chunks \(links.forwarded) forwarded, \(links.dropped) dropped, \(links.resets) resets; \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         if violations.isEmpty {
             print("nemesis seed \(seed): no violations. \(notes.last!)")
-            try? FileManager.default.removeItem(atPath: dir)
+            if NemesisTests.environment["PAXOS_NEMESIS_KEEP"] == "1" {
+                try? history.transcript.write(toFile: "\(dir)/history.txt", atomically: true, encoding: .utf8)
+                print("nemesis seed \(seed): kept in \(dir) (PAXOS_NEMESIS_KEEP=1)")
+            } else {
+                try? FileManager.default.removeItem(atPath: dir)
+            }
         } else {
             try? history.transcript.write(toFile: "\(dir)/history.txt", atomically: true, encoding: .utf8)
             print("""

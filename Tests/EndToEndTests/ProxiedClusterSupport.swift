@@ -3,7 +3,7 @@ import MultiPaxos
 import PaxosLogTesting
 
 /// Runs `body` on a fresh cluster of `size` replicas whose peer links all run through proxies.
-/// On success the directories are removed; on failure they are kept, their path and the log
+/// On success the directories are removed (unless `PAXOS_E2E_KEEP=1`); on failure they are kept, their path and the log
 /// tails printed. The proxies and processes are stopped either way.
 func withProxiedCluster(_ name: String, size: Int = 3, seed: UInt64 = 1,
                         _ body: (LocalCluster, ProxiedNetwork) async throws -> Void) async throws {
@@ -22,7 +22,11 @@ func withProxiedCluster(_ name: String, size: Int = 3, seed: UInt64 = 1,
     }
     cluster.terminateAll()
     await network.shutdown()
-    try? FileManager.default.removeItem(atPath: cluster.baseDirectory)
+    if ProcessInfo.processInfo.environment["PAXOS_E2E_KEEP"] == "1" {
+        print("\(name): replica directories and logs kept in \(cluster.baseDirectory) (PAXOS_E2E_KEEP=1)")
+    } else {
+        try? FileManager.default.removeItem(atPath: cluster.baseDirectory)
+    }
 }
 
 /// The highest ballot round any answering replica knows: how many elections have been started

@@ -158,6 +158,26 @@ public enum NemesisChecker {
         }
     }
 
+    /// How the appends answered "unknown" (or never answered) turned out: how many are in the
+    /// merged log and how many are not. Both are allowed; the split says what "unknown" meant.
+    public static func resolveUnknowns(history: [NemesisOperation], logs: [NodeID: ReplicaLog]) -> (inLog: Int, absent: Int) {
+        var values = Set<[UInt8]>()
+        for log in logs.values {
+            for (slot, value) in log.entries where slot <= log.chosenThrough {
+                if let value { values.insert(value) }
+            }
+        }
+        var inLog = 0, absent = 0
+        for op in history {
+            guard case .append(let value) = op.kind else { continue }
+            switch op.outcome {
+            case .unknown, .pending: if values.contains(value) { inLog += 1 } else { absent += 1 }
+            default: break
+            }
+        }
+        return (inLog, absent)
+    }
+
     static func show(_ value: [UInt8]?) -> String {
         guard let value else { return "no-op" }
         if value.count <= 64, let s = String(validating: value, as: UTF8.self) { return "'\(s)'" }

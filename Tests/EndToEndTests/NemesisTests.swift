@@ -119,7 +119,8 @@ struct NemesisRun {
         if let plant = NemesisTests.environment["PAXOS_NEMESIS_PLANT"] { Self.plant(plant, in: &logs, history: history.all) }
         violations += NemesisChecker.check(history: history.all, logs: logs)
         let links = network.totals
-        notes.append("operations: \(history.summary); chosen through \(logs.values.map(\.chosenThrough).min() ?? 0)-\(logs.values.map(\.chosenThrough).max() ?? 0); "
+        let unknowns = NemesisChecker.resolveUnknowns(history: history.all, logs: logs)
+        notes.append("operations: \(history.summary) (unknown: \(unknowns.inLog) in the log, \(unknowns.absent) not); chosen through \(logs.values.map(\.chosenThrough).min() ?? 0)-\(logs.values.map(\.chosenThrough).max() ?? 0); "
             + "proxied chunks \(links.forwarded) forwarded, \(links.dropped) dropped, \(links.resets) resets; \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         if violations.isEmpty {
             print("nemesis seed \(seed): no violations. \(notes.last!)")

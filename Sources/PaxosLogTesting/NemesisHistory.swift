@@ -104,6 +104,16 @@ public final class NemesisHistory: Sendable {
         }
     }
 
+    /// The longest time between `from` and `to` (history seconds) in which no append completed
+    /// acknowledged: what a client saw of a fault (a failover, a stall).
+    public func longestPause(from: Double, to: Double) -> Double {
+        let times = [from] + all.compactMap { op -> Double? in
+            guard case .appended = op.outcome, let t = op.completed, t >= from, t <= to else { return nil }
+            return t
+        }.sorted() + [to]
+        return zip(times, times.dropFirst()).map { $1 - $0 }.max() ?? 0
+    }
+
     /// How many appends were acknowledged so far.
     public var acknowledgedCount: Int {
         operations.withLock { ops in ops.count(where: { if case .appended = $0.outcome { true } else { false } }) }

@@ -242,7 +242,7 @@ import Testing
                     let restarted = history.now
                     try cluster.start(follower)
                     try await Task.sleep(nanoseconds: 5_000_000_000)
-                    gaps.append((Self.longestGap(history, from: t0, to: t0 + 5), Self.longestGap(history, from: restarted, to: restarted + 5)))
+                    gaps.append((history.longestPause(from: t0, to: t0 + 5), history.longestPause(from: restarted, to: restarted + 5)))
                 }
                 print("\(size) nodes, longest pause in appends (s) before a follower kill / after its restart: "
                     + gaps.map { String(format: "%.3f / %.3f", $0.before, $0.after) }.joined(separator: ", "))
@@ -250,15 +250,6 @@ import Testing
                 await load.value
             }
         }
-    }
-
-    /// The longest time without an acknowledged append between `from` and `to` (history seconds).
-    static func longestGap(_ history: NemesisHistory, from: Double, to: Double) -> Double {
-        let times = [from] + history.all.compactMap { op -> Double? in
-            guard case .appended = op.outcome, let t = op.completed, t >= from, t <= to else { return nil }
-            return t
-        }.sorted() + [to]
-        return zip(times, times.dropFirst()).map { $1 - $0 }.max() ?? 0
     }
 
     static func leader(_ cluster: LocalCluster, among ids: [NodeID]) async throws -> NodeID {

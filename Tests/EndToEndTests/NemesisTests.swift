@@ -82,14 +82,17 @@ struct NemesisRun {
             try await eventually("the first appends", seconds: 30) { history.acknowledgedCount >= 20 }
             for (r, round) in plan.enumerated() {
                 let before = history.acknowledgedCount
+                let started = history.now
                 let did = try await nemesis.run(round)
                 let healed = history.now
+                let pause = history.longestPause(from: started, to: healed)
                 var recovered: Double?
                 let end = Date().addingTimeInterval(recoveryBound)
                 while recovered == nil && Date() < end {
                     if await clients.probe() != nil { recovered = history.now - healed } else { try await Task.sleep(nanoseconds: 100_000_000) }
                 }
-                let line = "round \(r + 1): \(round): \(did); \(history.acknowledgedCount - before) acknowledged during it; "
+                let line = "round \(r + 1): \(round): \(did); \(history.acknowledgedCount - before) acknowledged during it, "
+                    + "longest pause \(String(format: "%.2f", pause)) s; "
                     + (recovered.map { "appends again \(String(format: "%.2f", $0)) s after the heal" } ?? "NO append within \(recoveryBound) s of the heal")
                 notes.append(line)
                 print("nemesis \(line)")

@@ -13,8 +13,12 @@ public enum LinkFault: Sendable, Hashable, CustomStringConvertible {
     /// Close every open connection and close new ones as soon as they are accepted: the sender
     /// sees connection refused/reset and reconnects with backoff.
     case cut
-    /// Keep connections open (and accept new ones) but forward nothing in either direction: the
-    /// sender believes its messages left; only missing answers and handshake timeouts tell.
+    /// Keep connections open (and accept new ones) but stop reading them in either direction:
+    /// bytes wait in the kernel's buffers and then in the sender's queue, as they do while TCP
+    /// retransmits into a real black hole, and flow again, intact, after the heal. Only missing
+    /// answers and handshake timeouts tell. (Dropping bytes of an open connection instead would
+    /// leave a gap in the stream, which TCP never does: the receiver would read a frame header
+    /// out of the middle of a frame.)
     case blackHole
     /// Hold each chunk for a delay drawn uniformly from `min...max` seconds, keeping the order.
     case delay(min: Double, max: Double)
@@ -107,16 +111,23 @@ public final class LinkProxy: Sendable {
         state.withLock { ($0.forwarded, $0.dropped, $0.resets) }
     }
 
-    /// Puts `fault` in force. A cut closes the open connections now; the others act on the next
-    /// chunk each connection carries.
+    /// Puts `fault` in force. A cut closes the open connections now, a black hole stops reading
+    /// them now (its heal resumes them); the others act on the next chunk each connection carries.
     public func set(_ fault: LinkFault) {
-        let toClose: [any Channel] = state.withLock { s in
+        let (toClose, toPause, toResume): ([any Channel], [any Channel], [any Channel]) = state.withLock { s in
+            let was = s.fault
             s.fault = fault
-            guard fault == .cut else { return [] }
-            defer { s.connections = [:] }
-            return Self.joined(s.connections)
+            if fault == .cut {
+                defer { s.connections = [:] }
+                return (Self.joined(s.connections), [], [])
+            }
+            if fault == .blackHole && was != .blackHole { return ([], Self.joined(s.connections), []) }
+            if fault != .blackHole && was == .blackHole { return ([], [], Self.joined(s.connections)) }
+            return ([], [], [])
         }
         for c in toClose { c.close(promise: nil) }
+        for c in toPause { c.setOption(.autoRead, value: false).whenComplete { _ in } }
+        for c in toResume { c.setOption(.autoRead, value: true).whenComplete { _ in } }
     }
 
     /// Both halves of every joined connection. One still dialling is left alone (it is not yet
@@ -153,16 +164,17 @@ public final class LinkProxy: Sendable {
                 .connect(host: "127.0.0.1", port: target)
         }.flatMap { dialled -> EventLoopFuture<Void> in
             inbound.partner = dialled
-            let stillOpen = self.state.withLock { s -> Bool in
-                guard s.connections[key] != nil else { return false }
+            let (stillOpen, reading) = self.state.withLock { s -> (Bool, Bool) in
+                guard s.connections[key] != nil else { return (false, false) }
                 s.connections[key] = (accepted, dialled)
-                return true
+                return (true, s.fault != .blackHole)
             }
             guard stillOpen else {
                 dialled.close(promise: nil)
                 return accepted.eventLoop.makeFailedFuture(Refused())
             }
-            return accepted.setOption(.autoRead, value: true)
+            // Into a black hole: joined, but neither half is read until the heal.
+            return dialled.setOption(.autoRead, value: reading).flatMap { accepted.setOption(.autoRead, value: reading) }
         }
         // A failure (`to` is down: killed, or not yet restarted) closes the accepted connection,
         // so the sender sees it close as it would without the proxy.
@@ -174,7 +186,10 @@ public final class LinkProxy: Sendable {
             let v: Verdict
             switch s.fault {
             case .none: v = .forward(delay: 0)
-            case .cut, .blackHole: v = .drop
+            // A black hole reads nothing, so only chunks read before it began get here: they
+            // were on their way already.
+            case .blackHole: v = .forward(delay: 0)
+            case .cut: v = .drop
             case .delay(let lo, let hi): v = .forward(delay: lo + (hi - lo) * s.rng.nextUnit())
             case .lossy(let p): v = s.rng.nextUnit() < p ? .reset : .forward(delay: 0)
             }

@@ -86,11 +86,16 @@ struct NemesisRun {
                 let did = try await nemesis.run(round)
                 let healed = history.now
                 let pause = history.longestPause(from: started, to: healed)
+                // PAXOS_NEMESIS_PLANT=stall: the first heal leaves two replicas frozen, so the
+                // liveness check must fire (and the replicas are thawed after it).
+                let stalled = r == 0 && NemesisTests.environment["PAXOS_NEMESIS_PLANT"] == "stall" ? Array(cluster.nodes.map(\.id).prefix(2)) : []
+                for id in stalled { cluster.signal(id, SIGSTOP) }
                 var recovered: Double?
                 let end = Date().addingTimeInterval(recoveryBound)
                 while recovered == nil && Date() < end {
                     if await clients.probe() != nil { recovered = history.now - healed } else { try await Task.sleep(nanoseconds: 100_000_000) }
                 }
+                for id in stalled { cluster.signal(id, SIGCONT) }
                 let line = "round \(r + 1): \(round): \(did); \(history.acknowledgedCount - before) acknowledged during it, "
                     + "longest pause \(String(format: "%.2f", pause)) s; "
                     + (recovered.map { "appends again \(String(format: "%.2f", $0)) s after the heal" } ?? "NO append within \(recoveryBound) s of the heal")
@@ -148,7 +153,8 @@ struct NemesisRun {
     }
 
     /// `PAXOS_NEMESIS_PLANT=lose|divergent|duplicate`: corrupts what was read offline before the
-    /// check, to show the whole path can fail (a checker that cannot fail is a defect).
+    /// check, to show the whole path can fail (a checker that cannot fail is a defect); `stall`
+    /// (in ``run()``) does the same for the liveness check.
     static func plant(_ kind: String, in logs: inout [NodeID: ReplicaLog], history: [NemesisOperation]) {
         guard let node = logs.keys.min(), var log = logs[node],
               let acked = history.first(where: { if case .appended = $0.outcome { true } else { false } }),

@@ -1,6 +1,7 @@
 import Foundation
 import MultiPaxos
 import PaxosLogTesting
+import PaxosTransport
 
 /// Runs `body` on a fresh cluster of `size` replicas whose peer links all run through proxies.
 /// On success the directories are removed (unless `PAXOS_E2E_KEEP=1`); on failure they are kept, their path and the log
@@ -29,10 +30,17 @@ func withProxiedCluster(_ name: String, size: Int = 3, seed: UInt64 = 1,
     }
 }
 
-/// The highest ballot round any answering replica knows: how many elections have been started
-/// (pre-votes raise no round), an upper bound on leader changes that a poll cannot miss.
+/// The highest ballot round any replica knows: how many elections have been started (pre-votes
+/// raise no round), an upper bound on leader changes that a poll cannot miss. Asks again (up to
+/// five times) until every running replica answered: a busy leader missing from one answer
+/// would lower the maximum and make the next difference count elections that never happened.
 func highestRound(_ cluster: LocalCluster) async -> UInt64 {
-    await cluster.statuses(within: 1).values.map(\.ballot.round).max() ?? 0
+    var best: [NodeID: ClientStatus] = [:]
+    for _ in 0..<5 {
+        best = await cluster.statuses(within: 1)
+        if best.count == cluster.nodes.count(where: { cluster.isRunning($0.id) }) { break }
+    }
+    return best.values.map(\.ballot.round).max() ?? 0
 }
 
 /// Polls every replica's status until stopped and collects the ballots some replica led under:

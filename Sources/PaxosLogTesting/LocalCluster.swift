@@ -28,6 +28,11 @@ public final class LocalCluster: @unchecked Sendable {
     public var extraArguments: [String]
     /// Extra `paxlog serve` arguments of one replica (e.g. its own TLS certificate or metrics port).
     public var nodeArguments: [NodeID: [String]] = [:]
+    /// The peer port each replica dials for each other replica, when not that replica's own
+    /// (``ProxiedNetwork`` puts a proxy on every link this way): `peerPorts[viewer][peer]`. Set
+    /// before the replicas start; each replica gets its own view in `--members`. The handshake
+    /// checks node ids, not ports, so a replica cannot tell a proxy from its peer.
+    public var peerPorts: [NodeID: [NodeID: Int]] = [:]
     /// The secret status requests present, when the cluster runs with one.
     public var clientSecret: [UInt8]? = nil
     /// The TLS credentials status requests present, when the cluster runs with TLS.
@@ -65,6 +70,15 @@ public final class LocalCluster: @unchecked Sendable {
         nodes.map { "\($0.id)=127.0.0.1:\($0.peerPort):\($0.clientPort)" }.joined(separator: ",")
     }
 
+    /// The members as replica `viewer` is told them: its own peer port, and for every other
+    /// replica the port in ``peerPorts`` (a proxy) if there is one.
+    public func membersArgument(for viewer: NodeID) -> String {
+        nodes.map { n in
+            let port = n.id == viewer ? n.peerPort : (peerPorts[viewer]?[n.id] ?? n.peerPort)
+            return "\(n.id)=127.0.0.1:\(port):\(n.clientPort)"
+        }.joined(separator: ",")
+    }
+
     public var clientAddresses: [PeerAddress] {
         nodes.map { PeerAddress(host: "127.0.0.1", port: $0.clientPort) }
     }
@@ -76,7 +90,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// replica restarted on a wiped directory is refused, as in production.
     public func start(_ id: NodeID) throws {
         if lock.withLock({ !bootstrapped.contains(id) }) { try bootstrap(id) }
-        let p = try launch(id, ["serve", "--id", "\(id)", "--members", membersArgument, "--data", node(id).dataDirectory,
+        let p = try launch(id, ["serve", "--id", "\(id)", "--members", membersArgument(for: id), "--data", node(id).dataDirectory,
                                 "--cluster", clusterName, "--cluster-id", "\(clusterID)", "--exit-with-parent"] + extraArguments + nodeArguments[id, default: []])
         lock.withLock { processes[id] = p }
     }
@@ -84,7 +98,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// Runs `paxlog init` for replica `id` (an initial member of a new cluster) and waits for it.
     /// - Throws: `ClusterError` if init fails (its output is in the node's log file).
     public func bootstrap(_ id: NodeID) throws {
-        let p = try launch(id, ["init", "--id", "\(id)", "--members", membersArgument, "--data", node(id).dataDirectory,
+        let p = try launch(id, ["init", "--id", "\(id)", "--members", membersArgument(for: id), "--data", node(id).dataDirectory,
                                 "--cluster-id", "\(clusterID)"])
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
@@ -140,10 +154,16 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// SIGTERM and wait: a clean shutdown. - Returns: the exit status.
+    ///
+    /// A replica frozen with SIGSTOP is thawed first: a stopped process never handles the
+    /// SIGTERM, and the wait would never end.
     @discardableResult
     public func terminate(_ id: NodeID) -> Int32 {
         guard let p = lock.withLock({ processes[id] }) else { return 0 }
-        if p.isRunning { p.terminate() }
+        if p.isRunning {
+            p.terminate()
+            Foundation.kill(p.processIdentifier, SIGCONT)
+        }
         p.waitUntilExit()
         return p.terminationStatus
     }
@@ -191,6 +211,46 @@ public final class LocalCluster: @unchecked Sendable {
         let client = try await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         defer { Task { await client.close() } }
         return try await client.status()
+    }
+
+    /// One replica's status, or nil if it does not answer within `seconds` (a frozen or
+    /// unreachable replica accepts the connection and never answers, and the client's own
+    /// handshake timeout is 5 s).
+    public func status(_ id: NodeID, within seconds: Double, logger: Logger = Logger(label: "cluster")) async -> ClientStatus? {
+        var c = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: node(id).clientPort)], clusterName: clusterName, secret: clientSecret)
+        c.connectTimeout = .milliseconds(Int64(seconds * 1000))
+        c.handshakeTimeout = .milliseconds(Int64(seconds * 1000))
+        c.tls = clientTLS
+        let configuration = c
+        let client = LockedValue<PaxosClient?>(nil)
+        let status = try? await withDeadline(seconds, onTimeout: { await client.withLock { $0 }?.close() }) {
+            let connected = try await PaxosClient.connect(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            client.withLock { $0 = connected }
+            defer { Task { await connected.close() } }
+            return try await connected.status()
+        }
+        return status
+    }
+
+    /// Every running replica's status, asked at once, each bounded by `seconds`; those that did
+    /// not answer are missing.
+    public func statuses(within seconds: Double) async -> [NodeID: ClientStatus] {
+        await withTaskGroup(of: (NodeID, ClientStatus?).self) { group in
+            for n in nodes where isRunning(n.id) {
+                group.addTask { (n.id, await self.status(n.id, within: seconds)) }
+            }
+            var result: [NodeID: ClientStatus] = [:]
+            for await (id, s) in group { if let s { result[id] = s } }
+            return result
+        }
+    }
+
+    /// The replica that says it leads under the highest ballot, among those answering within
+    /// `seconds` (a deposed leader cut off from the others may still believe it leads).
+    public func leader(within seconds: Double) async -> NodeID? {
+        let all = await statuses(within: seconds)
+        return all.values.filter { $0.leaderID == $0.nodeID && $0.details.contains(ClientStatus.Detail("is_leader", "true")) }
+            .max { $0.ballot < $1.ballot }?.nodeID
     }
 
     /// The last `lines` lines of every replica's log, for a failure message.

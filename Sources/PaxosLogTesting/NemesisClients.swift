@@ -92,12 +92,19 @@ public final class NemesisClients: Sendable {
             let top = history.highestAcknowledgedSlot
             let from = Slot(1 + rng.below(Int(top) + 1))
             let maxCount: UInt32 = 32
-            let id = history.invokeRead(client: index, from: from, linearizable: false)
+            // Half the reads are linearizable: the checker holds them to every acknowledgement
+            // made before they began.
+            let linearizable = rng.chance(0.5)
+            let id = history.invokeRead(client: index, from: from, linearizable: linearizable)
             do {
-                let result = try await bounded(client) { try await client.read(from: from, maxCount: maxCount) }
+                let result = try await bounded(client) {
+                    try await client.read(from: from, maxCount: maxCount, consistency: linearizable ? .linearizable : .local)
+                }
                 var entries: [Slot: [UInt8]] = [:]
                 for e in result.entries { entries[e.slot] = e.bytes }
-                history.complete(id, .read(entries: entries, nextSlot: result.nextSlot, truncated: result.entries.count >= Int(maxCount)))
+                // Cut short when it stopped before the position it reflects (maxCount counts
+                // positions, no-ops included).
+                history.complete(id, .read(entries: entries, nextSlot: result.nextSlot, truncated: result.nextSlot <= result.readThrough))
             } catch {
                 history.complete(id, .readFailed("\(error)"))
             }
@@ -112,6 +119,9 @@ public final class NemesisClients: Sendable {
         var c = PaxosClientConfiguration(addresses: Array(addresses[k...] + addresses[..<k]), clusterName: clusterName)
         c.connectTimeout = .milliseconds(300)
         c.handshakeTimeout = .milliseconds(500)
+        // The client gives up (and says what it did) before the harness's own bound.
+        c.requestTimeout = .milliseconds(Int64(operationTimeout * 1000) - 500)
+        c.attemptTimeout = .seconds(1)
         return try? await PaxosClient.connect(configuration: c, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
     }
 
@@ -124,6 +134,10 @@ public final class NemesisClients: Sendable {
     /// What a failed append means for the log. Only answers that say the record was never
     /// proposed are "not appended"; everything else may have reached a leader.
     public static func outcome(of error: any Error) -> NemesisOperation.Outcome {
+        // The client's own verdict, after its retries with the same identity.
+        if let e = error as? PaxosClientError {
+            return e.outcome == .notAppended ? .notAppended("\(e)") : .unknown("\(e)")
+        }
         guard let e = error as? TransportError else { return .unknown("\(error)") }
         switch e.code {
         case .connectFailed, .refused, .handshakeTimeout, .redirect:

@@ -14,10 +14,12 @@ final class Forwarder: Sendable {
     }
 
     /// Appends at the leader's client port.
-    /// - Parameter id: the identities the records were appended under (a retried identity then
-    ///   answers the first attempt's positions); nil: the forwarding client's own.
+    /// - Parameters:
+    ///   - id: the identities the records were appended under (a retried identity then answers
+    ///     the first attempt's positions); nil: the forwarding client's own.
+    ///   - isRetry: whether the caller retries them (only a retry is looked up at the leader).
     /// - Throws: ``PaxosLogError`` `.transport` with the outcome the client reported.
-    func append(_ records: [[UInt8]], id: ProposalID? = nil, to leader: NodeID) async throws -> [Slot] {
+    func append(_ records: [[UInt8]], id: ProposalID? = nil, isRetry: Bool = false, to leader: NodeID) async throws -> [Slot] {
         guard let member = configuration.members.first(where: { $0.id == leader }) else {
             throw PaxosLogError(.notLeader, "leader \(leader) is not a member", leader: leader)
         }
@@ -39,7 +41,7 @@ final class Forwarder: Sendable {
             clients.withLockedValue { $0[leader] = client }
         }
         do {
-            if let id { return try await client.append(records, id: id) }
+            if let id { return try await client.append(records, id: id, isRetry: isRetry) }
             return try await client.append(records)
         } catch {
             clients.withLockedValue { _ = $0.removeValue(forKey: leader) }

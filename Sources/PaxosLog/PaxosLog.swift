@@ -161,7 +161,7 @@ public final class PaxosLog: Sendable {
                 batch.fail(PaxosLogError(.cancelled, "the task was cancelled after the records were offered; they may still be appended (retry with their identity to settle it)", outcome: .unknown))
             }
         } catch let error as PaxosLogError where error.code == .notLeader && error.leader != nil && forwarder != nil {
-            return try await forwarder!.append(records, id: id, to: error.leader!)
+            return try await forwarder!.append(records, id: id, isRetry: isRetry, to: error.leader!)
         }
     }
 
@@ -187,7 +187,7 @@ public final class PaxosLog: Sendable {
             guard case .failure(let error) = result, error.code == .notLeader, let leader = error.leader else { return completion(result) }
             Task {
                 do {
-                    completion(.success(try await forwarder.append(records, id: id, to: leader)))
+                    completion(.success(try await forwarder.append(records, id: id, isRetry: isRetry, to: leader)))
                 } catch {
                     completion(.failure(error as? PaxosLogError ?? PaxosLogError(.transport, "forwarding to leader \(leader) failed: \(error)", leader: leader)))
                 }

@@ -52,6 +52,10 @@ def frame(ftype, payload):
 def s16(text):
     return struct.pack(">H", len(text)) + text
 
+def short(data):  # shortbytes: u8 length
+    return bytes([len(data)]) + data
+
+version = struct.pack(">H", 2)  # WireVersion.current: hello is not parsed past another version
 ballot = struct.pack(">QI", 2, 1)
 wentry = struct.pack(">Q", 5) + ballot + b"\x01" + struct.pack(">I", 3) + b"abc"
 messages = {
@@ -67,21 +71,26 @@ messages = {
     10: struct.pack(">QQIQ", 100, 4096, 0xDEADBEEF, 100),
     11: struct.pack(">QQB", 100, 0, 1) + struct.pack(">I", 4) + b"data",
     12: struct.pack(">QQB", 100, 4, 0),
+    13: ballot + struct.pack(">Q", 4),
+    14: ballot + b"\x01" + struct.pack(">QI", 2, 3) + struct.pack(">Q", 4),
 }
-hello = frame(0x01, struct.pack(">H", 1) + s16(b"cluster") + struct.pack(">BI", 1, 2) + b"\x00\x10" + b"n" * 16)
+hello = frame(0x01, version + s16(b"cluster") + struct.pack(">BI", 1, 2) + short(b"n" * 32))
 for mtype, body in messages.items():
     put("PeerFrameFuzz", "message-%02d" % mtype, b"\x00" + hello + frame(0x10, struct.pack(">IIB", 1, 2, mtype) + body))
 put("PeerFrameFuzz", "welcome-auth-ready-refuse", b"\x00"
-    + frame(0x02, struct.pack(">H", 1) + s16(b"cluster") + struct.pack(">I", 1) + b"\x00\x10" + b"m" * 16 + b"\x01" + b"\x00\x20" + b"p" * 32)
-    + frame(0x03, b"\x00\x20" + b"q" * 32) + frame(0x04, b"") + frame(0x05, struct.pack(">H", 1) + s16(b"wrong cluster")))
+    + frame(0x02, version + s16(b"cluster") + struct.pack(">I", 1) + short(b"m" * 32) + b"\x01" + short(b"p" * 32))
+    + frame(0x03, short(b"q" * 32)) + frame(0x04, b"") + frame(0x05, b"\x02" + s16(b"wrong cluster")))
+put("PeerFrameFuzz", "hello-other-version", b"\x00" + frame(0x01, struct.pack(">H", 1) + s16(b"cluster")))
 
-put("ClientProtocolFuzz", "requests", b"\x00"
+# Control byte 0x01 on both: the fuzzer then mutates bodies without keeping CRCs right.
+put("ClientProtocolFuzz", "requests", b"\x01"
     + frame(0x20, struct.pack(">QB", 1, 1) + struct.pack(">I", 2) + struct.pack(">I", 3) + b"abc" + struct.pack(">I", 0))
     + frame(0x20, struct.pack(">QBQI", 2, 2, 1, 100))
     + frame(0x20, struct.pack(">QB", 3, 3)))
 put("ClientProtocolFuzz", "responses", b"\x01"
     + frame(0x21, struct.pack(">QB", 1, 1) + struct.pack(">IQQ", 2, 7, 8))
-    + frame(0x21, struct.pack(">QB", 2, 2) + b"\x00" * 8)
-    + frame(0x21, struct.pack(">QB", 3, 3) + b"\x00" * 8)
-    + frame(0x21, struct.pack(">QB", 4, 4) + b"\x00" * 24)
-    + frame(0x21, struct.pack(">QB", 5, 5) + b"\x00" * 64))
+    + frame(0x21, struct.pack(">QB", 2, 2) + b"\x01" + struct.pack(">I", 3) + b"\x01" + s16(b"10.0.0.3:7001"))
+    + frame(0x21, struct.pack(">QB", 3, 3) + struct.pack(">H", 1) + s16(b"overloaded"))
+    + frame(0x21, struct.pack(">QB", 4, 4) + struct.pack(">QI", 9, 1) + struct.pack(">QI", 8, 2) + b"hi")
+    + frame(0x21, struct.pack(">QB", 5, 5) + struct.pack(">IB", 1, 1) + struct.pack(">I", 1) + ballot
+            + struct.pack(">QQH", 8, 9, 1) + s16(b"role") + s16(b"leader")))

@@ -12,7 +12,17 @@ import Testing
         let leader = try await InProcessClusterTests.waitForLeader(logs)
         let id = ProposalID(client: 42, sequence: 1)
         let records = (0..<3).map { Array("r\($0)".utf8) }
-        let first = try await leader.append(contentsOf: records, id: id)
+        let first: [PaxosLog.Position]
+        do {
+            first = try await leader.append(contentsOf: records, id: id)
+        } catch {
+            // Seen twice in full-suite runs on a machine at load 15+, never alone: say who led.
+            var views: [String] = []
+            for l in logs { views.append("\((try? await l.status()).map { "\($0)" } ?? "?")") }
+            Issue.record("first append failed: \(error); replicas: \(views.joined(separator: "; "))")
+            for l in logs { try? await l.close() }
+            return
+        }
         #expect(try await leader.append(contentsOf: records, id: id, isRetry: true) == first)
 
         // Another replica leads after this one closes: its sessions were applied from the log.

@@ -109,6 +109,10 @@ import Testing
             // compaction runs in the background are taken up together when it ends.
             try await run.waitForSnapshot(atLeast: run.positions[400])
             #expect(run.runner.compactions >= 1)
+            // Streamed in 1 MiB pieces, the snapshot is byte for byte the one-array encoding.
+            let snapshot = try #require(try run.log.latestSnapshot())
+            let covered = try #require(run.positions.firstIndex(of: snapshot.position))
+            #expect(try snapshot.readAll() == kv(Array(records[...covered])).snapshot())
             try await run.stop()
         }
         let log = try await PaxosLog.open(c)

@@ -102,7 +102,7 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
                     applied = snapshot.position
                     entriesSince = 0
                     bytesSince = 0
-                case .entries(let batch):
+                case .entries(let batch, let through):
                     // Cut where the policy fires, so a snapshot is captured at exactly every
                     // `everyEntries` entries (or on the entry that crosses `everyBytes`).
                     var rest = batch[...]
@@ -120,6 +120,9 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
                             compaction = try await startCompaction(onDisk: onDisk) ?? compaction
                         }
                     }
+                    // No-ops after the last entry (a read barrier's) are passed too.
+                    applied = Swift.max(applied, through)
+                    publish(applied: applied)
                     continue
                 }
                 publish(applied: applied)

@@ -4,8 +4,10 @@ import SegmentLog
 extension PaxosLog {
     /// What a state machine must do next: apply entries, or restart from an installed snapshot.
     public enum Update: Sendable {
-        /// Chosen entries, in order, no-ops skipped; the batch is never empty.
-        case entries([Entry])
+        /// Chosen entries, in order, no-ops skipped, and the position they bring the reader to:
+        /// every position through `through` is read (no-ops included, so a read barrier's no-op
+        /// is passed too). `entries` is empty when all those positions were no-ops.
+        case entries([Entry], through: Position)
         /// This replica installed a snapshot from a peer that covers positions not yet read:
         /// replace the state with the snapshot's and continue after `snapshot.position`, which
         /// the next updates do.
@@ -65,7 +67,7 @@ extension PaxosLog {
                         }
                         continue
                     }
-                    if !batch.isEmpty { return .entries(batch) }
+                    return .entries(batch, through: next - 1)
                 }
             }
         }

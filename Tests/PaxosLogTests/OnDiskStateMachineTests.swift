@@ -123,6 +123,12 @@ actor FileBackedKV: OnDiskStateMachine {
         #expect(await machine.firstApplied == before + 1)
         #expect(await machine.kv == kv(all))
         #expect(applier.restores == 0)
+        // A read barrier's position is a no-op: the applier passes it, so a linearizable read
+        // (barrier, then wait until applied) returns.
+        let barrier = try await log.readBarrier()
+        #expect(barrier > more.last!)
+        try await withTimeout(seconds: 10) { await applier.waitApplied(through: barrier) }
+        #expect(applier.applied >= barrier)
         try await log.close()
         try await task.value
 

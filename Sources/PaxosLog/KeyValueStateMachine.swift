@@ -1,6 +1,7 @@
-/// A state machine an application runs over the log: it applies chosen records in order and can
-/// be saved to and restored from a snapshot. ``StateMachineRunner`` drives one and compacts by
-/// policy.
+/// A state machine whose state is a value: it applies chosen records in order and can be saved to
+/// and restored from a snapshot. ``StateMachineRunner`` drives one and compacts by policy. For
+/// state that lives in a database or is larger than memory, see ``StateMachine`` and
+/// ``OnDiskStateMachine``.
 public protocol ReplicatedStateMachine: Sendable {
     /// The empty state (before position 1).
     init()
@@ -12,6 +13,13 @@ public protocol ReplicatedStateMachine: Sendable {
     mutating func apply(_ record: [UInt8])
     /// The state's bytes; `init(snapshot:)` of them gives back an equal state.
     func snapshot() -> [UInt8]
+    /// Writes the same bytes as ``snapshot()`` in chunks, so the whole snapshot is never in
+    /// memory. Default: ``snapshot()``, written in 1 MiB pieces.
+    func writeSnapshot(to output: SnapshotOutput) async throws
+    /// The state a snapshot holds, read in chunks. Default: the whole data read into one array
+    /// for ``init(snapshot:)``.
+    /// - Throws: when the snapshot is not one this machine wrote, or cannot be read.
+    init(reading input: SnapshotInput) async throws
 }
 
 /// The built-in example state machine: a string key-value map. Records are UTF-8 text:
@@ -70,15 +78,74 @@ public struct KeyValueStateMachine: ReplicatedStateMachine, Hashable {
     }
 
     public func snapshot() -> [UInt8] {
+        var out: [UInt8] = []
+        encodeSnapshot { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// The snapshot in pieces of about `chunkSize` bytes, handed to `emit` in order.
+    func encodeSnapshot(chunkSize: Int = 1 << 20, _ emit: ([UInt8]) throws -> Void) rethrows {
         var out = Array("PXKV".utf8)
+        out.reserveCapacity(chunkSize + 4096)
         out.append(1)
         out.appendLE(UInt64(values.count))
-        for key in values.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
-            let k = Array(key.utf8), v = Array(values[key]!.utf8)
-            out.appendLE(UInt32(k.count)); out.append(contentsOf: k)
-            out.appendLE(UInt32(v.count)); out.append(contentsOf: v)
+        // Keys compared as UTF-8 views, not copied into arrays per comparison (n log n allocations).
+        for (key, value) in values.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+            out.appendLE(UInt32(key.utf8.count)); out.append(contentsOf: key.utf8)
+            out.appendLE(UInt32(value.utf8.count)); out.append(contentsOf: value.utf8)
+            if out.count >= chunkSize {
+                try emit(out)
+                out.removeAll(keepingCapacity: true)
+            }
         }
-        return out
+        if !out.isEmpty { try emit(out) }
+    }
+
+    /// Streams the snapshot in 1 MiB pieces: the sorted pairs (references to the map's strings)
+    /// are the only full-size copy, and at most one piece waits in memory.
+    public func writeSnapshot(to output: SnapshotOutput) async throws {
+        var pairs = values.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }).makeIterator()
+        var out = Array("PXKV".utf8)
+        out.reserveCapacity((1 << 20) + 4096)
+        out.append(1)
+        out.appendLE(UInt64(values.count))
+        var done = false
+        while !done {
+            while out.count < 1 << 20 {
+                guard let pair = pairs.next() else { done = true; break }
+                out.appendLE(UInt32(pair.key.utf8.count)); out.append(contentsOf: pair.key.utf8)
+                out.appendLE(UInt32(pair.value.utf8.count)); out.append(contentsOf: pair.value.utf8)
+            }
+            if !out.isEmpty { try await output.write(out) }
+            out.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Reads a snapshot entry by entry, never holding more than one key and value beyond the map.
+    public init(reading input: SnapshotInput) async throws {
+        func le<T: FixedWidthInteger>(_ b: [UInt8]) -> T { b.reversed().reduce(T(0)) { $0 << 8 | T($1) } }
+        func field(_ n: Int, _ what: String) async throws -> [UInt8] {
+            // A length beyond what is left is malformed: never reserve it.
+            guard UInt64(n) <= input.length - input.bytesRead else { throw SnapshotError.malformed("truncated \(what)") }
+            let b = try await input.read(exactly: n)
+            guard b.count == n else { throw SnapshotError.malformed("truncated \(what)") }
+            return b
+        }
+        guard try await field(4, "magic") == Array("PXKV".utf8) else { throw SnapshotError.malformed("bad magic") }
+        guard try await field(1, "version") == [1] else { throw SnapshotError.malformed("unknown version") }
+        let count: UInt64 = le(try await field(8, "count"))
+        var values: [String: String] = [:]
+        for _ in 0..<count {
+            let kl: UInt32 = le(try await field(4, "entry"))
+            let k = try await field(Int(kl), "entry")
+            let vl: UInt32 = le(try await field(4, "entry"))
+            let v = try await field(Int(vl), "entry")
+            values[String(decoding: k, as: UTF8.self)] = String(decoding: v, as: UTF8.self)
+        }
+        // Reading to the end also checks the snapshot's crc32.
+        guard try await input.read(maxCount: 1).isEmpty else { throw SnapshotError.malformed("trailing bytes") }
+        self.init()
+        self.values = values
     }
 
     /// The record that sets `key` to `value` (`key` must not contain a space).

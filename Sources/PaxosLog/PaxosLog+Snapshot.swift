@@ -27,6 +27,9 @@ extension PaxosLog {
         public var length: UInt64 { reader.length }
         /// crc32 (zlib) of the data.
         public var checksum: UInt32 { reader.checksum }
+        /// A marker with no data: an ``OnDiskStateMachine``'s own storage holds the state
+        /// through ``position`` (the log was compacted on its word, with no copy).
+        public var holdsExternalState: Bool { reader.holdsExternalState }
         let reader: SnapshotReader
 
         /// Reads up to `maxCount` bytes at `offset`. Memory stays bounded by `maxCount`.
@@ -39,6 +42,9 @@ extension PaxosLog {
 
         /// Reads the whole snapshot and checks its crc32 (for snapshots that fit in memory).
         public func readAll() throws(PaxosLogError) -> [UInt8] {
+            guard !holdsExternalState else {
+                throw PaxosLogError(.invalidArgument, "snapshot \(position) holds no data: the application's own storage holds that state")
+            }
             guard length <= UInt64(Int.max / 2) else { throw PaxosLogError(.invalidArgument, "snapshot of \(length) bytes does not fit in memory") }
             let data = try read(at: 0, maxCount: Int(length))
             let crc = data.withUnsafeBytes { snapshotChecksum(0, $0) }
@@ -99,8 +105,30 @@ extension PaxosLog {
         }
     }
 
+    /// Compacts through `position` on the word of an ``OnDiskStateMachine``: its own storage
+    /// holds the state through `position` durably, so the log keeps no copy, only a marker (a
+    /// snapshot file of no data, format version 2) and its log record. ``LogApplier`` calls this
+    /// after ``OnDiskStateMachine/sync()``; the same ordering and deletion rules as
+    /// ``compact(through:snapshot:)`` hold. A peer that needs the compacted prefix gets a
+    /// snapshot exported from the running machine.
+    ///
+    /// - Precondition: the application's state through `position` is durable: a machine that
+    ///   reopens behind it cannot be replayed (the applier refuses to start).
+    @discardableResult
+    public func compactOnDurableState(through position: Position) async throws -> CompactionResult {
+        try await compact(through: position, holdsExternalState: true) { _ in }
+    }
+
+    /// The exports of an on-disk state machine's snapshots for lagging peers.
+    var snapshotExports: ExternalSnapshotExports? {
+        (driver.replica.storage as? SegmentStoreStorage)?.exports
+    }
+
+    /// Exports written for transfers since open (an on-disk state machine's): for tests.
+    public var snapshotExportsWritten: Int { snapshotExports?.written ?? 0 }
+
     /// The compaction steps around a snapshot producer that writes into `writer`.
-    func compact(through position: Position, produce: (SnapshotWriter) async throws -> Void) async throws -> CompactionResult {
+    func compact(through position: Position, holdsExternalState: Bool = false, produce: (SnapshotWriter) async throws -> Void) async throws -> CompactionResult {
         guard compacting.withLockedValue({ busy in
             if busy { return false }
             busy = true
@@ -122,6 +150,7 @@ extension PaxosLog {
             throw PaxosLogError(.storage, "starting snapshot: \(error)")
         }
         writer.bytesPerSecond = configuration.snapshotWriteBytesPerSecond
+        writer.holdsExternalState = holdsExternalState
         do {
             try await produce(writer)
             try await writer.commit()

@@ -13,11 +13,15 @@ final class SegmentStoreStorage: ReplicaStorage {
     let snapshotIO = DispatchQueue(label: "paxoslog.snapshot-io")
     /// A received snapshot starts the writeback of every this many bytes without waiting for it.
     let receivedSnapshotSyncInterval: Int
+    /// Where a transfer finds the state when the log's snapshot is only a marker (an on-disk
+    /// state machine's).
+    let exports: ExternalSnapshotExports
 
     init(store: SegmentStore, loop: any EventLoop, receivedSnapshotSyncInterval: Int) {
         self.store = store
         self.loop = loop
         self.receivedSnapshotSyncInterval = receivedSnapshotSyncInterval
+        exports = ExternalSnapshotExports(store: store)
     }
 
     func append(_ records: [LogRecord], completion: @escaping @Sendable (Result<Void, SegmentLogError>) -> Void) {
@@ -41,7 +45,13 @@ final class SegmentStoreStorage: ReplicaStorage {
     var snapshotSlot: Slot? { store.state.snapshotSlot }
 
     func openSnapshotSource() throws -> (any SnapshotSource)? {
-        try store.openSnapshot().map { StoredSnapshotSource(reader: $0, storage: self) }
+        guard let reader = try store.openSnapshot() else { return nil }
+        guard reader.holdsExternalState else { return StoredSnapshotSource(reader: reader, storage: self) }
+        // Only a marker: the application holds the state. Send an export of it, or start one and
+        // send nothing yet (the peer asks again).
+        let slot = reader.slot
+        reader.close()
+        return try exports.open(atLeast: slot).map { StoredSnapshotSource(reader: $0, storage: self) }
     }
 
     func beginSnapshotSink(slot: Slot) throws -> any SnapshotSink {

@@ -9,8 +9,14 @@ enum Format {
     /// recycled files; a version 1 segment has neither and reads the same way, so both are read.
     static let version: UInt16 = 2
     static let oldestReadableVersion: UInt16 = 1
-    /// Format version of snapshot files (unchanged since version 1).
+    /// Format version of snapshot files with data (unchanged since version 1).
     static let snapshotVersion: UInt16 = 1
+    /// Format version of a snapshot file with flags (FORMAT.md, "Snapshot file"): written only
+    /// for a marker of state an application holds, so a build that knows only version 1 refuses
+    /// it instead of restoring an empty state.
+    static let snapshotFlagsVersion: UInt16 = 2
+    /// Snapshot flag: no data; the application's own durable storage holds the state.
+    static let snapshotFlagExternalState: UInt32 = 1
 
     // MARK: Segment files: `<20-digit decimal sequence>.seg`
 
@@ -144,11 +150,24 @@ enum Format {
     }
 
     /// zlib's crc32, continuing from `seed`.
+    ///
+    /// zlib takes a 32-bit length: longer buffers (a snapshot chunk may be any size) go in steps
+    /// of ``crcStep`` instead of trapping on the conversion.
     @inline(__always)
     static func crc(_ seed: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return seed }
-        return UInt32(truncatingIfNeeded: crc32(UInt(seed), base.assumingMemoryBound(to: UInt8.self), UInt32(bytes.count)))
+        var crc = UInt(seed)
+        var offset = 0
+        while offset < bytes.count {
+            let n = Swift.min(bytes.count - offset, crcStep)
+            crc = crc32(crc, (base + offset).assumingMemoryBound(to: UInt8.self), UInt32(n))
+            offset += n
+        }
+        return UInt32(truncatingIfNeeded: crc)
     }
+
+    /// Bytes handed to zlib's `crc32` per call: below its 32-bit `uInt` length.
+    static let crcStep = 1 << 30
 }
 
 // Little-endian access to raw bytes, unaligned (the format has no alignment).

@@ -8,8 +8,12 @@ import Darwin
 
 /// Snapshot files: a 40-byte header (see FORMAT.md) and the application's bytes.
 enum SnapshotFile {
-    static func encodeHeader(slot: UInt64, length: UInt64, dataCRC: UInt32) -> [UInt8] {
-        Format.encodeFixed(size: Format.snapshotHeaderSize, magic: Format.snapshotMagic, version: Format.snapshotVersion) { out in
+    static func encodeHeader(slot: UInt64, length: UInt64, dataCRC: UInt32, flags: UInt32 = 0) -> [UInt8] {
+        // Version 1 has no flags (its reserved field is 0): files without flags stay readable
+        // by older builds; a file with flags is version 2, which they refuse.
+        let version = flags == 0 ? Format.snapshotVersion : Format.snapshotFlagsVersion
+        return Format.encodeFixed(size: Format.snapshotHeaderSize, magic: Format.snapshotMagic, version: version) { out in
+            if flags != 0 { out.putLE(flags, at: 12) }
             out.putLE(slot, at: 16)
             out.putLE(length, at: 24)
             out.putLE(dataCRC, at: 32)
@@ -18,7 +22,7 @@ enum SnapshotFile {
 
     /// Opens a snapshot file and checks its header and length, and that the header's slot is the
     /// one a `snapshot-<slot>.snap` file name gives; the caller owns the returned fd.
-    static func open(path: String, fileSystem: any FileSystem) throws -> (fd: Int32, slot: UInt64, length: UInt64, dataCRC: UInt32) {
+    static func open(path: String, fileSystem: any FileSystem) throws -> (fd: Int32, slot: UInt64, length: UInt64, dataCRC: UInt32, flags: UInt32) {
         let fd: Int32
         do { fd = try fileSystem.open(path, mode: .readOnly) } catch {
             if let e = error as? FileSystemError, e.errno == ENOENT {
@@ -37,15 +41,25 @@ enum SnapshotFile {
                 throw SegmentLogError.io(error, "read", path)
             }
             guard n == Format.snapshotHeaderSize else { throw SegmentLogError.corruption(path, 0, "snapshot file shorter than its header") }
-            let (slot, length, dataCRC): (UInt64, UInt64, UInt32) = try header.withUnsafeBytes { h in
+            let (slot, length, dataCRC, flags): (UInt64, UInt64, UInt32, UInt32) = try header.withUnsafeBytes { h in
                 guard h.le(0, as: UInt64.self) == Format.snapshotMagic else { throw SegmentLogError.corruption(path, 0, "bad snapshot magic") }
                 let stored = h.le(36, as: UInt32.self)
                 let actual = Format.crc(0, UnsafeRawBufferPointer(rebasing: h[0..<36]))
                 guard stored == actual else {
                     throw SegmentLogError.corruption(path, 36, "snapshot header CRC mismatch: stored \(hex(stored)), computed \(hex(actual))")
                 }
-                guard h.le(8, as: UInt16.self) == Format.snapshotVersion else { throw SegmentLogError.corruption(path, 8, "unsupported snapshot version") }
-                return (h.le(16), h.le(24), h.le(32))
+                let version = h.le(8, as: UInt16.self)
+                guard version == Format.snapshotVersion || version == Format.snapshotFlagsVersion else {
+                    throw SegmentLogError.corruption(path, 8, "unsupported snapshot version \(version)")
+                }
+                let flags: UInt32 = version == Format.snapshotFlagsVersion ? h.le(12) : 0
+                guard flags & ~Format.snapshotFlagExternalState == 0 else {
+                    throw SegmentLogError.corruption(path, 12, "unknown snapshot flags \(hex(flags))")
+                }
+                if flags & Format.snapshotFlagExternalState != 0, h.le(24, as: UInt64.self) != 0 {
+                    throw SegmentLogError.corruption(path, 24, "a marker of external state with \(h.le(24, as: UInt64.self)) data bytes")
+                }
+                return (h.le(16), h.le(24), h.le(32), flags)
             }
             // The file name is what the log's snapshot watermark points at: a header for another
             // slot (a file copied or renamed into place) would make the store serve the wrong state.
@@ -57,7 +71,7 @@ enum SnapshotFile {
                   UInt64(size) == UInt64(Format.snapshotHeaderSize) + length else {
                 throw SegmentLogError.corruption(path, Int(Format.snapshotHeaderSize), "snapshot file is \(size) bytes, header says \(Format.snapshotHeaderSize) + \(length)")
             }
-            return (fd, slot, length, dataCRC)
+            return (fd, slot, length, dataCRC, flags)
         } catch {
             try? fileSystem.close(fd)
             throw error
@@ -67,10 +81,14 @@ enum SnapshotFile {
     /// Reads and verifies a snapshot file.
     /// - Parameter verifyData: also read the data and check its CRC (otherwise only the header
     ///   and the file length are checked, and `data` is empty).
-    static func read(path: String, fileSystem: any FileSystem, verifyData: Bool) throws -> SegmentStore.Snapshot {
-        let (fd, slot, length, dataCRC) = try open(path: path, fileSystem: fileSystem)
+    static func read(path: String, fileSystem: any FileSystem, verifyData: Bool, refuseExternalState: Bool = false) throws -> SegmentStore.Snapshot {
+        let (fd, slot, length, dataCRC, flags) = try open(path: path, fileSystem: fileSystem)
         defer { try? fileSystem.close(fd) }
         guard verifyData else { return SegmentStore.Snapshot(slot: slot, data: []) }
+        if refuseExternalState, flags & Format.snapshotFlagExternalState != 0 {
+            // Handing back empty data would restore an empty state: a silent wrong answer.
+            throw SegmentLogError(.invalidArgument, "snapshot \(slot) at \(path) holds no data: the application's own storage holds that state (an on-disk state machine)")
+        }
         guard length <= UInt64(Int.max / 2) else { throw SegmentLogError.corruption(path, 24, "snapshot length \(length) is implausible") }
         var data = [UInt8](repeating: 0, count: Int(length))
         do {
@@ -161,7 +179,7 @@ extension SegmentStore {
     /// The latest durable snapshot, read and verified, or nil if there is none.
     public func readSnapshot() throws -> Snapshot? {
         try withLatestSnapshotFile { path in
-            try SnapshotFile.read(path: path, fileSystem: fileSystem, verifyData: true)
+            try SnapshotFile.read(path: path, fileSystem: fileSystem, verifyData: true, refuseExternalState: true)
         }
     }
 

@@ -24,6 +24,13 @@ public final class SnapshotWriter: @unchecked Sendable {
     public private(set) var length: UInt64 = 0
     /// crc32 of the data bytes written so far.
     public private(set) var checksum: UInt32 = 0
+    /// When true the snapshot is a marker: it holds no data, and says the application's own
+    /// durable storage holds the state through ``slot`` (an on-disk state machine). Written with
+    /// snapshot format version 2. Set before committing; nothing may be written.
+    public var holdsExternalState = false
+    /// An export (``SegmentStore/beginExport(slot:)``): committed with ``commitExport()`` to a
+    /// temporary file for transfers, never named by the log.
+    let isExport: Bool
 
     let store: SegmentStore
     let path: String
@@ -33,13 +40,20 @@ public final class SnapshotWriter: @unchecked Sendable {
 
     private static let counter = ManagedAtomic<UInt64>(0)
 
-    init(store: SegmentStore, slot: UInt64) throws {
+    init(store: SegmentStore, slot: UInt64, isExport: Bool = false) throws {
         self.store = store
         self.slot = slot
-        path = store.directory + "/" + Format.snapshotFileName(slot)
+        self.isExport = isExport
         // Unique, so two writers (a local compaction and an incoming transfer) never share a file.
         let n = Self.counter.loadThenWrappingIncrement(ordering: .relaxed)
-        temporaryPath = path + ".\(getpid())-\(n)" + Format.temporarySuffix
+        if isExport {
+            // A `.tmp` name: recovery deletes exports a crash left behind, as it should caches.
+            path = store.directory + "/export-" + Format.snapshotFileName(slot) + ".\(getpid())-\(n)" + Format.temporarySuffix
+            temporaryPath = path
+        } else {
+            path = store.directory + "/" + Format.snapshotFileName(slot)
+            temporaryPath = path + ".\(getpid())-\(n)" + Format.temporarySuffix
+        }
         do {
             let fd = try store.fileSystem.open(temporaryPath, mode: .createNew)
             self.fd = fd
@@ -140,6 +154,11 @@ public final class SnapshotWriter: @unchecked Sendable {
     ///   (unless the rename already happened, in which case recovery removes the unnamed file).
     public func commit(expectedLength: UInt64? = nil, expectedChecksum: UInt32? = nil, markChosen: Bool = false) async throws {
         guard let fd, !finished else { throw SegmentLogError(.invalidArgument, "snapshot writer already finished") }
+        guard !isExport else { throw SegmentLogError(.invalidArgument, "an export is finished with commitExport(), never named by the log") }
+        if holdsExternalState, length != 0 {
+            abort()
+            throw SegmentLogError(.invalidArgument, "a marker of external state holds no data, but \(length) bytes were written")
+        }
         if let expectedLength, expectedLength != length {
             abort()
             throw SegmentLogError(.invalidArgument, "snapshot has \(length) bytes, expected \(expectedLength)")
@@ -167,7 +186,8 @@ public final class SnapshotWriter: @unchecked Sendable {
         var step = "pwrite header"
         do {
             try store.checkSnapshotSlot(slot)
-            try SnapshotFile.encodeHeader(slot: slot, length: length, dataCRC: checksum).withUnsafeBytes {
+            let flags = holdsExternalState ? Format.snapshotFlagExternalState : 0
+            try SnapshotFile.encodeHeader(slot: slot, length: length, dataCRC: checksum, flags: flags).withUnsafeBytes {
                 try fs.writeAll(fd, $0, at: 0)
             }
             step = "fdatasync"
@@ -194,6 +214,27 @@ public final class SnapshotWriter: @unchecked Sendable {
         }
     }
 
+    /// Finishes an export (``SegmentStore/beginExport(slot:)``): writes the header and returns
+    /// the file's path, for ``SegmentStore/openSnapshotFile(atPath:)``. Not synced: an export is
+    /// a cache for transfers (a crash loses it, and recovery deletes what is left of it); the
+    /// receiver checks its length and crc32. The caller removes the file when done with it.
+    public func commitExport() throws -> String {
+        guard let fd, !finished else { throw SegmentLogError(.invalidArgument, "snapshot writer already finished") }
+        guard isExport else { throw SegmentLogError(.invalidArgument, "commitExport() is for exports only") }
+        do {
+            try SnapshotFile.encodeHeader(slot: slot, length: length, dataCRC: checksum, flags: 0).withUnsafeBytes {
+                try store.fileSystem.writeAll(fd, $0, at: 0)
+            }
+        } catch {
+            abort()
+            throw SegmentLogError.io(error, "pwrite header", path)
+        }
+        try? store.fileSystem.close(fd)
+        self.fd = nil
+        finished = true
+        return path
+    }
+
     /// Discards the snapshot: closes and removes the temporary file. Safe to call twice.
     public func abort() {
         if let fd {
@@ -217,6 +258,9 @@ public final class SnapshotReader: @unchecked Sendable {
     public let length: UInt64
     /// crc32 of the data, from the verified header.
     public let checksum: UInt32
+    /// The snapshot is a marker with no data: the application's own durable storage holds the
+    /// state through ``slot`` (see ``SnapshotWriter/holdsExternalState``).
+    public let holdsExternalState: Bool
     public let path: String
     private let fileSystem: any FileSystem
     private let lock = PosixLock()
@@ -226,12 +270,13 @@ public final class SnapshotReader: @unchecked Sendable {
         // Registered before the open, so a superseded file is never truncated under a reader
         // (see `SegmentStore.removeSupersededSnapshots`).
         OpenSnapshotFiles.shared.retain(path)
-        let opened: (Int32, UInt64, UInt64, UInt32)
+        let opened: (Int32, UInt64, UInt64, UInt32, UInt32)
         do { opened = try SnapshotFile.open(path: path, fileSystem: fileSystem) } catch {
             OpenSnapshotFiles.shared.release(path)
             throw error
         }
-        let (fd, slot, length, checksum) = opened
+        let (fd, slot, length, checksum, flags) = opened
+        self.holdsExternalState = flags & Format.snapshotFlagExternalState != 0
         self.fd = fd
         self.slot = slot
         self.length = length
@@ -325,6 +370,23 @@ extension SegmentStore {
     /// see ``SnapshotReader/verify(chunkSize:)``), or nil when there is none.
     public func openSnapshot() throws -> SnapshotReader? {
         try withLatestSnapshotFile { path in try SnapshotReader(path: path, fileSystem: fileSystem) }
+    }
+
+    /// Starts an export: a snapshot file outside the log (a temporary file in the directory),
+    /// for a transfer of state an application holds. Finish it with
+    /// ``SnapshotWriter/commitExport()``.
+    /// - Throws: `.closed`, `.storeFailed`; `.io` if the file cannot be created.
+    public func beginExport(slot: UInt64) throws -> SnapshotWriter {
+        try lock.withLock {
+            if shared.closing { throw SegmentLogError(.closed, "") }
+            if let failure = shared.failure { throw SegmentLogError(.storeFailed, "", cause: failure) }
+        }
+        return try SnapshotWriter(store: self, slot: slot, isExport: true)
+    }
+
+    /// Opens a snapshot file by path (an export) for chunked reading, header verified.
+    public func openSnapshotFile(atPath path: String) throws -> SnapshotReader {
+        try SnapshotReader(path: path, fileSystem: fileSystem)
     }
 
     /// One segment file that a prefix truncation would delete.

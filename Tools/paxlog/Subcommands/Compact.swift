@@ -109,6 +109,10 @@ struct Compact: AsyncParsableCommand {
         // here in full, or damage in it would be built on and sealed under the new snapshot's CRC.
         if previous != nil, let reader = try store.openSnapshot() {
             defer { reader.close() }
+            // A marker has no data to build on: the state lives in the application's storage.
+            if reader.holdsExternalState, snapshot == nil {
+                throw Refusal(reason: "the snapshot through \(reader.slot) is a marker of state an application holds (an on-disk state machine): there is no previous state to apply entries to; compact with the application running, or give --snapshot")
+            }
             do { try reader.verify() } catch let e as SegmentLogError {
                 if case .corruption = e.code { throw Refusal(reason: "\(e); run `paxlog verify`") }
                 throw e

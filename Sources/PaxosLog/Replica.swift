@@ -161,7 +161,6 @@ package final class Replica: @unchecked Sendable {
         core.tick()
         tickSnapshotTransfers()
         proposals.expire(now: executor.now, timeout: configuration.appendTimeout)
-        settleCampaignQueue()
         expireBarriers(now: executor.now)
         trimMemory()
         drain()
@@ -180,6 +179,9 @@ package final class Replica: @unchecked Sendable {
         assertOnExecutor()
         if let failure { batch.fail(failure.with(.notAppended)); return 0 }
         if isClosed { batch.fail(PaxosLogError(.closed, "the log is closed", outcome: .notAppended)); return 0 }
+        // A retry is looked up against every open slot: a Phase 1 that just ended may have
+        // re-proposed values this replica has not taken from the core yet (drain notes them).
+        if isRetry, drainScheduled { drain() }
         let first = first ?? nextLocalIdentities(records.count)
         let deadline = executor.now + configuration.appendTimeout
         if core.isCampaigning {

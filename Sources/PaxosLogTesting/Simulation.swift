@@ -392,8 +392,10 @@ public final class Simulation: @unchecked Sendable {
     }
 
     func retryDue() {
-        guard let first = retries.first, first.due <= now else { return }
-        let due = retries.filter { $0.due <= now }
+        guard retries.contains(where: { $0.due <= now }) else { return }
+        // In identity order: outcomes arrive in the order a replica's dictionaries iterate, which
+        // differs between processes, and a replay must not.
+        let due = retries.filter { $0.due <= now }.sorted { ($0.id.client, $0.id.sequence, $0.attempt) < ($1.id.client, $1.id.sequence, $1.attempt) }
         retries.removeAll { $0.due <= now }
         for r in due {
             report.retries += 1
@@ -432,7 +434,10 @@ public final class Simulation: @unchecked Sendable {
 
     private func scheduleRetry(id: ProposalID, value: UInt64, after attempt: Int) {
         guard retryUnknown, attempt < 4, faultsOn else { return }
-        retries.append((now + 5 + clientRNG.below(20), attempt + 1, id, value))
+        // The delay from the identity, not from a stream: outcomes arrive in an order that
+        // differs between processes (dictionary iteration), and draws would follow it.
+        var mix = SplitMix64(seed: id.client ^ id.sequence &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(attempt))
+        retries.append((now + 5 + mix.below(20), attempt + 1, id, value))
     }
 
     /// A client asks replica `i` for a read barrier: the position it answers must cover every
@@ -845,3 +850,4 @@ extension InvariantChecker {
     mutating func failStorage(_ s: String) { fail("storage: " + s) }
     mutating func failOutcome(_ s: String) { fail("outcome: " + s) }
 }
+

@@ -56,11 +56,12 @@ enum SimulationSeeds {
     /// attempt may still be chosen at its old slot by a later leader (its Phase 1 quorum held
     /// the old vote, not the no-op the retrying leader put there). Exactly-once then needs the
     /// client sessions applied where entries are read, carried in snapshots (issue 22). This
-    /// seed shows it: it fails the day a retried identity cannot be chosen twice.
+    /// seed shows it (4 identities): it fails the day a retried identity cannot be chosen twice.
     @Test func retriesCanStillBeChosenTwice() {
-        var o = SimulationOptions(replicas: 5, seed: 5215)
+        var o = SimulationOptions(replicas: 5, seed: 5100)
         o.retryRunRate = 1
         let r = Simulation(o).run()
+        print("retries run: \(r)")
         #expect(r.violation == nil, "\(r)")
         withKnownIssue("a retried identity chosen at two slots") {
             #expect(r.identitiesChosenTwice == 0, "\(r)")

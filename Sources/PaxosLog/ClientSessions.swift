@@ -41,7 +41,8 @@ import MultiPaxos
 /// Confined to the replica's executor.
 package struct ClientSessions {
     package struct Limits: Hashable, Sendable {
-        /// Identities of chosen slots remembered, oldest evicted first (about 56 B each).
+        /// Identities of chosen slots remembered, oldest evicted first (an estimate of 56 B
+        /// each: a dictionary entry of 24 B at 3/4 load plus a 24 B deque element; not measured).
         package var identities = 1 << 19
         /// Clients whose floor is remembered, least recently active evicted first.
         package var clients = 1 << 16

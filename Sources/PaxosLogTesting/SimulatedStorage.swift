@@ -384,8 +384,10 @@ enum SimulationSnapshot {
         while k < bytes.count {
             if bytes[k] == 0 { out.append(.noop); k += 1; continue }
             if bytes[k] == 2, k + 18 <= bytes.count, k + 18 + Int(bytes[k + 1]) <= bytes.count {
-                let le = { (at: Int) in bytes[at..<(at + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
-                let id = ProposalID(client: le(k + 2), sequence: le(k + 10))
+                let id = bytes.withUnsafeBytes {
+                    ProposalID(client: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: k + 2, as: UInt64.self)),
+                               sequence: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: k + 10, as: UInt64.self)))
+                }
                 out.append(.identified(id, Array(bytes[(k + 18)..<(k + 18 + Int(bytes[k + 1]))])))
                 k += 18 + Int(bytes[k + 1])
                 continue

@@ -26,17 +26,21 @@ import MultiPaxos
 /// retry is then answered `sessionExpired` too, instead of being proposed. Only retries whose
 /// first attempt is older than the replica's snapshot meet this.
 ///
-/// **Why an absent retry may be proposed** (safety argument): a leader answers "absent" only
-/// when the identity is neither chosen at or below its chosen watermark (the table has applied
-/// every slot through it, with no gap) nor held in one of its open slots. Its open slots are
-/// exactly the values it proposed in its ballot: after Phase 1 it re-proposed every value a
-/// majority reported for slots above its watermark, and a value no majority member reported
-/// for a slot can no longer be chosen there (Paxos: the leader's own value or a no-op wins it).
-/// So an identity that can still be chosen anywhere is either in the table or in flight here,
-/// and proposing an absent one cannot make it chosen twice. Appends offered while the replica
-/// campaigns are held by the replica, not the core, and looked up only once Phase 1 has ended.
-/// The simulation checks that no identity is ever chosen at two slots (planted bug:
-/// `ReplicaBug.outcomeByBytes`, which has no table).
+/// **Why an absent retry may be proposed, and why it may still be chosen twice.** A leader
+/// answers "absent" only when the identity is neither chosen at or below its chosen watermark
+/// (the table has applied every slot through it, with no gap) nor held in one of its open
+/// slots. Its open slots hold every value a majority reported in its Phase 1, so an identity a
+/// majority accepted is never proposed twice. But a first attempt accepted only by a minority
+/// that this leader's Phase 1 did not hear can still be revived by a later leader that hears
+/// it, at a slot this leader never got chosen: then the log holds the identity at two slots.
+/// No leader-side rule can exclude that (a minority's vote may or may not become a choice), so
+/// the table also decides it after the fact: ``apply(slot:value:)`` reports a repeat, readers
+/// skip it (``DuplicateSlots``) and the append is acknowledged at the first slot. The
+/// simulation checks that readers see each identity once, at its first slot, and that every
+/// acknowledgement names that slot (planted bug: `ReplicaBug.deliverDuplicates`); and that a
+/// leader never proposes anew an identity chosen in its ballot or earlier (planted bug:
+/// `ReplicaBug.retryWithoutLookup`). Appends offered while the replica campaigns are held by
+/// the replica, not the core, and looked up only once Phase 1 has ended.
 ///
 /// Confined to the replica's executor.
 package struct ClientSessions {
@@ -96,14 +100,15 @@ package struct ClientSessions {
     }
 
     /// Applies the next chosen slot (slots must come in order, each once).
-    mutating func apply(slot: Slot, value: Value) {
-        guard slot > applied else { return }
+    /// - Returns: the earlier slot its identity was chosen at, when the slot repeats one (its
+    ///   readers skip it; its appender is answered that earlier slot).
+    @discardableResult
+    mutating func apply(slot: Slot, value: Value) -> Slot? {
+        guard slot > applied else { return nil }
         applied = slot
-        guard let id = value.proposalID, id.isRetriable else { return }
+        guard let id = value.proposalID, id.isRetriable else { return nil }
         proposed.removeValue(forKey: id)
-        // A slot holds one value, and a leader never proposes an identity already chosen: a
-        // second slot for one identity would be a duplicate the simulation reports. Keep the first.
-        guard chosen[id] == nil else { return }
+        if let first = chosen[id] { return first }
         chosen[id] = slot
         order.append((slot, id))
         if let c = clients[id.client] { clients[id.client] = (c.floor, slot) } else { clients[id.client] = (0, slot) }
@@ -113,6 +118,7 @@ package struct ClientSessions {
         }
         // Stale entries of clients that spoke again are dropped once they outnumber the live ones.
         if silent.count > 2 * limits.clients { silent = Deque(silent.filter { clients[$0.client]?.last == $0.last }) }
+        return nil
     }
 
     private mutating func evictOldest() {

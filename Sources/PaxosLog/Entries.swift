@@ -2,7 +2,8 @@ import MultiPaxos
 import SegmentLog
 
 extension PaxosLog {
-    /// The chosen records of a log from a position on, in order, no-ops skipped. Waits for new
+    /// The chosen records of a log from a position on, in order, no-ops and repeats of a retried
+    /// record skipped (``DuplicateSlots``). Waits for new
     /// records at the end; finishes when the log is closed. Memory is bounded: it reads a batch
     /// at a time from storage. Throws the replica's storage failure, if it fails.
     public struct Entries: AsyncSequence, Sendable {
@@ -23,7 +24,8 @@ extension PaxosLog {
             public mutating func next() async throws -> Entry? {
                 while index == buffer.count {
                     guard let readable = try await driver.waitReadable(after: next - 1) else { return nil }
-                    (buffer, next) = try Entries.read(storage: driver.replica.storage, from: next, through: readable, maxCount: 512)
+                    (buffer, next) = try Entries.read(storage: driver.replica.storage, skipping: driver.replica.duplicates,
+                                                      from: next, through: readable, maxCount: 512)
                     index = 0
                 }
                 defer { index += 1 }
@@ -32,9 +34,10 @@ extension PaxosLog {
         }
 
         /// Reads chosen records in `from ... through` (at most `maxCount` slots, and no more once
-        /// their payloads reach `maxBytes`) from storage. Every slot must be present: a gap in the
-        /// chosen prefix is corruption, never skipped.
-        package static func read(storage: any ReplicaStorage, from: Position, through: Position, maxCount: Int, maxBytes: Int = .max) throws -> (entries: [Entry], next: Position) {
+        /// their payloads reach `maxBytes`) from storage, skipping no-ops and `duplicates`. Every
+        /// slot must be present: a gap in the chosen prefix is corruption, never skipped.
+        package static func read(storage: any ReplicaStorage, skipping duplicates: DuplicateSlots, from: Position, through: Position,
+                                 maxCount: Int, maxBytes: Int = .max) throws -> (entries: [Entry], next: Position) {
             guard from <= through, maxCount > 0 else { return ([], from) }
             let last = Swift.min(through, from + Position(maxCount) - 1)
             let stored: [LogEntry]
@@ -46,6 +49,7 @@ extension PaxosLog {
             } catch let error as SegmentLogError where error.isClosed {
                 throw PaxosLogError(.closed, "the log was closed")
             }
+            let repeats = stored.isEmpty ? [] : duplicates.within(from...stored[stored.count - 1].slot)
             var out: [Entry] = []
             out.reserveCapacity(stored.count)
             var expected = from
@@ -56,7 +60,7 @@ extension PaxosLog {
                 }
                 expected += 1
                 bytes += e.payload.count
-                if !e.isNoop { out.append(Entry(position: e.slot, bytes: e.payload, id: e.proposal.map { ProposalID(client: $0.client, sequence: $0.sequence) })) }
+                if !e.isNoop, !repeats.contains(e.slot) { out.append(Entry(position: e.slot, bytes: e.payload, id: e.proposal.map { ProposalID(client: $0.client, sequence: $0.sequence) })) }
             }
             // Storage stops early only once the payloads reach maxBytes.
             guard expected == last + 1 || bytes >= maxBytes else {

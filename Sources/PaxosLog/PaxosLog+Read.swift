@@ -41,7 +41,7 @@ extension PaxosLog {
         case .linearizable:
             readable = try await linearizableWatermark(until: NIODeadline.now() + configuration.appendTimeout)
         }
-        let (entries, next) = try Entries.read(storage: driver.replica.storage, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
+        let (entries, next) = try Entries.read(storage: driver.replica.storage, skipping: driver.replica.duplicates, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
         return (entries, next, readable)
     }
 

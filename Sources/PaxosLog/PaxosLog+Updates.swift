@@ -58,7 +58,7 @@ extension PaxosLog {
                     guard let readable = try await driver.waitReadable(after: next - 1) else { return nil }
                     let batch: [Entry]
                     do {
-                        (batch, next) = try Entries.read(storage: driver.replica.storage, from: next, through: readable,
+                        (batch, next) = try Entries.read(storage: driver.replica.storage, skipping: driver.replica.duplicates, from: next, through: readable,
                                                          maxCount: 512, maxBytes: maxBatchBytes)
                     } catch let error as PaxosLogError where error.code == .compacted {
                         // A snapshot was installed between the check above and the read.

@@ -245,7 +245,7 @@ public final class PaxosLog: Sendable {
     /// - Returns: the records and the position to continue from.
     public func read(from position: Position, maxCount: Int, maxBytes: Int = .max) async throws -> (entries: [Entry], next: Position) {
         let readable = try await driver.status().get().chosenThrough
-        return try Entries.read(storage: driver.replica.storage, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
+        return try Entries.read(storage: driver.replica.storage, skipping: driver.replica.duplicates, from: Swift.max(position, 1), through: readable, maxCount: maxCount, maxBytes: maxBytes)
     }
 
     /// This replica's storage counters since open (appends, group commits, fdatasyncs, bytes

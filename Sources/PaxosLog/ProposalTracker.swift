@@ -69,24 +69,28 @@ struct ProposalTracker {
         return campaignQueue
     }
 
-    /// Answers the appends whose slots are now chosen. - Returns: how many callers were answered.
-    mutating func answer(_ chosen: [ChosenEntry], bug: ReplicaBug?) -> Int {
+    /// Answers the appends whose slots are now chosen.
+    /// - Parameter firstSlots: chosen slots that repeat an identity chosen earlier, with that
+    ///   earlier slot: the append is answered there, where readers see it.
+    /// - Returns: how many callers were answered.
+    mutating func answer(_ chosen: [ChosenEntry], firstSlots: [Slot: Slot], bug: ReplicaBug?) -> Int {
         guard !waiters.isEmpty else { return 0 }
         var answered = 0
         for c in chosen {
             guard let w = waiters.removeValue(forKey: c.slot) else { continue }
-            answered += decide(w, c, bug)
-            if let more = sharers.removeValue(forKey: c.slot) { for s in more { answered += decide(s, c, bug) } }
+            let at = firstSlots[c.slot] ?? c.slot
+            answered += decide(w, c, at, bug)
+            if let more = sharers.removeValue(forKey: c.slot) { for s in more { answered += decide(s, c, at, bug) } }
         }
         return answered
     }
 
-    private func decide(_ w: Waiter, _ c: ChosenEntry, _ bug: ReplicaBug?) -> Int {
+    private func decide(_ w: Waiter, _ c: ChosenEntry, _ at: Slot, _ bug: ReplicaBug?) -> Int {
         var outcome = AppendOutcome.of(proposed: w.id, chosen: c)
         if bug == .acknowledgeAnyValue { outcome = .appended }
         switch outcome {
         case .appended:
-            return w.batch.complete(index: w.index, slot: c.slot) ? 1 : 0
+            return w.batch.complete(index: w.index, slot: at) ? 1 : 0
         case .superseded:
             w.batch.fail(PaxosLogError(.superseded, "another value was chosen at slot \(c.slot) after a leader change; the record was not appended there"))
             return 0

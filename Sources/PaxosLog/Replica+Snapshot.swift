@@ -210,6 +210,7 @@ extension Replica {
         logger.info("installed snapshot", metadata: ["from": "\(peer)", "slot": "\(offer.slot)", "bytes": "\(offer.length)"])
         core.installSnapshot(through: offer.slot)
         sessions.skip(to: offer.slot)
+        duplicates.forget(through: offer.slot)
         forgetRetained(through: offer.slot)
         observer?.replica(configuration.nodeID, installedSnapshotThrough: offer.slot)
         advanceReadable(to: offer.slot)
@@ -224,6 +225,8 @@ extension Replica {
     ///   still needs).
     package func compacted(through slot: Slot) -> Slot {
         core.compact(through: slot)
+        // Readers get `compacted` at or below the snapshot.
+        duplicates.forget(through: slot)
         forgetRetained(through: slot)
         let keep = snapshots.pinnedSlot.map { Swift.min($0, slot) } ?? slot
         return keep + 1

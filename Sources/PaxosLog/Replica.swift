@@ -30,6 +30,8 @@ package final class Replica: @unchecked Sendable {
     private var proposals = ProposalTracker()
     /// Which identities are chosen or in flight: a retry answers the first attempt's slot.
     var sessions: ClientSessions
+    /// Chosen slots that repeat an identity chosen earlier: readers skip them.
+    package let duplicates = DuplicateSlots()
     /// The identity of appends offered without one: a client id drawn by the host for this
     /// incarnation, and the last sequence number given.
     private let localClient: UInt64
@@ -105,7 +107,7 @@ package final class Replica: @unchecked Sendable {
         while next <= chosen {
             let batch = try storage.entries(from: next, through: chosen, maxBytes: 4 << 20)
             guard let last = batch.last else { break }
-            for e in batch { sessions.apply(slot: e.slot, value: Value(e)) }
+            for e in batch where sessions.apply(slot: e.slot, value: Value(e)) != nil { duplicates.insert(e.slot) }
             next = last.slot + 1
         }
     }
@@ -360,8 +362,14 @@ package final class Replica: @unchecked Sendable {
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }
-            for c in ready.chosen { sessions.apply(slot: c.slot, value: c.value) }
-            let answered = proposals.answer(ready.chosen, bug: bug)
+            // Before the slots become readable: a reader must never see a repeat.
+            var firstSlots: [Slot: Slot] = [:]
+            for c in ready.chosen {
+                guard let first = sessions.apply(slot: c.slot, value: c.value), bug != .deliverDuplicates else { continue }
+                duplicates.insert(c.slot)
+                firstSlots[c.slot] = first
+            }
+            let answered = proposals.answer(ready.chosen, firstSlots: firstSlots, bug: bug)
             resolveBarrierRounds(ready.chosen)
             if answered > 0 { onAnswered?(answered) }
             if durable >= seq || bug == .readableBeforeDurable {
@@ -525,5 +533,8 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     /// A retry is proposed again without looking up the client sessions, even when its identity
     /// is already chosen.
     case retryWithoutLookup
+    /// An identity chosen at a second slot (a revived first attempt beside its retry) is read
+    /// twice and acknowledged at the second slot.
+    case deliverDuplicates
 }
 

@@ -17,7 +17,8 @@ import MultiPaxos
 /// - every replica learns a contiguous prefix of the one chosen sequence (prefix compatibility);
 /// - a proposal acknowledged at a slot stays there forever, across restarts (the durable chosen
 ///   log a restarted replica recovers must agree too);
-/// - a proposal identity is chosen at most once, however often a client retries it; a value
+/// - a proposal identity is chosen at most once without retries; with them, a reader sees it
+///   once, at the first slot holding it, and every acknowledgement names that slot; a value
 ///   answered "not appended" is never chosen.
 public struct InvariantChecker: Sendable {
     /// Every vote ever written, indexed by `slot - 1`: the value of each ballot and a bit per
@@ -35,13 +36,16 @@ public struct InvariantChecker: Sendable {
     public private(set) var acknowledged: [Slot: Value] = [:]
     /// Values clients were told were definitely not appended.
     var refused: Set<Value> = []
+    /// The first slot of the learned sequence holding each proposal identity.
+    var firstPosition: [ProposalID: Slot] = [:]
     /// The slot and ballot each proposal identity was first chosen at.
     var chosenIdentities: [ProposalID: (slot: Slot, ballot: Ballot)] = [:]
     /// Whether clients retry unknown outcomes. Without retries an identity is proposed once and
     /// must be chosen at most once. With them a retry may still be chosen beside a first attempt
-    /// that a later leader revived (counted in `identitiesChosenTwice`, a known issue), but a
-    /// leader must never propose anew an identity chosen in its ballot or an earlier one: its
-    /// Phase 1 and its client sessions showed it (ClientSessions.swift).
+    /// that a later leader revived (counted in `identitiesChosenTwice`; readers must see it once,
+    /// at its first slot, and its appenders be answered that slot), but a leader must never
+    /// propose anew an identity chosen in its ballot or an earlier one: its Phase 1 and its
+    /// client sessions showed it (ClientSessions.swift).
     public var clientsRetry = false
     public private(set) var identitiesChosenTwice = 0
     /// The values of `trulyChosen`, for "never chosen" checks in O(1).
@@ -219,7 +223,7 @@ public struct InvariantChecker: Sendable {
                 fail("slot \(entry.slot): node \(node) learned \(describe(entry.value)) but \(describe(chosen[i])) was chosen before")
             }
         } else if i == chosen.count {
-            chosen.append(entry.value)
+            extendChosen(entry.value)
         } else {
             // Cannot happen for contiguous learners; kept for clarity.
             fail("slot \(entry.slot) learned before slot \(chosen.count + 1) is known")
@@ -230,7 +234,20 @@ public struct InvariantChecker: Sendable {
     /// against what a majority chose): extend the learned sequence, so later learners are
     /// checked against it too.
     public mutating func observeInstalledSnapshot(_ values: [Value]) {
-        while chosen.count < values.count { chosen.append(values[chosen.count]) }
+        while chosen.count < values.count { extendChosen(values[chosen.count]) }
+    }
+
+    /// Appends the next slot of the learned sequence, noting the first slot of its identity.
+    mutating func extendChosen(_ value: Value) {
+        chosen.append(value)
+        if let id = value.proposalID, firstPosition[id] == nil { firstPosition[id] = Slot(chosen.count) }
+    }
+
+    /// The slot a reader must see `value` at, and an appender be answered: the first slot of
+    /// the learned sequence holding its identity (a retried record may be chosen twice).
+    func firstSlot(of value: Value, at slot: Slot) -> Slot {
+        guard let id = value.proposalID, id.isRetriable else { return slot }
+        return firstPosition[id] ?? slot
     }
 
     /// A client was told its proposal `value` is chosen at `slot`.
@@ -239,6 +256,9 @@ public struct InvariantChecker: Sendable {
         guard i < chosen.count, chosen[i] == value else {
             fail("acknowledged \(describe(value)) at slot \(slot) but it is not the chosen value")
             return
+        }
+        if firstSlot(of: value, at: slot) != slot {
+            fail("acknowledged \(describe(value)) at slot \(slot), but its identity was chosen first at slot \(firstSlot(of: value, at: slot))")
         }
         acknowledged[slot] = value
     }
@@ -258,6 +278,18 @@ public struct InvariantChecker: Sendable {
         guard i < chosen.count, chosen[i] == value else {
             fail("node \(node) gave a reader \(describe(value)) at position \(position), which is not the chosen value there")
             return
+        }
+        if firstSlot(of: value, at: position) != position {
+            fail("node \(node) gave a reader \(describe(value)) at position \(position), a repeat of its identity first chosen at \(firstSlot(of: value, at: position))")
+        }
+    }
+
+    /// A reader of `node` was not given position `position`: it must hold a no-op or a repeat.
+    public mutating func observeSkipped(node: NodeID, position: Slot) {
+        let i = Int(position - 1)
+        guard i < chosen.count else { return fail("node \(node) skipped position \(position) before it was chosen") }
+        if chosen[i] != .noop, firstSlot(of: chosen[i], at: position) == position {
+            fail("node \(node) hid \(describe(chosen[i])) at position \(position) from a reader")
         }
     }
 

@@ -488,8 +488,11 @@ public final class Simulation: @unchecked Sendable {
         guard nodes[i].readFrom <= through else { return }
         let from = nodes[i].readFrom
         do {
-            let (entries, next) = try PaxosLog.Entries.read(storage: storage, from: from, through: through, maxCount: 64)
+            let (entries, next) = try PaxosLog.Entries.read(storage: storage, skipping: replica.duplicates, from: from, through: through, maxCount: 64)
+            var position = from
             for e in entries {
+                while position < e.position { checker.observeSkipped(node: nodes[i].id, position: position); position += 1 }
+                position += 1
                 report.entriesRead += 1
                 let value = e.id.map { Value.identified($0, e.bytes) } ?? .data(e.bytes)
                 checker.observeRead(node: nodes[i].id, position: e.position, value: value)
@@ -497,6 +500,7 @@ public final class Simulation: @unchecked Sendable {
                     checker.failRead("node \(nodes[i].id) served slot \(e.position) to a reader before its record was durable")
                 }
             }
+            while position < next { checker.observeSkipped(node: nodes[i].id, position: position); position += 1 }
             nodes[i].readFrom = next
         } catch let error as PaxosLogError where error.code == .compacted {
             // Restore the snapshot and read on after it, as an application does.

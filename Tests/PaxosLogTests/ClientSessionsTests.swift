@@ -11,9 +11,10 @@ import Testing
 
     @Test func chosenIdentitiesAnswerTheirFirstSlot() {
         var t = ClientSessions(applied: 0)
-        t.apply(slot: 1, value: .identified(id(1, 1), [1]))
-        t.apply(slot: 2, value: .noop)
-        t.apply(slot: 3, value: .identified(id(1, 1), [1]))  // a duplicate keeps the first slot
+        #expect(t.apply(slot: 1, value: .identified(id(1, 1), [1])) == nil)
+        #expect(t.apply(slot: 2, value: .noop) == nil)
+        // A revived first attempt beside its retry: reported as a repeat of slot 1, which it keeps.
+        #expect(t.apply(slot: 3, value: .identified(id(1, 1), [1])) == 1)
         #expect(t.lookup(id(1, 1), leading: b1) == .chosen(1))
         #expect(t.lookup(id(1, 2), leading: b1) == .absent)
         #expect(t.lookup(id(2, 1), leading: b1) == .absent)

@@ -29,7 +29,7 @@ import Testing
             ChosenEntry(slot: 1, ballot: b2, value: .identified(ProposalID(client: 1, sequence: 1), [1])),  // ours, re-proposed
             ChosenEntry(slot: 2, ballot: b2, value: .identified(ProposalID(client: 9, sequence: 1), [9])),  // another value
             ChosenEntry(slot: 3, ballot: b1, value: .identified(ProposalID(client: 9, sequence: 2), [3])),  // our bytes, another client
-        ], bug: nil)
+        ], firstSlots: [:], bug: nil)
         #expect(answered == 1)
         let codes = o.all.map { r -> String in
             switch r { case .success(let s): "ok \(s)"; case .failure(let e): "\(e.code) \(e.outcome!.rawValue)" }
@@ -38,12 +38,21 @@ import Testing
         #expect(t.isEmpty)
     }
 
+    @Test func aRepeatIsAnsweredAtTheFirstSlotOfItsIdentity() {
+        let o = Outcomes()
+        var t = ProposalTracker()
+        t.track(slot: 7, waiter([7], 4, o.batch()), until: t0 + .seconds(1))
+        _ = t.answer([ChosenEntry(slot: 7, ballot: b2, value: .identified(ProposalID(client: 1, sequence: 4), [7]))], firstSlots: [7: 3], bug: nil)
+        #expect(o.all.count == 1)
+        #expect(o.all.allSatisfy { if case .success([3]) = $0 { true } else { false } })
+    }
+
     @Test func retriesSharingASlotHearTheSameOutcome() {
         let o = Outcomes()
         var t = ProposalTracker()
         t.track(slot: 4, waiter([4], 4, o.batch()), until: t0 + .seconds(1))
         t.share(slot: 4, waiter([4], 4, o.batch()), until: t0 + .seconds(1))
-        _ = t.answer([ChosenEntry(slot: 4, ballot: b1, value: .identified(ProposalID(client: 1, sequence: 4), [4]))], bug: nil)
+        _ = t.answer([ChosenEntry(slot: 4, ballot: b1, value: .identified(ProposalID(client: 1, sequence: 4), [4]))], firstSlots: [:], bug: nil)
         #expect(o.all.count == 2)
         #expect(o.all.allSatisfy { if case .success([4]) = $0 { true } else { false } })
     }
@@ -57,7 +66,7 @@ import Testing
         #expect(o.all.count == 1)
         if case .failure(let e) = o.all.first { #expect(e.outcome == .unknown) }
         #expect(!t.isEmpty)
-        _ = t.answer([ChosenEntry(slot: 5, ballot: b1, value: .identified(ProposalID(client: 1, sequence: 5), [5]))], bug: nil)
+        _ = t.answer([ChosenEntry(slot: 5, ballot: b1, value: .identified(ProposalID(client: 1, sequence: 5), [5]))], firstSlots: [:], bug: nil)
         #expect(t.isEmpty)
     }
 

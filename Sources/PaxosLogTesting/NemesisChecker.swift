@@ -6,10 +6,14 @@ public struct ReplicaLog: Sendable, Hashable {
     public var chosenThrough: Slot
     /// Chosen values by slot; nil for a no-op.
     public var entries: [Slot: [UInt8]?]
+    /// Slots whose value repeats the proposal identity of an earlier slot (a retried append
+    /// whose first attempt a later leader revived), with that earlier slot: readers skip them.
+    public var repeats: [Slot: Slot]
 
-    public init(chosenThrough: Slot, entries: [Slot: [UInt8]?]) {
+    public init(chosenThrough: Slot, entries: [Slot: [UInt8]?], repeats: [Slot: Slot] = [:]) {
         self.chosenThrough = chosenThrough
         self.entries = entries
+        self.repeats = repeats
     }
 }
 
@@ -52,9 +56,11 @@ public struct NemesisViolation: Sendable, Hashable, CustomStringConvertible {
 /// Judges a nemesis history against the replicas' final logs.
 ///
 /// Safety: no slot holds two values (on any two replicas); every acknowledged append is at its
-/// slot on every replica; no value is in the log twice; every value in the log was appended by
-/// an operation of the history; nothing answered "not appended" is in the log; every read
-/// returned exactly the final log's records over the range it examined; a read marked
+/// slot on every replica; no value is in the log twice, except as a repeat of one proposal
+/// identity (``ReplicaLog/repeats``), which must be neither read nor acknowledged; every value
+/// in the log was appended by an operation of the history; nothing answered "not appended" is
+/// in the log; every read returned exactly the final log's records over the range it examined,
+/// repeats skipped; a read marked
 /// linearizable contains every append acknowledged before it was invoked. Liveness (progress
 /// after a heal) is judged while the run goes on and reported as ``NemesisViolation/Kind/noProgressAfterHeal``.
 ///
@@ -77,6 +83,9 @@ public enum NemesisChecker {
         // One agreed log: every replica's chosen prefix, merged; a disagreement is reported.
         var merged: [Slot: [UInt8]?] = [:]
         var holder: [Slot: NodeID] = [:]
+        // Repeats of one identity: in the log twice, read and acknowledged once, at the first.
+        var repeats: [Slot: Slot] = [:]
+        for log in logs.values { repeats.merge(log.repeats) { a, _ in a } }
         for (node, log) in logs.sorted(by: { $0.key < $1.key }) {
             if log.chosenThrough > 0 {
                 for slot in 1...log.chosenThrough where log.entries[slot] == nil {
@@ -100,7 +109,7 @@ public enum NemesisChecker {
             if case .append(let v) = op.kind { appendOf[v] = op }
         }
         var slotsOf: [[UInt8]: [Slot]] = [:]
-        for (slot, value) in merged {
+        for (slot, value) in merged where repeats[slot] == nil {
             guard let value else { continue }
             slotsOf[value, default: []].append(slot)
         }
@@ -117,6 +126,9 @@ public enum NemesisChecker {
 
         for op in history {
             guard case .append(let value) = op.kind, case .appended(let slot) = op.outcome else { continue }
+            if let first = repeats[slot] {
+                report(.lostAcknowledged, "operation \(op.id) was acknowledged at slot \(slot), a repeat of its identity first chosen at slot \(first)")
+            }
             for (node, log) in logs.sorted(by: { $0.key < $1.key }) {
                 if slot > log.chosenThrough {
                     report(.lostAcknowledged, "operation \(op.id) was acknowledged at slot \(slot), node \(node) has chosen only through \(log.chosenThrough)")
@@ -126,11 +138,11 @@ public enum NemesisChecker {
             }
         }
 
-        checkReads(history, merged: merged, report: report)
+        checkReads(history, merged: merged, repeats: repeats, report: report)
         return found
     }
 
-    private static func checkReads(_ history: [NemesisOperation], merged: [Slot: [UInt8]?],
+    private static func checkReads(_ history: [NemesisOperation], merged: [Slot: [UInt8]?], repeats: [Slot: Slot],
                                    report: (NemesisViolation.Kind, @autoclosure () -> String) -> Void) {
         // Acknowledged appends by completion time, for the linearizable reads.
         let acknowledged: [(completed: Double, slot: Slot, id: Int)] = history.compactMap { op in
@@ -139,11 +151,12 @@ public enum NemesisChecker {
         }
         for op in history {
             guard case .read(let from, let linearizable) = op.kind, case .read(let entries, let next, let truncated) = op.outcome else { continue }
-            for (slot, bytes) in entries where merged[slot] != .some(.some(bytes)) {
-                report(.readMismatch, "read \(op.id) returned \(show(bytes)) at slot \(slot), the log holds \(show(merged[slot] ?? nil))")
+            for (slot, bytes) in entries where merged[slot] != .some(.some(bytes)) || repeats[slot] != nil {
+                report(.readMismatch, "read \(op.id) returned \(show(bytes)) at slot \(slot), the log holds \(show(merged[slot] ?? nil))"
+                       + (repeats[slot].map { ", a repeat of slot \($0) that readers must skip" } ?? ""))
             }
             if next > from {
-                for slot in from..<next {
+                for slot in from..<next where repeats[slot] == nil {
                     if case .some(.some(let v)) = merged[slot], entries[slot] == nil {
                         report(.readIncomplete, "read \(op.id) examined slots \(from)..<\(next) but skipped \(show(v)) at slot \(slot)")
                     }

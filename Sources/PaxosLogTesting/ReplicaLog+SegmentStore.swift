@@ -11,12 +11,18 @@ extension ReplicaLog {
         defer { try? store.close() }
         let through = store.state.chosenThrough ?? 0
         var entries: [Slot: [UInt8]?] = [:]
+        var firstSlots: [ProposalID: Slot] = [:]
+        var repeats: [Slot: Slot] = [:]
         if through > 0 {
             for e in try store.entries(from: 1, through: through) {
                 // updateValue, not subscript assignment: assigning nil would remove the no-op.
                 entries.updateValue(e.isNoop ? nil : e.payload, forKey: e.slot)
+                guard let p = e.proposal else { continue }
+                let id = ProposalID(client: p.client, sequence: p.sequence)
+                guard id.isRetriable else { continue }
+                if let first = firstSlots[id] { repeats[e.slot] = first } else { firstSlots[id] = e.slot }
             }
         }
-        return ReplicaLog(chosenThrough: through, entries: entries)
+        return ReplicaLog(chosenThrough: through, entries: entries, repeats: repeats)
     }
 }

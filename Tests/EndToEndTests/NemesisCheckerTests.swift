@@ -33,6 +33,30 @@ struct NemesisCheckerTests {
         #expect(NemesisChecker.check(history: history, logs: logs).isEmpty)
     }
 
+    /// "d" (unknown, retried) is in the log twice: its first attempt revived at slot 6 beside
+    /// its retry at slot 4. Allowed, as long as no reader sees slot 6 and nobody was answered it.
+    @Test func aRepeatOfOneIdentityPassesOnlyIfNeitherReadNorAcknowledged() {
+        var (history, logs) = Self.clean()
+        for n in logs.keys {
+            logs[n]!.entries[6] = Self.v("d")
+            logs[n]!.chosenThrough = 6
+            logs[n]!.repeats = [6: 4]
+        }
+        history.append(NemesisOperation(id: 6, client: 2, kind: .read(from: 4, linearizable: false), invoked: 6, completed: 7,
+                                        outcome: .read(entries: [4: Self.v("d"), 5: Self.v("e")], nextSlot: 7, truncated: false)))
+        #expect(NemesisChecker.check(history: history, logs: logs).isEmpty)
+        var readTwice = history
+        readTwice[6] = NemesisOperation(id: 6, client: 2, kind: .read(from: 4, linearizable: false), invoked: 6, completed: 7,
+                                        outcome: .read(entries: [4: Self.v("d"), 5: Self.v("e"), 6: Self.v("d")], nextSlot: 7, truncated: false))
+        #expect(Self.kinds(readTwice, logs) == [.readMismatch])
+        var ackedAtRepeat = history
+        ackedAtRepeat[3] = NemesisOperation(id: 3, client: 1, kind: .append(value: Self.v("d")), invoked: 1.5, completed: 5, outcome: .appended(6))
+        #expect(Self.kinds(ackedAtRepeat, logs).contains(.lostAcknowledged))
+        var noRepeats = logs
+        for n in noRepeats.keys { noRepeats[n]!.repeats = [:] }
+        #expect(Self.kinds(history, noRepeats).contains(.duplicate))
+    }
+
     @Test func anAcknowledgedAppendMissingOnOneReplicaIsLost() {
         var (history, logs) = Self.clean()
         logs[2]!.entries.updateValue(nil, forKey: 3)

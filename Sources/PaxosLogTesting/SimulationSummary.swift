@@ -22,7 +22,7 @@ public struct SimulationSummary: Codable, Sendable {
     public var max_leader_changes_per_fault = 0.0
     public var proposed = 0, acknowledged = 0, not_appended = 0, unknown = 0, entries_read = 0, chosen = 0, read_barriers = 0
     /// Appends retried after an unknown outcome, those a retry settled, and identities a retry
-    /// got chosen twice (a known issue).
+    /// got chosen twice (repeats, which readers must see once: DuplicateSlots.swift).
     public var retries = 0, settled_by_retry = 0, identities_chosen_twice = 0
     public var seconds = 0.0
     public var faults = Faults()

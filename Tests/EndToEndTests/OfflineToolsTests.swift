@@ -301,6 +301,31 @@ struct OfflineToolsTests {
         #expect(try Self.paxlog("dump", directory, "--from", "9", "--to", "3").status == 2)
     }
 
+    @Test("dump marks a repeat of a retried identity with the slot readers read it at")
+    func dumpMarksRepeats() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var logger = Logger(label: "offline-tools-tests")
+        logger.logLevel = .critical
+        let store = try SegmentStore.open(directory: directory, logger: logger)
+        let ballot = LogBallot(round: 1, node: 1)
+        let retried = LogProposalID(client: 0x42, sequence: 7)
+        // The replica's own ids (top bit set) are never retried, so never repeats.
+        let own = LogProposalID(client: 1 << 63 | 5, sequence: 1)
+        let entries = [
+            LogEntry(slot: 1, ballot: ballot, proposal: retried, payload: Array("r".utf8)),
+            LogEntry(slot: 2, ballot: ballot, proposal: own, payload: Array("o".utf8)),
+            LogEntry(slot: 3, ballot: ballot, proposal: retried, payload: Array("r".utf8)),
+            LogEntry(slot: 4, ballot: ballot, proposal: own, payload: Array("o".utf8)),
+        ]
+        try await store.append([.accepted(entries), .chosen(through: 4)])
+        try store.close()
+        let lines = try Self.paxlog("dump", directory, "--json").jsonLines()
+        #expect(lines.map { $0["repeatOf"] as? Int } == [nil, nil, 1, nil])
+        let text = try Self.paxlog("dump", directory).lines
+        #expect(text.count == 4 && text[2].contains("repeat of slot 1") && !text[3].contains("repeat"))
+    }
+
     @Test("a directory a live replica holds: read-only commands read it and say so; repair refuses")
     func locked() async throws {
         let directory = try await Self.makeLog()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MultiPaxos
 import SegmentLog
 
 /// `paxlog dump DIR`: the chosen entries, or with `--all-records` every record in file order.
@@ -9,7 +10,10 @@ struct Dump: ParsableCommand {
         discussion: """
             Chosen entries are the slots at or below the chosen watermark (and above the snapshot), \
             each with its latest accepted entry, in slot order. With --json, one object per line: \
-            {"slot": N, "ballot": {"round": R, "node": K}, "kind": "value"|"noop", "value": "<base64>"}.
+            {"slot": N, "ballot": {"round": R, "node": K}, "kind": "value"|"noop", "client": "<hex>", \
+            "sequence": N, "repeatOf": N, "value": "<base64>"}. `repeatOf` (text: "repeat of slot N") \
+            marks a retried record whose first attempt a later leader also got chosen: readers skip \
+            it and read the record at slot N (only repeats of a slot the dump itself printed are found).
 
             With --all-records, every record in file order (promises, accepts, superseded or not, \
             watermarks, snapshot and truncation markers), each with its file and offset; accepted \
@@ -48,8 +52,13 @@ struct Dump: ParsableCommand {
                     out.line(json ? recordJSON(record).text : recordLine(record))
                 }
             } else {
+                var firstSlots: [ProposalID: UInt64] = [:]
                 report = try inspector.chosenEntries(from: from, through: to, progress: progress.update) { entry in
-                    out.line(json ? entryJSON(entry).text : entryLine(entry))
+                    var repeatOf: UInt64?
+                    if let p = entry.proposal, case let id = ProposalID(client: p.client, sequence: p.sequence), id.isRetriable {
+                        if let first = firstSlots[id] { repeatOf = first } else { firstSlots[id] = entry.slot }
+                    }
+                    out.line(json ? entryJSON(entry, repeatOf: repeatOf).text : entryLine(entry, repeatOf: repeatOf))
                 }
             }
             out.flush()
@@ -86,12 +95,12 @@ struct OutputBuffer {
     }
 }
 
-func entryJSON(_ entry: LogEntry) -> JSON {
+func entryJSON(_ entry: LogEntry, repeatOf: UInt64? = nil) -> JSON {
     .object([
         ("slot", .uint(entry.slot)),
         ("ballot", ballotJSON(entry.ballot)),
         ("kind", .string(entry.isNoop ? "noop" : "value")),
-    ] + proposalJSON(entry) + [
+    ] + proposalJSON(entry) + (repeatOf.map { [("repeatOf", .uint($0))] } ?? []) + [
         ("value", .string(Data(entry.payload).base64EncodedString())),
     ])
 }
@@ -103,9 +112,10 @@ func proposalJSON(_ entry: LogEntry) -> [(String, JSON)] {
 }
 
 /// `slot 7 ballot 3.2 value 5 bytes "hello"`: short printable values quoted, others as hex.
-func entryLine(_ entry: LogEntry) -> String {
+func entryLine(_ entry: LogEntry, repeatOf: UInt64? = nil) -> String {
     let id = entry.proposal.map { "id \(String($0.client, radix: 16)):\($0.sequence) " } ?? ""
-    return "slot \(entry.slot) ballot \(entry.ballot) " + id + valueText(entry)
+    let again = repeatOf.map { "repeat of slot \($0) " } ?? ""
+    return "slot \(entry.slot) ballot \(entry.ballot) " + id + again + valueText(entry)
 }
 
 func valueText(_ entry: LogEntry) -> String {

@@ -1,5 +1,6 @@
 import DequeModule
 import MultiPaxos
+import NIOCore
 
 /// Which proposal identities are chosen, and at which slot, or in flight in this leader's open
 /// slots: what lets a retried append return the position of the first attempt instead of
@@ -21,10 +22,20 @@ import MultiPaxos
 /// never a second append). A client forgotten entirely (silent while that many others
 /// appended) is new again: a retry of a record that old may append it twice.
 ///
-/// **Gaps.** A replica that starts from a compacted log, or installs a snapshot, has not seen
-/// the identities chosen below it (the table does not travel with snapshots yet): an absent
-/// retry is then answered `sessionExpired` too, instead of being proposed. Only retries whose
-/// first attempt is older than the replica's snapshot meet this.
+/// **Snapshots.** A local compaction through slot P saves the table as of P beside the snapshot
+/// (``encoded(through:)``; `snapshot-<P>.table`), and a replica that restarts from that snapshot
+/// starts from it (``init(decoding:limits:snapshot:)``) and applies the log above P, so it
+/// recognises the same repeats as a replica that never restarted. (The table as of P is the one
+/// held at compaction time without the identities first chosen above P: the same, except for
+/// identities evicted between P and the compaction's watermark, which only a table of over
+/// `limits.identities` retriable slots between the two could miss; client floors are those at
+/// compaction time, which can only make a retry meet `sessionExpired` sooner.)
+///
+/// **Gaps.** A replica that installs a snapshot from a peer (the table does not travel with
+/// transfers yet), or starts from a snapshot saved without a table, has not seen the identities
+/// chosen below it: an absent retry is then answered `sessionExpired` too, instead of being
+/// proposed, and a repeat whose first slot lies below the gap is not recognised there. Only
+/// records whose first attempt is older than that snapshot meet this.
 ///
 /// **Why an absent retry may be proposed, and why it may still be chosen twice.** A leader
 /// answers "absent" only when the identity is neither chosen at or below its chosen watermark
@@ -140,6 +151,69 @@ package struct ClientSessions {
     /// This leader proposed `id` at `slot` in `ballot` (a new append, or a value Phase 1 found).
     mutating func noteProposed(_ id: ProposalID, at slot: Slot, ballot: Ballot) {
         if slot > applied { proposed[id] = (slot, ballot) }
+    }
+
+    /// The table as of `slot` (at or below ``applied``), to save beside the snapshot through it.
+    /// Layout (little-endian): version:u32 = 1, gapThrough:u64, count:u64, count x (slot:u64,
+    /// client:u64, sequence:u64) in slot order, clients:u64, clients x (client:u64, floor:u64,
+    /// last:u64) by client. About 24 bytes per remembered identity.
+    /// - Returns: nil when the table has not applied `slot` (a replica that failed while it was
+    ///   restoring it): the snapshot then has no table, as one installed from a peer.
+    func encoded(through slot: Slot) -> [UInt8]? {
+        guard slot <= applied else { return nil }
+        let kept = order.prefix { $0.slot <= slot }
+        var out = ByteBuffer()
+        out.reserveCapacity(28 + kept.count * 24 + clients.count * 24)
+        out.writeInteger(UInt32(1), endianness: .little)
+        out.writeInteger(Swift.min(gapThrough, slot), endianness: .little)
+        out.writeInteger(UInt64(kept.count), endianness: .little)
+        for (s, id) in kept {
+            out.writeMultipleIntegers(s, id.client, id.sequence, endianness: .little)
+        }
+        out.writeInteger(UInt64(clients.count), endianness: .little)
+        for (client, c) in clients.sorted(by: { $0.key < $1.key }) {
+            out.writeMultipleIntegers(client, c.floor, Swift.min(c.last, slot), endianness: .little)
+        }
+        return Array(out.readableBytesView)
+    }
+
+    /// The table saved with the snapshot through `snapshot`, applied through it.
+    /// - Throws: ``PaxosLogError`` `storage` naming what is wrong when the bytes do not parse.
+    init(decoding bytes: [UInt8], limits: Limits, snapshot: Slot) throws {
+        func damaged(_ what: String) -> PaxosLogError {
+            PaxosLogError(.storage, "the client-session table of snapshot \(snapshot) is damaged: \(what)")
+        }
+        self.init(limits: limits, applied: snapshot)
+        var input = ByteBuffer(bytes: bytes)
+        guard input.readInteger(endianness: .little, as: UInt32.self) == 1 else { throw damaged("unknown version") }
+        guard let gap = input.readInteger(endianness: .little, as: UInt64.self), gap <= snapshot,
+              let count = input.readInteger(endianness: .little, as: UInt64.self), count <= UInt64(input.readableBytes / 24) else {
+            throw damaged("bad header")
+        }
+        gapThrough = gap
+        var previous: Slot = 0
+        for _ in 0..<count {
+            guard let (s, client, sequence) = input.readMultipleIntegers(endianness: .little, as: (UInt64, UInt64, UInt64).self),
+                  s > previous, s <= snapshot else { throw damaged("identities out of slot order") }
+            previous = s
+            let id = ProposalID(client: client, sequence: sequence)
+            guard chosen.updateValue(s, forKey: id) == nil else { throw damaged("identity \(id) twice") }
+            order.append((s, id))
+        }
+        guard let n = input.readInteger(endianness: .little, as: UInt64.self), n <= UInt64(input.readableBytes / 24) else {
+            throw damaged("bad client count")
+        }
+        for _ in 0..<n {
+            guard let (client, floor, last) = input.readMultipleIntegers(endianness: .little, as: (UInt64, UInt64, UInt64).self),
+                  last <= snapshot else { throw damaged("bad client entry") }
+            clients[client] = (floor, last)
+        }
+        guard input.readableBytes == 0 else { throw damaged("\(input.readableBytes) trailing bytes") }
+        // Clients with no identity left are the first a newer client evicts, least recent first.
+        let remembered = Set(order.lazy.map(\.id.client))
+        silent = Deque(clients.filter { !remembered.contains($0.key) }.map { (last: $0.value.last, client: $0.key) }
+            .sorted { ($0.last, $0.client) < ($1.last, $1.client) })
+        while order.count > limits.identities { evictOldest() }
     }
 
     /// This replica stopped leading: its open slots are no longer its to fill.

@@ -145,6 +145,14 @@ extension PaxosLog {
         if let current = store.state.snapshotSlot, position < current {
             throw PaxosLogError(.invalidArgument, "position \(position) is below the current snapshot \(current)")
         }
+        // The client sessions as of `position`, durable before the snapshot that needs them.
+        if let table = try await driver.sessionTable(through: position).get() {
+            do {
+                try await NIOThreadPool.singleton.runIfActive { try store.writeSnapshotTable(slot: position, bytes: table) }
+            } catch {
+                throw PaxosLogError(.storage, "writing the client-session table of the snapshot through \(position): \(error)")
+            }
+        }
         let writer: SnapshotWriter
         do { writer = try store.beginSnapshot(slot: position) } catch {
             throw PaxosLogError(.storage, "starting snapshot: \(error)")

@@ -95,10 +95,20 @@ package final class Replica: @unchecked Sendable {
         self.leaderChanges = Counter(label: "paxoslog_leader_changes_total", dimensions: [("node", "\(configuration.nodeID)")])
         self.sessions = ClientSessions(limits: configuration.sessionLimits, applied: storage.snapshotSlot ?? 0)
         do {
+            if let snapshot = storage.snapshotSlot, bug != .sessionsNotRestored, let table = try storage.snapshotTable(slot: snapshot) {
+                sessions = try ClientSessions(decoding: table, limits: configuration.sessionLimits, snapshot: snapshot)
+            }
             try restoreSessions(through: state.chosenThrough)
         } catch {
             failure = PaxosLogError(.storage, "reading the chosen log to restore client sessions failed, replica stopped: \(error)")
         }
+    }
+
+    /// The client-session table as of `slot`, to save beside the snapshot through it, or nil
+    /// when this replica has none that far (see ``ClientSessions/encoded(through:)``).
+    package func sessionTable(through slot: Slot) -> [UInt8]? {
+        assertOnExecutor()
+        return sessions.encoded(through: slot)
     }
 
     /// Applies the chosen entries on disk to the session table, as if they had just been chosen.
@@ -536,5 +546,7 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     /// An identity chosen at a second slot (a revived first attempt beside its retry) is read
     /// twice and acknowledged at the second slot.
     case deliverDuplicates
+    /// A replica restarting from a snapshot ignores the client-session table saved beside it.
+    case sessionsNotRestored
 }
 

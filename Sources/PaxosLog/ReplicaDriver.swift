@@ -132,6 +132,10 @@ final class ReplicaDriver: @unchecked Sendable {
 
     /// After a local snapshot through `slot` is durable: forget the slots in memory.
     /// - Returns: the slot below which segments may be deleted now.
+    func sessionTable(through slot: Slot) -> EventLoopFuture<[UInt8]?> {
+        loop.submit { self.replica.sessionTable(through: slot) }
+    }
+
     func compacted(through slot: Slot) -> EventLoopFuture<Slot> {
         loop.submit { self.replica.compacted(through: slot) }
     }

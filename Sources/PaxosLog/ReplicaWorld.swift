@@ -44,6 +44,9 @@ package protocol ReplicaStorage: AnyObject, Sendable {
     func readChosen(from: Slot, through: Slot, maxBytes: Int, completion: @escaping @Sendable (Result<[LogEntry], any Error>) -> Void)
     /// The slot the durable snapshot covers, if any.
     var snapshotSlot: Slot? { get }
+    /// The client-session table saved beside the snapshot through `slot`, or nil when none was.
+    /// - Throws: `SegmentLogError` `.corruption` when it is damaged, `.io`.
+    func snapshotTable(slot: Slot) throws -> [UInt8]?
     /// Opens the latest durable snapshot for a transfer, or nil when there is none.
     func openSnapshotSource() throws -> (any SnapshotSource)?
     /// Starts receiving a snapshot through `slot` from a peer.

@@ -44,6 +44,10 @@ final class SegmentStoreStorage: ReplicaStorage {
 
     var snapshotSlot: Slot? { store.state.snapshotSlot }
 
+    func snapshotTable(slot: Slot) throws -> [UInt8]? {
+        try store.readSnapshotTable(slot: slot)
+    }
+
     func openSnapshotSource() throws -> (any SnapshotSource)? {
         guard let reader = try store.openSnapshot() else { return nil }
         guard reader.holdsExternalState else { return StoredSnapshotSource(reader: reader, storage: self) }

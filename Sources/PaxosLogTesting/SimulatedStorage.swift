@@ -65,6 +65,8 @@ final class SimulatedDisk {
     var records: [Stored] = []
     /// Durable snapshot files by slot (written, synced, renamed, directory synced).
     var snapshotFiles: [Slot: [UInt8]] = [:]
+    /// Client-session tables saved beside snapshots (`snapshot-<slot>.table`), durable once saved.
+    var snapshotTables: [Slot: [UInt8]] = [:]
     /// Recovery failed closed on damage: the replica stays down (an operator would repair it).
     var brokenBeyondRecovery = false
 }
@@ -228,6 +230,18 @@ final class SimulatedStorage: ReplicaStorage, @unchecked Sendable {
             if case .snapshot(let s) = stored.record, disk.snapshotFiles[s] != nil { slot = Swift.max(slot ?? 0, s) }
         }
         return slot
+    }
+
+    func snapshotTable(slot: Slot) throws -> [UInt8]? {
+        disk.snapshotTables[slot]
+    }
+
+    /// Saves the table of the snapshot through `slot` (before that snapshot is committed, as
+    /// `PaxosLog.compact` does); the others are gone, as superseded tables are.
+    func saveSnapshotTable(slot: Slot, bytes: [UInt8]) {
+        guard !dead else { return }
+        disk.snapshotTables = disk.snapshotTables.filter { $0.key >= (snapshotSlot ?? 0) }
+        disk.snapshotTables[slot] = bytes
     }
 
     private var compactedThrough: Slot { Swift.max(snapshotSlot ?? 0, truncatedBelow) }

@@ -742,7 +742,9 @@ public final class Simulation: @unchecked Sendable {
         nodes[i].storage = storage
         nodes[i].link = link
         nodes[i].learned = chosen
-        nodes[i].readFrom = Swift.min(nodes[i].readFrom, Slot(chosen.count) + 1)
+        // The application restarted with its replica: it restores its snapshot and reads on from
+        // there, so what it reads again must be the same (repeats skipped across the restart).
+        nodes[i].readFrom = (storage.snapshotSlot ?? 0) + 1
         replica.start()
         settle()
     }
@@ -759,6 +761,7 @@ public final class Simulation: @unchecked Sendable {
         let bytes = SimulationSnapshot.encode(nodes[i].learned[0..<through])
         report.compactions += 1
         trace("node \(nodes[i].id) compacts through \(through)")
+        if let table = replica.sessionTable(through: Slot(through)) { storage.saveSnapshotTable(slot: Slot(through), bytes: table) }
         storage.commitSnapshot(slot: Slot(through), bytes: bytes, markChosen: false) { [unowned self] error in
             guard error == nil, self.nodes[i].replica === replica else { return }
             let below = replica.compacted(through: Slot(through))

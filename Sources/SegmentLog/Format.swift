@@ -77,6 +77,14 @@ enum Format {
     static let snapshotPrefix = "snapshot-"
     static let snapshotSuffix = ".snap"
 
+    // MARK: Snapshot tables: `snapshot-<20-digit decimal slot>.table`
+
+    /// "PXLOGTBL".
+    static let tableMagic: UInt64 = 0x4C42_5447_4F4C_5850
+    static let tableVersion: UInt16 = 1
+    static let tableHeaderSize = 32
+    static let tableSuffix = ".table"
+
     // MARK: Identity file: `IDENTITY`
 
     /// "PXLOGIDN".
@@ -114,9 +122,21 @@ enum Format {
         return sequence
     }
 
+    static func tableFileName(_ slot: UInt64) -> String {
+        snapshotPrefix + zeroPadded(slot) + tableSuffix
+    }
+
+    static func tableSlot(fileName: String) -> UInt64? {
+        slot(fileName, suffix: tableSuffix)
+    }
+
     static func snapshotSlot(fileName: String) -> UInt64? {
-        guard fileName.hasPrefix(snapshotPrefix), fileName.hasSuffix(snapshotSuffix) else { return nil }
-        let digits = fileName.dropFirst(snapshotPrefix.count).dropLast(snapshotSuffix.count)
+        slot(fileName, suffix: snapshotSuffix)
+    }
+
+    private static func slot(_ fileName: String, suffix: String) -> UInt64? {
+        guard fileName.hasPrefix(snapshotPrefix), fileName.hasSuffix(suffix) else { return nil }
+        let digits = fileName.dropFirst(snapshotPrefix.count).dropLast(suffix.count)
         guard digits.count == 20, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
         return UInt64(digits)
     }

@@ -402,6 +402,8 @@ struct LogWalker {
                 report.notes.append("side file \(name): a segment compaction freed, kept for reuse by a new segment")
             } else if name.contains(Format.segmentSuffix + ".discarded") {
                 report.notes.append("side file \(name): a segment set aside by tolerant recovery or repair")
+            } else if let slot = Format.tableSlot(fileName: name) {
+                if slot != snapshot { report.notes.append("stale snapshot table \(name) (recovery deletes it)") }
             } else if name != Format.lockFileName && name != Format.identityFileName && Format.segmentSequence(fileName: name) == nil
                         && Format.snapshotSlot(fileName: name) == nil {
                 report.notes.append("unexpected file \(name)")

@@ -421,6 +421,8 @@ struct Recovery {
             try? fileSystem.remove(path(Format.snapshotFileName(slot)))
             removed = true
         }
+        // A table belongs to one snapshot; the others' are stale (or their snapshot never committed).
+        if SegmentStore.removeSnapshotTables(in: directory, names: names, fileSystem: fileSystem, where: { $0 != log.snapshotSlot }) { removed = true }
         if removed { try? fileSystem.syncDirectory(directory) }
     }
 }

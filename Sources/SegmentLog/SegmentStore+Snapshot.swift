@@ -154,6 +154,8 @@ extension SegmentStore {
                 }
                 removed = true
             }
+            // Not those above `now`: a compaction may have written its table before its snapshot.
+            if Self.removeSnapshotTables(in: directory, names: names, fileSystem: fileSystem, where: { $0 < now }) { removed = true }
             if removed { try? fileSystem.syncDirectory(directory) }
         }
     }

@@ -82,7 +82,12 @@ import Testing
     /// own. What is left is one event that deposes a leader and also teaches it another ballot's
     /// chosen values (an Accept from the newer leader over slots already chosen): not caught in
     /// 1500 seeds (`PAXOS_PLANTED_BUDGET=1500`). `AppendOutcomeTests` covers the decision.
-    static let seededBlindSpots: Set<ReplicaBug> = [.acknowledgeAnyValue]
+    /// `sessionsNotRestored` bites only when a retried record is repeated in the log (about 5 in
+    /// 300 runs of 5 replicas), a compaction falls between its two slots, and that replica
+    /// restarts before the second is chosen: not caught in 400 runs with every client retrying
+    /// and compactions 20 times as frequent. `RepeatedIdentityTests` plants its effect (the table
+    /// beside the snapshot removed) and sees the repeat read again.
+    static let seededBlindSpots: Set<ReplicaBug> = [.acknowledgeAnyValue, .sessionsNotRestored]
 
     @Test(arguments: ReplicaBug.allCases)
     func caught(_ bug: ReplicaBug) {

@@ -173,18 +173,24 @@ public struct CatchUpReply: Hashable, Sendable {
 public struct SnapshotOffer: Hashable, Sendable {
     /// The snapshot covers every slot through this one; all of them are chosen.
     public var slot: Slot
-    /// Total data length in bytes.
+    /// Total bytes streamed: the snapshot's data, then `tableLength` bytes of a table kept beside
+    /// it (the replica's client sessions as of `slot`; opaque to the core).
     public var length: UInt64
-    /// crc32 (zlib) of the whole data, checked by the receiver before it installs.
+    /// crc32 (zlib) of the snapshot's data, checked by the receiver before it installs.
     public var checksum: UInt32
     /// The sender's chosen watermark, so the receiver knows how far to catch up afterwards.
     public var chosenThrough: Slot
+    /// Bytes of the table at the end of the stream (0: none), and their crc32.
+    public var tableLength: UInt64
+    public var tableChecksum: UInt32
 
-    public init(slot: Slot, length: UInt64, checksum: UInt32, chosenThrough: Slot) {
+    public init(slot: Slot, length: UInt64, checksum: UInt32, chosenThrough: Slot, tableLength: UInt64 = 0, tableChecksum: UInt32 = 0) {
         self.slot = slot
         self.length = length
         self.checksum = checksum
         self.chosenThrough = chosenThrough
+        self.tableLength = tableLength
+        self.tableChecksum = tableChecksum
     }
 }
 

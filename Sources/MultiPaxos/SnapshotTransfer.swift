@@ -168,6 +168,7 @@ public struct SnapshotReceiver: Sendable {
     /// Whether `offer` is this very snapshot (a resumed transfer, possibly from a new sender).
     public func matches(_ offer: SnapshotOffer) -> Bool {
         offer.slot == self.offer.slot && offer.length == self.offer.length && offer.checksum == self.offer.checksum
+            && offer.tableLength == self.offer.tableLength && offer.tableChecksum == self.offer.tableChecksum
     }
 
     /// Answer to a repeated offer of the same snapshot: continue from what is held.

@@ -23,19 +23,20 @@ import NIOCore
 /// appended) is new again: a retry of a record that old may append it twice.
 ///
 /// **Snapshots.** A local compaction through slot P saves the table as of P beside the snapshot
-/// (``encoded(through:)``; `snapshot-<P>.table`), and a replica that restarts from that snapshot
-/// starts from it (``init(decoding:limits:snapshot:)``) and applies the log above P, so it
-/// recognises the same repeats as a replica that never restarted. (The table as of P is the one
+/// (``encoded(through:)``; `snapshot-<P>.table`), a transfer streams it after the snapshot to a
+/// lagging peer (``TabledSnapshotSource``), and a replica that restarts from or installs that
+/// snapshot starts from it (``init(decoding:limits:snapshot:)``) and applies the log above P, so
+/// it recognises the same repeats as a replica that never compacted. (The table as of P is the one
 /// held at compaction time without the identities first chosen above P: the same, except for
 /// identities evicted between P and the compaction's watermark, which only a table of over
 /// `limits.identities` retriable slots between the two could miss; client floors are those at
 /// compaction time, which can only make a retry meet `sessionExpired` sooner.)
 ///
-/// **Gaps.** A replica that installs a snapshot from a peer (the table does not travel with
-/// transfers yet), or starts from a snapshot saved without a table, has not seen the identities
-/// chosen below it: an absent retry is then answered `sessionExpired` too, instead of being
-/// proposed, and a repeat whose first slot lies below the gap is not recognised there. Only
-/// records whose first attempt is older than that snapshot meet this.
+/// **Gaps.** A replica that starts from a snapshot without a table (written before tables
+/// existed, an on-disk state machine's export, a table that fails its CRC) has not seen the
+/// identities chosen below it: an absent retry is then answered `sessionExpired` too, instead of
+/// being proposed, and a repeat whose first slot lies below the gap is not recognised there.
+/// Only records whose first attempt is older than that snapshot meet this.
 ///
 /// **Why an absent retry may be proposed, and why it may still be chosen twice.** A leader
 /// answers "absent" only when the identity is neither chosen at or below its chosen watermark
@@ -175,6 +176,11 @@ package struct ClientSessions {
             out.writeMultipleIntegers(client, c.floor, Swift.min(c.last, slot), endianness: .little)
         }
         return Array(out.readableBytesView)
+    }
+
+    /// The most bytes ``encoded(through:)`` can give under `limits`: what a received table may hold.
+    static func maxEncodedBytes(_ limits: Limits) -> Int {
+        28 + 24 * (limits.identities + limits.clients)
     }
 
     /// The table saved with the snapshot through `snapshot`, applied through it.

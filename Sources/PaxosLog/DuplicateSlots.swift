@@ -14,9 +14,9 @@ import Synchronization
 ///
 /// **Deterministic.** Whether a slot is a duplicate is a function of the chosen log through it:
 /// every replica applies the same slots in order to the same bounded table, so all replicas
-/// skip the same slots and an acknowledgement names the same first slot everywhere. (A replica
-/// that starts from a snapshot rebuilds the table from the log above it: a repeat whose first
-/// slot lies at or below the snapshot is not recognised there; see ``ClientSessions``.)
+/// skip the same slots and an acknowledgement names the same first slot everywhere. A replica
+/// that starts from a snapshot starts from the table saved or received with it (see
+/// ``ClientSessions``, "Snapshots" and "Gaps" for the cases without one).
 ///
 /// Written by the replica's executor before the slot becomes readable; read by readers on any
 /// thread. Duplicates are rare (a leader change while a retry is in flight), so a set is enough.

@@ -56,12 +56,16 @@ extension Replica {
         let source: any SnapshotSource
         do {
             guard let s = try storage.openSnapshotSource() else { return }
-            source = s
+            // The client sessions as of the snapshot travel after it (none for an on-disk state
+            // machine's export, whose slot has no table).
+            source = try storage.snapshotTable(slot: s.slot).map { TabledSnapshotSource(s, table: $0) } ?? s
         } catch {
             logger.warning("cannot open snapshot for transfer", metadata: ["peer": "\(peer)", "error": "\(error)"])
             return
         }
-        let offer = SnapshotOffer(slot: source.slot, length: source.length, checksum: source.checksum, chosenThrough: readableThrough)
+        let table = source as? TabledSnapshotSource
+        let offer = SnapshotOffer(slot: source.slot, length: source.length, checksum: source.checksum, chosenThrough: readableThrough,
+                                  tableLength: UInt64(table?.table.count ?? 0), tableChecksum: table?.tableChecksum ?? 0)
         // Ticks: retry after ~0.5 s of silence, give up after ~30 s.
         let retry = Swift.max(1, Int(500_000_000 / Swift.max(1, configuration.tickInterval.nanoseconds)))
         let sender = SnapshotSender(peer: peer, offer: offer, chunkSize: configuration.snapshotChunkSize,
@@ -151,7 +155,13 @@ extension Replica {
         }
         let sink: any SnapshotSink
         do {
-            sink = try storage.beginSnapshotSink(slot: offer.slot)
+            let inner = try storage.beginSnapshotSink(slot: offer.slot)
+            do {
+                sink = try TabledSnapshotSink(inner, offer: offer, storage: storage, maxTableBytes: ClientSessions.maxEncodedBytes(sessions.limits))
+            } catch {
+                inner.abort()
+                throw error
+            }
         } catch {
             logger.warning("cannot receive snapshot", metadata: ["from": "\(peer)", "slot": "\(offer.slot)", "error": "\(error)"])
             return reply(to: peer, SnapshotAck(slot: offer.slot, nextOffset: 0, status: .refused))
@@ -201,6 +211,21 @@ extension Replica {
         reply(to: incoming.receiver.from, SnapshotAck(slot: incoming.receiver.offer.slot, nextOffset: 0, status: .refused))
     }
 
+    /// Moves the client sessions to a snapshot installed through `slot`: to the table received
+    /// with it, or past a gap when it came without one (or its table cannot be read).
+    private func installSessions(snapshot slot: Slot) {
+        do {
+            if bug != .sessionsNotRestored, let table = try storage.snapshotTable(slot: slot) {
+                sessions = try ClientSessions(decoding: table, limits: configuration.sessionLimits, snapshot: slot)
+                return
+            }
+        } catch {
+            logger.warning("cannot read the client-session table of the installed snapshot: repeats below it go unrecognised",
+                           metadata: ["slot": "\(slot)", "error": "\(error)"])
+        }
+        sessions.skip(to: slot)
+    }
+
     private func snapshotInstalled(_ offer: SnapshotOffer, from peer: NodeID, ack: SnapshotAck) {
         guard !isClosed, failure == nil else { return }
         if snapshots.incoming?.receiver.offer.slot == offer.slot { snapshots.incoming = nil }
@@ -209,7 +234,7 @@ extension Replica {
         snapshots.installed += 1
         logger.info("installed snapshot", metadata: ["from": "\(peer)", "slot": "\(offer.slot)", "bytes": "\(offer.length)"])
         core.installSnapshot(through: offer.slot)
-        sessions.skip(to: offer.slot)
+        installSessions(snapshot: offer.slot)
         duplicates.forget(through: offer.slot)
         forgetRetained(through: offer.slot)
         observer?.replica(configuration.nodeID, installedSnapshotThrough: offer.slot)

@@ -47,6 +47,9 @@ package protocol ReplicaStorage: AnyObject, Sendable {
     /// The client-session table saved beside the snapshot through `slot`, or nil when none was.
     /// - Throws: `SegmentLogError` `.corruption` when it is damaged, `.io`.
     func snapshotTable(slot: Slot) throws -> [UInt8]?
+    /// Makes `bytes` the table of the snapshot through `slot` (received with it), durably, before
+    /// that snapshot is committed; completes on the replica's executor.
+    func saveSnapshotTable(slot: Slot, bytes: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void)
     /// Opens the latest durable snapshot for a transfer, or nil when there is none.
     func openSnapshotSource() throws -> (any SnapshotSource)?
     /// Starts receiving a snapshot through `slot` from a peer.

@@ -48,6 +48,15 @@ final class SegmentStoreStorage: ReplicaStorage {
         try store.readSnapshotTable(slot: slot)
     }
 
+    func saveSnapshotTable(slot: Slot, bytes: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void) {
+        let (store, loop) = (self.store, self.loop)
+        snapshotIO.async {
+            let failure: (any Error)?
+            do { try store.writeSnapshotTable(slot: slot, bytes: bytes); failure = nil } catch { failure = error }
+            loop.execute { completion(failure) }
+        }
+    }
+
     func openSnapshotSource() throws -> (any SnapshotSource)? {
         guard let reader = try store.openSnapshot() else { return nil }
         guard reader.holdsExternalState else { return StoredSnapshotSource(reader: reader, storage: self) }

@@ -244,6 +244,11 @@ final class SimulatedStorage: ReplicaStorage, @unchecked Sendable {
         disk.snapshotTables[slot] = bytes
     }
 
+    func saveSnapshotTable(slot: Slot, bytes: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void) {
+        saveSnapshotTable(slot: slot, bytes: bytes)
+        world.executor.execute { completion(nil) }
+    }
+
     private var compactedThrough: Slot { Swift.max(snapshotSlot ?? 0, truncatedBelow) }
 
     func openSnapshotSource() throws -> (any SnapshotSource)? {

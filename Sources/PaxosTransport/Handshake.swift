@@ -13,7 +13,8 @@ public enum WireVersion {
     /// incompatibly or a new message could reach an older peer.
     /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
     /// 3: values carry their proposal's identity (value tag 2), which a version-2 peer cannot decode.
-    public static let current: UInt16 = 3
+    /// 4: a snapshot offer names the client-session table streamed after the snapshot's data.
+    public static let current: UInt16 = 4
     /// The client protocol (handshake and request/response frames). Versions 1 and 2 were the
     /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency and
     /// entries a readThrough, the `barrier` request and response, errors an append outcome.

@@ -95,6 +95,8 @@ public enum MessageCodec {
             buffer.writeWire(m.length)
             buffer.writeWire(m.checksum)
             buffer.writeWire(m.chosenThrough)
+            buffer.writeWire(m.tableLength)
+            buffer.writeWire(m.tableChecksum)
         case .snapshotChunk(let m):
             buffer.writeWire(m.slot)
             buffer.writeWire(m.offset)
@@ -169,7 +171,9 @@ public enum MessageCodec {
                 slot: try buffer.readWire(Slot.self, "snapshotOffer.slot"),
                 length: try buffer.readWire(UInt64.self, "snapshotOffer.length"),
                 checksum: try buffer.readWire(UInt32.self, "snapshotOffer.checksum"),
-                chosenThrough: try buffer.readWire(Slot.self, "snapshotOffer.chosenThrough")))
+                chosenThrough: try buffer.readWire(Slot.self, "snapshotOffer.chosenThrough"),
+                tableLength: try buffer.readWire(UInt64.self, "snapshotOffer.tableLength"),
+                tableChecksum: try buffer.readWire(UInt32.self, "snapshotOffer.tableChecksum")))
         case .snapshotChunk:
             let slot = try buffer.readWire(Slot.self, "snapshotChunk.slot")
             let offset = try buffer.readWire(UInt64.self, "snapshotChunk.offset")
@@ -211,7 +215,7 @@ public enum MessageCodec {
         case .heartbeatReply: return header + WireSize.ballot + 16
         case .catchUpRequest: return header + 16
         case .catchUpReply(let m): return header + 8 + 4 + m.entries.reduce(0) { $0 + WireSize.entry($1) }
-        case .snapshotOffer: return header + 8 + 8 + 4 + 8
+        case .snapshotOffer: return header + 8 + 8 + 4 + 8 + 8 + 4
         case .snapshotChunk(let m): return header + 8 + 8 + 1 + 4 + m.data.count
         case .snapshotAck: return header + 8 + 8 + 1
         case .preVote: return header + WireSize.ballot + 8

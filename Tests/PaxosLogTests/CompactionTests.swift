@@ -229,6 +229,10 @@ import Testing
         #expect(try lagging.latestSnapshot()?.position == cut)
         let received = try await lagging.snapshotTransferCounters()
         #expect(received.installed == 1)
+        // The client sessions as of the snapshot came with it: the same table as the senders'.
+        let table = "/snapshot-" + String(repeating: "0", count: 20 - String(cut).count) + String(cut) + ".table"
+        let tables = (1...3).map { FileManager.default.contents(atPath: "\(dir)/node-\($0)" + table) }
+        #expect(tables[2] != nil && tables[2] == tables[0] && tables[2] == tables[1])
         var sent: UInt64 = 0
         for l in logs.prefix(2) { sent += try await l.snapshotTransferCounters().sentBytes }
         #expect(sent >= 3 << 20)

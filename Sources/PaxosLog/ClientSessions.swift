@@ -33,7 +33,7 @@ import NIOCore
 /// compaction time, which can only make a retry meet `sessionExpired` sooner.)
 ///
 /// **Gaps.** A replica that starts from a snapshot without a table (written before tables
-/// existed, an on-disk state machine's export, a table that fails its CRC) has not seen the
+/// existed, or whose table fails its CRC) has not seen the
 /// identities chosen below it: an absent retry is then answered `sessionExpired` too, instead of
 /// being proposed, and a repeat whose first slot lies below the gap is not recognised there.
 /// Only records whose first attempt is older than that snapshot meet this.

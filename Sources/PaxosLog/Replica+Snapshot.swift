@@ -56,9 +56,9 @@ extension Replica {
         let source: any SnapshotSource
         do {
             guard let s = try storage.openSnapshotSource() else { return }
-            // The client sessions as of the snapshot travel after it (none for an on-disk state
-            // machine's export, whose slot has no table).
-            source = try storage.snapshotTable(slot: s.slot).map { TabledSnapshotSource(s, table: $0) } ?? s
+            // The client sessions as of the snapshot travel after it: this replica's table as of
+            // that slot, which also serves an on-disk state machine's export (no table file).
+            source = sessions.encoded(through: s.slot).map { TabledSnapshotSource(s, table: $0) } ?? s
         } catch {
             logger.warning("cannot open snapshot for transfer", metadata: ["peer": "\(peer)", "error": "\(error)"])
             return

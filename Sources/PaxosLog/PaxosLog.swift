@@ -227,7 +227,10 @@ public final class PaxosLog: Sendable {
     ///
     /// The leader answers it after one replicated round (a no-op chosen in its ballot, proposed
     /// after the call; concurrent barriers share a round), so it costs a sync on a majority and
-    /// a slot, no clock assumption. The argument is beside `Replica.readBarrier`.
+    /// a slot, no clock assumption. It answers the last position that round covers (its chosen
+    /// watermark when the round began, or the end of what its election re-proposed), not the
+    /// no-op's own: a follower asking for a barrier has usually learned that far already. The
+    /// argument is beside `Replica.readBarrier`.
     /// - Throws: ``PaxosLogError``: `notLeader` (naming the leader, if known: ask it), `timeout`,
     ///   `overloaded`, `closed`, `storage`. Retrying is always safe.
     public func readBarrier() async throws -> Position {

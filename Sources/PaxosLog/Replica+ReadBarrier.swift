@@ -7,13 +7,18 @@ struct ReadBarriers {
     typealias Callback = @Sendable (Result<Slot, PaxosLogError>) -> Void
 
     var unstarted: [(deadline: NIODeadline, callback: Callback)] = []
-    /// One round per drain: its no-op's slot and ballot, and the barriers it answers.
-    var rounds: [(slot: Slot, ballot: Ballot, deadline: NIODeadline, callbacks: [Callback])] = []
+    /// One round per drain: its no-op's slot and ballot, the position it answers, and the
+    /// barriers it answers.
+    var rounds: [(slot: Slot, ballot: Ballot, answer: Slot, deadline: NIODeadline, callbacks: [Callback])] = []
+    /// The last slot this replica's leadership in `ballot` had filled when its Phase 1 ended:
+    /// every slot a lower ballot may have chosen lies at or below it.
+    var phase1Ceiling: (ballot: Ballot, slot: Slot)?
 
     mutating func failAll(_ error: PaxosLogError) {
         for b in unstarted { b.callback(.failure(error)) }
         for r in rounds { for c in r.callbacks { c(.failure(error)) } }
-        self = ReadBarriers()
+        unstarted = []
+        rounds = []
     }
 }
 
@@ -21,18 +26,23 @@ struct ReadBarriers {
 //
 // A leader in ballot `b` answers a barrier asked at time T with a position P such that every
 // append acknowledged before T, by any leader, sits at or below P. It proposes a no-op after T
-// (one for all barriers that arrived since the last round) at slot P, and answers once that
-// slot is chosen *with that no-op in ballot `b`* and readable here.
+// (one for all barriers that arrived since the last round) at slot N, and once that slot is
+// chosen *with that no-op in ballot `b`* answers P = max(C, H), where C is its chosen watermark
+// when the round started and H the last slot it had filled when its Phase 1 in `b` ended, once
+// P is readable here. (P < N. Not N itself: a follower asking for a barrier has usually learned
+// C and H already, while it learns N only with the leader's next message, up to a heartbeat later.)
 //
-// Why that covers every acknowledged append: let slot s' be chosen before T.
-// - Chosen by this leader in `b`: s' was assigned before T and slots are assigned in order, so
-//   s' < P.
-// - Chosen in a ballot below `b`: `b`'s Phase 1 finished before it proposed anything, and a
-//   leader re-proposes every slot a majority reports and assigns new slots above them all, so
-//   s' < P.
+// Why that covers every acknowledged append: let slot s' be acknowledged before T.
+// - Acknowledged by this leader in `b`: appends are answered when the chosen prefix reaches
+//   their slot, so s' <= C.
+// - Chosen in a ballot below `b`: a majority voted for it, `b`'s Phase 1 heard a member of that
+//   majority, and a leader re-proposes every slot a majority reports before anything new, so
+//   s' <= H.
 // - Chosen in a ballot above `b`: a majority promised that ballot before T. The no-op was
 //   accepted in `b` by a majority after T (it was proposed after T). The two majorities share an
 //   acceptor that accepted `b` after promising a higher ballot: impossible. So no such s'.
+// P is chosen and readable when answered: N > P is chosen and the chosen prefix is contiguous.
+// Planted bugs: `readBarrierWithoutRound` (no round), `barrierWithoutPhase1Ceiling` (P = C).
 // A leader deposed meanwhile never sees its no-op chosen in `b` (the slot is chosen with another
 // value or ballot, or never), and its barriers fail instead of answering a stale position.
 // The cost is one no-op slot and one replicated round (a sync on a majority) per batch of
@@ -69,9 +79,12 @@ extension Replica {
             for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading before the read barrier's round", leader: leader))) }
             return
         }
+        let ceiling = barriers.phase1Ceiling.flatMap { $0.ballot == core.ballot ? $0.slot : nil }
         switch core.propose(.noop) {
         case .proposed(let slot):
-            barriers.rounds.append((slot, core.ballot, waiting.map(\.deadline).min()!, waiting.map(\.callback)))
+            // Without a ceiling for this ballot (not expected), the no-op's own slot covers all.
+            let covered = bug == .barrierWithoutPhase1Ceiling ? core.chosenThrough : ceiling.map { Swift.max(core.chosenThrough, $0) } ?? slot
+            barriers.rounds.append((slot, core.ballot, Swift.min(covered, slot), waiting.map(\.deadline).min()!, waiting.map(\.callback)))
         case .overloaded:
             for b in waiting { b.callback(.failure(PaxosLogError(.overloaded, "too many appends in flight for a read barrier's round"))) }
         case .held, .notLeader(_):
@@ -96,11 +109,15 @@ extension Replica {
                 for c in round.callbacks { c(.failure(PaxosLogError(.notLeader, "leadership changed during the read barrier's round; ask the leader again", leader: core.knownLeader))) }
                 continue
             }
-            let slot = round.slot
+            let answer = round.answer
             let callbacks = round.callbacks
-            waitReadable(after: slot - 1) { [weak self] readable in
+            guard answer > 0 else {
+                for c in callbacks { c(.success(0)) }
+                continue
+            }
+            waitReadable(after: answer - 1) { [weak self] readable in
                 let result: Result<Slot, PaxosLogError> = readable != nil
-                    ? .success(slot) : .failure(self?.failure ?? PaxosLogError(.closed, "the log was closed"))
+                    ? .success(answer) : .failure(self?.failure ?? PaxosLogError(.closed, "the log was closed"))
                 for c in callbacks { c(result) }
             }
         }

@@ -458,6 +458,11 @@ package final class Replica: @unchecked Sendable {
             barriers.failAll(PaxosLogError(.notLeader, "node \(configuration.nodeID) stopped leading (leader: \(known)) during a read barrier", leader: change.leader))
         }
         if !change.isLeader { sessions.forgetProposed() }
+        // Phase 1 just ended: the slots it re-proposed are filled, nothing new yet beyond them
+        // but what this drain proposed (a higher ceiling only delays a barrier's answer).
+        if change.isLeader, !before.isLeader || change.ballot != before.ballot {
+            barriers.phase1Ceiling = (change.ballot, core.lastAcceptedSlot)
+        }
         observer?.replica(configuration.nodeID, leadership: change)
         onLeadership?(change)
         if change.isLeader, !leadershipWaiters.isEmpty {
@@ -548,5 +553,8 @@ package enum ReplicaBug: String, Sendable, Hashable, CaseIterable {
     case deliverDuplicates
     /// A replica restarting from a snapshot ignores the client-session table saved beside it.
     case sessionsNotRestored
+    /// A read barrier answers the chosen watermark its round started at, forgetting the slots
+    /// its leadership's Phase 1 re-proposed (which may hold appends an older leader acknowledged).
+    case barrierWithoutPhase1Ceiling
 }
 

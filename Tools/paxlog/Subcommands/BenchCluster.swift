@@ -42,17 +42,9 @@ struct BenchCluster: AsyncParsableCommand {
         for concurrency in options.concurrencies! {
             let directory = "\(base)/cluster-c\(concurrency)"
             try? FileManager.default.removeItem(atPath: directory)
-            let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(2 * replicas))
-            var logs: [PaxosLog] = []
-            let clusterID = PaxosLog.ClusterID.random()
-            for m in members {
-                try FileManager.default.createDirectory(atPath: "\(directory)/node-\(m.id)", withIntermediateDirectories: true)
-                var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(directory)/node-\(m.id)")
-                c.clusterName = "paxlog-bench"
+            let logs = try await Self.openCluster(in: directory, replicas: replicas) { c in
                 c.storage = options.storageOptions()
                 if let appendHoldUs { c.appendHold = .microseconds(Int64(appendHoldUs)) }
-                try await PaxosLog.bootstrap(c, clusterID: clusterID)
-                logs.append(try await PaxosLog.open(c))
             }
             let leader = try await Self.waitForLeader(logs)
             BenchProgress.note("cluster c=\(concurrency): node \(leader.configuration.nodeID) leads")
@@ -128,6 +120,28 @@ struct BenchCluster: AsyncParsableCommand {
     static func checkpoint(_ log: PaxosLog) async -> Bool {
         guard let chosen = try? await log.status().chosenThrough, chosen > 0 else { return false }
         return (try? await log.compact(through: chosen, snapshot: Array("bench checkpoint".utf8))) != nil
+    }
+
+    /// Bootstraps and opens `replicas` replicas on loopback ports, each in `directory/node-N`.
+    static func openCluster(in directory: String, replicas: Int, _ configure: (inout PaxosLog.Configuration) -> Void) async throws -> [PaxosLog] {
+        try await openCluster(in: directory, replicas: replicas, configure) { try await PaxosLog.open($0) }
+    }
+
+    /// The same, each replica opened by `open` (a ``PaxosLogServer`` to serve clients too).
+    static func openCluster<Replica>(in directory: String, replicas: Int, _ configure: (inout PaxosLog.Configuration) -> Void,
+                                     open: (PaxosLog.Configuration) async throws -> Replica) async throws -> [Replica] {
+        let members = PaxosLog.Member.loopback(ports: try LocalCluster.freePorts(2 * replicas))
+        let clusterID = PaxosLog.ClusterID.random()
+        var logs: [Replica] = []
+        for m in members {
+            try FileManager.default.createDirectory(atPath: "\(directory)/node-\(m.id)", withIntermediateDirectories: true)
+            var c = PaxosLog.Configuration(nodeID: m.id, members: members, dataDirectory: "\(directory)/node-\(m.id)")
+            c.clusterName = "paxlog-bench"
+            configure(&c)
+            try await PaxosLog.bootstrap(c, clusterID: clusterID)
+            logs.append(try await open(c))
+        }
+        return logs
     }
 
     /// Polls until one replica says it leads (at most 20 s).

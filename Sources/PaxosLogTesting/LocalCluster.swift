@@ -262,27 +262,32 @@ public final class LocalCluster: @unchecked Sendable {
         }.joined(separator: "\n")
     }
 
-    /// Ports the kernel says are free now (bound to port 0, then released).
+    /// Ports free now: random ones below Linux's ephemeral range (32768 up), each bound once to
+    /// check, then released. Not port 0: the kernel hands out ephemeral ports, which any
+    /// outgoing connection (another test's client) may take as its own before the caller binds.
     public static func freePorts(_ count: Int) throws -> [Int] {
         var fds: [Int32] = []
         defer { for fd in fds { close(fd) } }
         var ports: [Int] = []
-        for _ in 0..<count {
+        var attempts = 0
+        while ports.count < count {
+            attempts += 1
+            guard attempts < 10_000 else { throw ClusterError("no free port found in 15000..<32768") }
+            let port = Int.random(in: 15_000..<32_768)
+            if ports.contains(port) { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw ClusterError("socket: errno \(errno)") }
-            fds.append(fd)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = 0
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let ok = withUnsafeMutablePointer(to: &addr) { ptr in
-                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
-                }
+            let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &addr) { ptr in
+                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 }
             }
-            guard ok else { throw ClusterError("bind: errno \(errno)") }
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+            guard bound else { close(fd); continue }
+            fds.append(fd)
+            ports.append(port)
         }
         return ports
     }

@@ -81,7 +81,7 @@ public struct PaxosCore: Sendable {
     // MARK: Pre-vote
 
     /// The ballot a running pre-vote asks about (nil when none runs). The replica is a follower
-    /// meanwhile: nothing is durable, nothing is promised, nothing is held.
+    /// meanwhile: nothing is durable, nothing is promised.
     var preVoteBallot: Ballot? = nil
     /// Members that granted the running pre-vote (bit per member index).
     var preVotesFrom: UInt64 = 0
@@ -94,10 +94,6 @@ public struct PaxosCore: Sendable {
     var phase1From: Slot = 1
     /// Highest-ballot vote per slot reported in Phase 1 (own vote included).
     var phase1: [Slot: Entry] = [:]
-    /// Client values offered during Phase 1, proposed in order once it wins (capped like the
-    /// leader's queue, so a long election cannot grow them without bound).
-    var held: Deque<Value> = []
-    var heldBytes = 0
 
     // MARK: Leader
 
@@ -272,11 +268,9 @@ public struct PaxosCore: Sendable {
     ///
     /// A leader that finished Phase 1 assigns the value a slot at once and sends it with the
     /// next ``takeReady()``. It is acknowledged when that slot is reported in ``Ready/chosen``
-    /// with this value in the ballot it was proposed in. A candidate holds the value until its
-    /// election ends (see ``Ready/heldProposals``) rather than turn the client away for the
-    /// short Phase 1 that follows every leader change.
-    /// - Returns: the slot, ``ProposeResult/held``, where to go instead, or
-    ///   ``ProposeResult/overloaded``.
+    /// with this value in the ballot it was proposed in. A candidate answers `notLeader(nil)`:
+    /// its driver holds what it is offered until the election ends (``isCampaigning``).
+    /// - Returns: the slot, where to go instead, or ``ProposeResult/overloaded``.
     /// Whether values of these sizes, proposed one after another now, would all be proposed
     /// rather than refused as overloaded: what lets a replica admit a batch all or nothing.
     public func admits(_ sizes: some Sequence<Int>) -> Bool {
@@ -291,17 +285,10 @@ public struct PaxosCore: Sendable {
         return true
     }
 
-    /// Running Phase 1: a value offered now would be held (``ProposeResult/held``).
+    /// Running Phase 1: it may lead soon, so a driver holds values rather than turn clients away.
     public var isCampaigning: Bool { role == .candidate }
 
     public mutating func propose(_ value: Value) -> ProposeResult {
-        if role == .candidate {
-            if held.count >= configuration.maxQueuedProposals { return .overloaded }
-            if !held.isEmpty, heldBytes + value.byteCount > configuration.maxUncommittedBytes { return .overloaded }
-            held.append(value)
-            heldBytes += value.byteCount
-            return .held
-        }
         guard role == .leader else { return .notLeader(leader: knownLeader) }
         let pending = Int(nextSlot &- 1 &- chosenThrough)
         if pending >= configuration.maxQueuedProposals { return .overloaded }
@@ -320,7 +307,7 @@ public struct PaxosCore: Sendable {
         precondition(role != .leader, "a leader ran its election timer")
         guard configuration.preVote, configuration.plantedBug != .skipPreVote else { return campaign() }
         // A candidate whose Phase 1 timed out asks again too: its round rises only with a
-        // majority's consent. Its held values were never sent, so they fail as not appended.
+        // majority's consent.
         if role == .candidate { becomeFollower(leader: nil, ballot: leaderBallot) }
         // Our timer fired: we have not heard from a leader within our election timeout.
         if configuration.plantedBug != .staleLeaderHint { leaderID = nil }
@@ -702,16 +689,6 @@ public struct PaxosCore: Sendable {
         }
         phase1 = [:]
         nextSlot = top + 1
-        // Then the values clients offered during Phase 1, in the order they came.
-        for v in held {
-            log.set(nextSlot, ballot: ballot, value: v)
-            acks.append(0)
-            uncommittedBytes += v.byteCount
-            ready.heldProposals.append(.proposed(slot: nextSlot, ballot: ballot))
-            nextSlot += 1
-        }
-        held = []
-        heldBytes = 0
         flushedThrough = chosenThrough
         for i in progress.indices { progress[i] = Progress(nextToSend: start) }
         broadcastHeartbeat()
@@ -893,10 +870,6 @@ public struct PaxosCore: Sendable {
     }
 
     mutating func becomeFollower(leader: NodeID?, ballot b: Ballot) {
-        // A lost election: held values were never sent, so the client may safely go elsewhere.
-        for _ in held { ready.heldProposals.append(.dropped(leader: leader)) }
-        held = []
-        heldBytes = 0
         role = .follower
         leaderID = leader
         leaderBallot = b

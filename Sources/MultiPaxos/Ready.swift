@@ -111,9 +111,6 @@ public struct Ready: Sendable {
     public var leadership: Leadership? = nil
     /// Peers that need a snapshot because the log they lack was compacted.
     public var snapshotRequests: [SnapshotRequest] = []
-    /// What became of values held while campaigning (``ProposeResult/held``), one per value, in
-    /// the order they were offered.
-    public var heldProposals: [HeldProposal] = []
     /// Set when ``PaxosCore/installSnapshot(through:)`` moved the chosen watermark to this slot:
     /// the application must reload its state from the snapshot before applying `chosen`.
     public var installedSnapshot: Slot? = nil
@@ -123,7 +120,7 @@ public struct Ready: Sendable {
     /// True when there is nothing to do.
     public var isEmpty: Bool {
         records.isEmpty && messages.isEmpty && messagesAfterPersist.isEmpty && chosen.isEmpty
-            && leadership == nil && snapshotRequests.isEmpty && installedSnapshot == nil && heldProposals.isEmpty
+            && leadership == nil && snapshotRequests.isEmpty && installedSnapshot == nil
     }
 }
 
@@ -132,23 +129,10 @@ public enum ProposeResult: Hashable, Sendable {
     /// The leader assigned the value to `slot`. It is acknowledged once `slot` is reported
     /// chosen *with this value*; if leadership changes first, another value may win the slot.
     case proposed(slot: Slot)
-    /// This replica is running Phase 1: the value is held and proposed if it wins, in the order
-    /// held values were offered, or dropped if it loses. ``Ready/heldProposals`` says which.
-    case held
     /// This replica is not a leader that has finished Phase 1; `leader` is the one it knows of.
     case notLeader(leader: NodeID?)
     /// Too much is in flight (uncommitted bytes or queued proposals); retry later.
     case overloaded
-}
-
-/// The fate of a value ``PaxosCore/propose(_:)`` answered with ``ProposeResult/held``.
-public enum HeldProposal: Hashable, Sendable {
-    /// The replica won its election and proposed the value at `slot` in `ballot`, after the
-    /// values Phase 1 found; acknowledge it like ``ProposeResult/proposed(slot:)``.
-    case proposed(slot: Slot, ballot: Ballot)
-    /// The replica lost its election: the value was never sent and will not be. `leader` is the
-    /// leader it now knows of, if any.
-    case dropped(leader: NodeID?)
 }
 
 /// The durable acceptor state a replica restarts from, rebuilt by the storage engine from the

@@ -87,7 +87,7 @@ extension Replica {
             barriers.rounds.append((slot, core.ballot, Swift.min(covered, slot), waiting.map(\.deadline).min()!, waiting.map(\.callback)))
         case .overloaded:
             for b in waiting { b.callback(.failure(PaxosLogError(.overloaded, "too many appends in flight for a read barrier's round"))) }
-        case .held, .notLeader(_):
+        case .notLeader(_):
             for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader", leader: core.knownLeader))) }
         }
     }

@@ -361,7 +361,6 @@ package final class Replica: @unchecked Sendable {
                 votesAwaitingSync.append((seq, ready.messagesAfterPersist))
             }
         }
-        precondition(ready.heldProposals.isEmpty, "the replica holds appends while campaigning, never the core")
         // 4. Chosen: answer appenders now (chosen = durable on a majority); readers once local records are durable.
         if let last = ready.chosen.last {
             observer?.replica(configuration.nodeID, chose: ready.chosen)

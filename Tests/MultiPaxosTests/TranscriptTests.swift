@@ -12,7 +12,7 @@ import Testing
         return String(here[..<here.lastIndex(of: "/")!]) + "/Transcripts"
     }()
 
-    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "held_proposals", "prevote", "caught_up_leader"])
+    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "prevote", "caught_up_leader"])
     func transcript(_ name: String) throws {
         let path = "\(Self.directory)/\(name).txt"
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -222,7 +222,6 @@ struct TranscriptHarness {
         for e in r.messagesAfterPersist { out.append("  \(id): send after persist \(fmt(e))") }
         if nodes[id]!.pending.isEmpty { queue += r.messagesAfterPersist } else { nodes[id]!.gated += r.messagesAfterPersist }
         if !r.chosen.isEmpty { out.append("  \(id): chosen " + r.chosen.map { "\($0.slot)=\(fmt($0.value))" }.joined(separator: " ")) }
-        if !r.heldProposals.isEmpty { out.append("  \(id): held " + r.heldProposals.map { "\($0)" }.joined(separator: " ")) }
         if let l = r.leadership { out.append("  \(id): leadership \(l)") }
         for s in r.snapshotRequests { out.append("  \(id): snapshot needed by \(s.peer) from \(s.fromSlot)") }
     }

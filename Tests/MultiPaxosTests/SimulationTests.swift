@@ -46,6 +46,9 @@ enum SimulationSeeds {
                     && f.eio > 0 && f.fsync_failures > 0 && f.enospc > 0, "a storage fault never happened in \(seeds.count) runs: \(summary.line)")
             #expect(summary.not_appended > 0 && summary.entries_read > 0 && summary.read_barriers > 0)
             #expect(summary.retries > 0 && summary.settled_by_retry > 0, "no unknown outcome was retried and settled in \(seeds.count) runs")
+            // Every disk that lost its state was refused by the identity guard on restart (and
+            // the invariants held with those replicas down for good).
+            #expect(f.disk_losses > 0 && f.refused_restarts == f.disk_losses, "disk losses \(f.disk_losses), refused \(f.refused_restarts)")
         }
     }
 
@@ -60,6 +63,8 @@ enum SimulationSeeds {
     @Test func retriesCanStillBeChosenTwice() {
         var o = SimulationOptions(replicas: 5, seed: 5100)
         o.retryRunRate = 1
+        // The trajectory this seed was found on, from before disk losses (which change it).
+        o.diskLossRunRate = 0
         let r = Simulation(o).run()
         print("retries run: \(r)")
         #expect(r.violation == nil, "\(r)")

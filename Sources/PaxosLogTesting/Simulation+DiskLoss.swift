@@ -12,9 +12,9 @@ import SegmentLog
 // - wiped: a crashed replica comes back on an empty directory (a replaced disk, `rm -rf` of the
 //   data directory): every segment, snapshot and its identity file are gone;
 // - log deleted: the segments and snapshots are gone, the identity file stays;
-// - tail cut: tolerant recovery (or `paxlog repair --truncate-after-corruption`) cut the log at
-//   damage: the identity is marked as needing rejoin first (the real `markLostState`), then a
-//   suffix of the records is cut.
+// - tail cut: tolerant recovery or `paxlog repair --truncate-after-corruption` cut the log at
+//   damage: the identity is marked as needing rejoin first (the real `markLostState`, with either
+//   reason), then a suffix of the records (none to all) is cut.
 // In each case the replica may have forgotten promises it made and votes it cast. An acceptor
 // that votes again without them can let a second value be chosen at a slot a client was told is
 // acknowledged (issue 21: the votes that chose it and the voters that missed it are a majority
@@ -24,13 +24,17 @@ import SegmentLog
 // rules `PaxosLog.open` applies before recovery), over `SimulatedDirectory`, an in-memory file
 // system that holds the disk's identity file and lists its segments. A multi-member replica
 // refuses an empty directory (`notBootstrapped`), one whose log is gone or that is marked as cut
-// (`needsRejoin`), and stays down: learner rejoin does not exist yet. That is safe because a
-// replica that does not run casts no vote: the votes it cast before the loss still count (the
-// oracle counts every vote ever made), so whatever they helped choose still has a majority of
-// remembering or silent acceptors behind it, and no Phase 1 quorum can form without one of them.
+// (`needsRejoin`), and stays down: learner rejoin does not exist yet.
+//
+// Why that is safe: a value chosen at a slot was accepted by a majority Q. A member of Q that
+// lost its disk never answers again, so it is in no later Phase 1 quorum; every later quorum is a
+// majority of replicas that kept their state, and meets Q in one that still holds its vote, which
+// Phase 1 then re-proposes. An acceptor with amnesia that answered would break exactly that: the
+// quorum could meet Q only in it. The oracle keeps counting the votes the lost disk cast before
+// (`InvariantChecker.votes`), so a second value getting a majority later is still seen.
 // The price is availability: the schedule loses the state of at most a minority of disks for
 // good (lost, or broken by misdirected writes, together), so the others still make progress and
-// the liveness check still holds.
+// the liveness check, which skips refused replicas, still holds.
 //
 // The planted bug `StorageBug.wipedReplicaVotes` opens such a directory as a voter (bootstraps it
 // again, or ignores its mark); the simulation must then see a second value chosen at a slot.
@@ -143,7 +147,8 @@ extension Simulation {
             let configuration = replicaConfiguration(for: nodes[i].id)
             do {
                 // The mark first, durably, as SegmentStore's recovery and repair do.
-                try DirectoryIdentity.markLostState(.tolerantRecovery, directory: configuration.dataDirectory,
+                let reason: DirectoryIdentity.LostState = diskLossRNG.chance(0.5) ? .tolerantRecovery : .repair
+                try DirectoryIdentity.markLostState(reason, directory: configuration.dataDirectory,
                                                     fileSystem: SimulatedDirectory(disk: disk), logger: nil)
             } catch {
                 checker.failStorage("marking node \(nodes[i].id)'s directory failed: \(error)")

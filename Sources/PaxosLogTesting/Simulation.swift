@@ -154,7 +154,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 
 /// A deterministic simulation of a PaxosLog cluster running the real ``Replica`` (the code a
 /// database runs, core and driver logic both) over a faulty simulated network, a faulty
-/// simulated storage (``SimulatedStorage``) and simulated time, with clients appending unique
+/// simulated storage (``SimulatedStorage``), disks that lose their state (restarted through the
+/// real identity guard, Simulation+DiskLoss.swift) and simulated time, with clients appending unique
 /// values and readers reading every replica. The ``InvariantChecker`` runs after every step.
 ///
 /// Everything runs on one thread: the executor is a FIFO queue run to empty after each event.

@@ -5,11 +5,13 @@ import Testing
 /// Replicas that lose their disk (Simulation+DiskLoss.swift): the identity guard keeps them down,
 /// and no acknowledged record is lost while fewer than a majority of disks are lost.
 @Suite struct DiskLossTests {
-    /// Every run loses disks (`diskLossRunRate = 1`): `PAXOS_DISK_LOSS_SEEDS=N` runs N seeds per
-    /// cluster size, 100 by default (the main sweeps lose disks in a share of their runs too).
+    /// Every run loses disks (`diskLossRunRate = 1`): `PAXOS_DISK_LOSS_SEEDS=N` (or else
+    /// `PAXOS_SIM_SEEDS=N`, as under the sanitizers) runs N seeds per cluster size, 100 by default
+    /// (the main sweeps lose disks in a share of their runs too).
     @Test(arguments: [3, 5])
     func guardHoldsAcrossSeeds(replicas: Int) {
-        let n = SimulationSeeds.env["PAXOS_DISK_LOSS_SEEDS"].flatMap(Int.init) ?? 100
+        let env = SimulationSeeds.env
+        let n = (env["PAXOS_DISK_LOSS_SEEDS"] ?? env["PAXOS_SIM_SEEDS"]).flatMap(Int.init) ?? 100
         var summary = SimulationSummary(replicas: replicas)
         var kinds: Set<DiskLoss> = []
         let started = ContinuousClock.now

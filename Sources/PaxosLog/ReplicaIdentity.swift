@@ -37,7 +37,7 @@ extension PaxosLog {
         if let names = try? PosixFileSystem().listDirectory(directory), names.contains(where: { $0.hasSuffix(".seg") }) {
             throw PaxosLogError(.invalidArgument, "\(directory) already holds a log; nothing was changed")
         }
-        let requirement = IdentityRequirement(nodeID: configuration.nodeID, clusterID: clusterID, bootstrap: clusterID, adoptAs: clusterID)
+        let requirement = ReplicaIdentity.bootstrapRequirement(for: configuration, clusterID: clusterID)
         return try await NIOThreadPool.singleton.runIfActive {
             let store: SegmentStore
             do {
@@ -72,7 +72,7 @@ extension PaxosLog {
 ///   name, so all members of an older cluster adopt the same one.
 /// - A directory marked as needing rejoin (its state was cut) or whose log is gone is refused as
 ///   a voter (``PaxosLogError/Code/needsRejoin``); a one-member log opens it with a warning.
-enum ReplicaIdentity {
+package enum ReplicaIdentity {
     static func requirement(for configuration: PaxosLog.Configuration) -> IdentityRequirement {
         IdentityRequirement(
             nodeID: configuration.nodeID,
@@ -94,14 +94,49 @@ enum ReplicaIdentity {
         } catch let error as SegmentLogError {
             throw translate(error, configuration)
         }
-        guard let identity = store.identity, let lost = identity.lostState else { return store }
+        guard let identity = store.identity else { return store }
+        do { try refuseLostState(identity, configuration) } catch {
+            try? store.close()
+            throw error
+        }
+        return store
+    }
+
+    /// The requirement `bootstrap` formats a directory with: this node of the cluster `clusterID`.
+    package static func bootstrapRequirement(for configuration: PaxosLog.Configuration, clusterID: ClusterID) -> IdentityRequirement {
+        IdentityRequirement(nodeID: configuration.nodeID, clusterID: clusterID, bootstrap: clusterID, adoptAs: clusterID)
+    }
+
+    /// Checks a directory's identity as ``openStore(_:)`` does, with the same requirement, errors
+    /// and rule for a directory that lost state, but opens no store: for a replica whose storage is
+    /// not a `SegmentStore` (the simulator's, whose directory is modelled by `fileSystem`). Call it
+    /// before recovering that storage, as `openStore` checks before recovery.
+    /// - Returns: the identity the directory records (written now for a one-member bootstrap).
+    /// - Throws: ``PaxosLogError`` `wrongIdentity`, `notBootstrapped`, `needsRejoin`; other
+    ///   errors as `SegmentLogError`.
+    @discardableResult
+    package static func admit(_ configuration: PaxosLog.Configuration, fileSystem: any FileSystem) throws -> DirectoryIdentity {
+        let identity: DirectoryIdentity
+        do {
+            identity = try requirement(for: configuration).establish(directory: configuration.dataDirectory, fileSystem: fileSystem,
+                                                                     logger: configuration.logger)
+        } catch let error as SegmentLogError {
+            throw translate(error, configuration)
+        }
+        try refuseLostState(identity, configuration)
+        return identity
+    }
+
+    /// A directory whose acceptor state was cut may not vote: refused for a multi-member replica,
+    /// opened with a warning for a one-member log (no other acceptor can hold what it forgot).
+    static func refuseLostState(_ identity: DirectoryIdentity, _ configuration: PaxosLog.Configuration) throws {
+        guard let lost = identity.lostState else { return }
         if configuration.members.count == 1 {
             configuration.logger.warning("opening a one-member log whose records were cut: what was cut is lost", metadata: [
                 "directory": "\(configuration.dataDirectory)", "reason": "\(lost)",
             ])
-            return store
+            return
         }
-        try? store.close()
         throw PaxosLogError(.needsRejoin, "\(configuration.dataDirectory): \(lost), so node \(configuration.nodeID) may have forgotten "
             + "promises and votes and must not vote. \(rejoinAdvice)")
     }

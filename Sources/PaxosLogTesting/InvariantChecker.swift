@@ -293,6 +293,14 @@ public struct InvariantChecker: Sendable {
         }
     }
 
+    /// `node`'s disk lost its state (wiped, or cut): the durability contract starts again from
+    /// what is on it now. Its earlier votes still count towards what they chose (`votes` keeps
+    /// them), so a replica that votes again with amnesia shows up as a second value chosen.
+    public mutating func observeDiskLoss(node: NodeID) {
+        durablePromised[node] = nil
+        durableVote[node] = nil
+    }
+
     /// Checks the durable state a replica restarts from: its chosen prefix must be the chosen log.
     public mutating func observeRestart(node: NodeID, state: DurableState) {
         // Recovery may cut only what was never durable (a torn or lost unsynced tail).

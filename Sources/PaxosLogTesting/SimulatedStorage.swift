@@ -21,8 +21,11 @@ import SegmentLog
 // - fsync failure: the sync fails; what it covered may or may not have reached the disk; the
 //   store refuses every later write and the replica must stop voting, never retry.
 // - ENOSPC: an append fails and the store refuses every later write.
-// The schedule never destroys every copy of something: misdirected writes hit at most a
-// minority of replicas (`SimulatedStorage.Budget`), so a violation is the code's fault.
+// - disk loss (Simulation+DiskLoss.swift): a crashed replica's disk is wiped, loses its log, or
+//   has its tail cut by tolerant recovery; the real identity guard then keeps the replica down.
+// The schedule never destroys every copy of something: misdirected writes and disk losses
+// together hit at most a minority of replicas (`Simulation.mayDamagePermanently`,
+// `Simulation.maybeLoseDisk`), so a violation is the code's fault.
 
 /// Fault counters of a whole run.
 public struct FaultCounters: Sendable, Hashable {
@@ -52,6 +55,10 @@ public enum StorageBug: String, Sendable, Hashable, CaseIterable {
     /// Recovery skips a damaged record in the middle of the log and keeps going, instead of
     /// failing closed: the votes it held are forgotten.
     case recoveryIgnoresDamage
+    /// A replica whose disk lost its state (Simulation+DiskLoss.swift) is opened as a voter all
+    /// the same: its empty directory is bootstrapped again (`paxlog init` on a member that lost
+    /// its disk), and a cut one's needs-rejoin mark is ignored. The identity guard bypassed.
+    case wipedReplicaVotes
 }
 
 /// What survives a crash: synced records and snapshot files.
@@ -69,6 +76,17 @@ final class SimulatedDisk {
     var snapshotTables: [Slot: [UInt8]] = [:]
     /// Recovery failed closed on damage: the replica stays down (an operator would repair it).
     var brokenBeyondRecovery = false
+    /// The directory's other files by name, written and read by the real identity code through
+    /// ``SimulatedDirectory``: the identity file (`IDENTITY`). Durable once renamed in place.
+    var files: [String: [UInt8]] = [:]
+    /// Its segment files exist (bootstrapping creates the first one right after the identity).
+    var hasLog = false
+    /// How the disk lost its state, if it ever did in this run (Simulation+DiskLoss.swift).
+    var lost: DiskLoss? = nil
+    /// The planted bug `wipedReplicaVotes` opened it as a voter after it lost its state.
+    var reopenedByBug = false
+    /// Why the identity guard refused to open the directory as a voter, once it has.
+    var refused: String? = nil
 }
 
 /// One incarnation's view of a replica's storage. A crash ends it; a restart makes a new one

@@ -56,6 +56,11 @@ public struct SimulationOptions: Sendable {
     /// Probability that a run injects storage faults (read corruption, EIO, misdirected writes,
     /// fsync failure, ENOSPC) at all; such runs draw their rates from the seed.
     public var storageFaultRunRate: Double = 0.5
+    /// Probability that a run loses disks at all (Simulation+DiskLoss.swift), and then that a
+    /// replica's disk loses its state when it crashes (while the disks lost for good stay a
+    /// minority). Drawn from a stream of their own: other runs replay as they did before.
+    public var diskLossRunRate: Double = 0.3
+    public var diskLossRate: Double = 0.2
     /// Snapshot transfer chunk size and window: small, so a transfer takes several messages.
     public var snapshotChunkSize: Int = 400
     public var snapshotWindowBytes: UInt64 = 1600
@@ -121,6 +126,11 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var chosenSlots = 0
     /// Storage failures (each stops a replica until its operator restarts it).
     public var storageFailures = 0
+    /// Disks that lost their state (Simulation+DiskLoss.swift), and the restarts on them the
+    /// identity guard refused (each replica counted once per loss).
+    public var diskLosses = 0
+    public var refusedRestarts = 0
+    public var diskLossKinds: Set<DiskLoss> = []
     /// Times a replica won an election (each ballot wins at most once), in the whole run and
     /// after the faults stopped.
     public var leaderChanges = 0
@@ -136,7 +146,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
             + "compactions=\(compactions) installed=\(snapshotsInstalled) leader_changes=\(leaderChanges) (after faults \(livenessLeaderChanges)) "
             + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) retries=\(retries) settled=\(settledByRetry) chosen_twice=\(identitiesChosenTwice) read=\(entriesRead) chosen=\(chosenSlots) "
             + "torn=\(f.tornWrites) lost_unsynced=\(f.lostUnsynced) read_corruptions=\(f.readCorruptions) misdirected=\(f.misdirectedWrites) "
-            + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc)"
+            + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc) disk_losses=\(diskLosses) refused_restarts=\(refusedRestarts)"
         guard let v = violation else { return head }
         return head + "\nVIOLATION at tick \(violationTick ?? -1): \(v)\nreplay with PAXOS_SEED=\(seed)"
     }
@@ -144,7 +154,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 
 /// A deterministic simulation of a PaxosLog cluster running the real ``Replica`` (the code a
 /// database runs, core and driver logic both) over a faulty simulated network, a faulty
-/// simulated storage (``SimulatedStorage``) and simulated time, with clients appending unique
+/// simulated storage (``SimulatedStorage``), disks that lose their state (restarted through the
+/// real identity guard, Simulation+DiskLoss.swift) and simulated time, with clients appending unique
 /// values and readers reading every replica. The ``InvariantChecker`` runs after every step.
 ///
 /// Everything runs on one thread: the executor is a FIFO queue run to empty after each event.
@@ -187,6 +198,9 @@ public final class Simulation: @unchecked Sendable {
     /// Draws for read barriers only; `barrierRate` is 0 in a run without them.
     var barrierRNG: SplitMix64
     var barrierRate = 0.0
+    /// Draws for disk losses only; `diskLossRate` is 0 in a run without them.
+    var diskLossRNG: SplitMix64
+    var diskLossRate = 0.0
     /// Draws for client identities and retries only, so other runs keep their trajectories.
     var clientRNG: SplitMix64
     /// The simulated clients' ids and the next sequence number of each.
@@ -232,8 +246,10 @@ public final class Simulation: @unchecked Sendable {
         barrierRNG = SplitMix64(seed: options.seed ^ 0x5EAD_BA44_1E7C_0FF5)
         barrierRate = barrierRNG.chance(options.readBarrierRunRate) ? options.readBarrierRate : 0
         clientRNG = SplitMix64(seed: options.seed ^ 0xC11E_4715_E551_0A5D)
+        diskLossRNG = SplitMix64(seed: options.seed ^ 0xD15C_1055_0BAD_F00D)
         clients = (0..<3).map { _ in (clientRNG.next() & ~ProposalID.unretriedBit, 1) }
         retryUnknown = clientRNG.chance(options.retryRunRate)
+        diskLossRate = diskLossRNG.chance(options.diskLossRunRate) ? options.diskLossRate : 0
         checker.clientsRetry = retryUnknown
         if options.partitions, bridgeRNG.chance(options.bridgeRunRate) { bridgeRate = options.bridgeRate }
         if bridgeRate > 0 {
@@ -251,7 +267,10 @@ public final class Simulation: @unchecked Sendable {
             storageRates.enospc = Double(storageRNG.below(3)) / 1000
         }
         nodes = members.map { Node(id: $0) }
-        for i in nodes.indices { start(i, state: DurableState(), chosen: []) }
+        for i in nodes.indices {
+            bootstrap(i)
+            start(i, state: DurableState(), chosen: [])
+        }
     }
 
     func coreConfiguration(for id: NodeID, incarnation: Int) -> Configuration {
@@ -298,6 +317,12 @@ public final class Simulation: @unchecked Sendable {
         }
         if checker.violation == nil { checkLiveness() }
         checkElectionCounts()
+        return finish()
+    }
+
+    /// Checks what holds at the end of any run and fills in the report's totals.
+    func finish() -> SimulationReport {
+        checkAcknowledgedKept()
         report.violation = checker.violation
         report.sent = network.sent
         report.dropped = network.dropped
@@ -538,7 +563,7 @@ public final class Simulation: @unchecked Sendable {
     /// disk only while a majority of disks stays intact.
     func mayDamagePermanently(_ disk: SimulatedDisk) -> Bool {
         guard faultsOn else { return false }
-        let damaged = nodes.filter { n in n.disk.brokenBeyondRecovery || n.disk.records.contains(where: \.damaged) }
+        let damaged = nodes.filter(permanentlyLost)
         if damaged.contains(where: { $0.disk === disk }) { return true }
         return damaged.count + 1 <= (members.count - 1) / 2
     }
@@ -701,12 +726,15 @@ public final class Simulation: @unchecked Sendable {
         nodes[i].restartAt = now + restartAfter
         network.dropAll(involving: nodes[i].id)
         trace("crash \(nodes[i].id)")
+        maybeLoseDisk(i)
     }
 
     func restart(_ i: Int) {
         nodes[i].restartAt = nil
         guard !nodes[i].disk.brokenBeyondRecovery else { return }
         nodes[i].incarnation += 1
+        // The directory's identity first, as `PaxosLog.open` checks it before recovery.
+        guard admit(i) else { return }
         let storage = makeStorage(i)
         let recovered: (state: DurableState, chosen: [Value])
         do {
@@ -790,7 +818,7 @@ public final class Simulation: @unchecked Sendable {
         let mustLearn = (checker.acknowledged.keys.max() ?? 0)
         let firstNewID = checker.issued + 1
         let deadline = now + options.livenessTicks
-        let live = { (n: Node) in !n.disk.brokenBeyondRecovery }
+        let live = { (n: Node) in !n.disk.brokenBeyondRecovery && n.disk.refused == nil }
         while now < deadline, checker.violation == nil {
             step()
             // A fresh proposal is acknowledged and every replica learned through it.
@@ -805,7 +833,7 @@ public final class Simulation: @unchecked Sendable {
         }
         if checker.violation == nil {
             let learned = nodes.map { "\($0.id):\($0.learned.count)" }.joined(separator: " ")
-            let status = nodes.map { "\($0.id): \($0.replica?.core.statusDescription ?? ($0.disk.brokenBeyondRecovery ? "disk broken" : "down"))" }.joined(separator: "; ")
+            let status = nodes.map { "\($0.id): \($0.replica?.core.statusDescription ?? ($0.disk.brokenBeyondRecovery ? "disk broken" : $0.disk.refused != nil ? "refused (disk lost)" : "down"))" }.joined(separator: "; ")
             checker.failLiveness("no progress within \(options.livenessTicks) ticks after faults stopped: must learn \(mustLearn), learned \(learned); \(status)")
             report.violationTick = now
         }

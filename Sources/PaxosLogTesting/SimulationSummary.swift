@@ -7,6 +7,8 @@ public struct SimulationSummary: Codable, Sendable {
         public var dropped = 0, duplicated = 0, crashes = 0, partitions = 0
         public var torn_writes = 0, lost_unsynced = 0, read_corruptions = 0, misdirected_writes = 0
         public var eio = 0, fsync_failures = 0, enospc = 0
+        /// Disks that lost their state, and restarts on them the identity guard refused.
+        public var disk_losses = 0, refused_restarts = 0
     }
 
     public var seeds = 0
@@ -67,6 +69,8 @@ public struct SimulationSummary: Codable, Sendable {
         faults.eio += r.faults.eio
         faults.fsync_failures += r.faults.fsyncFailures
         faults.enospc += r.faults.enospc
+        faults.disk_losses += r.diskLosses
+        faults.refused_restarts += r.refusedRestarts
     }
 
     /// `simulation summary: {JSON}` on one line, keys sorted.

@@ -201,7 +201,7 @@ public struct DirectoryIdentity: Hashable, Sendable, CustomStringConvertible {
     /// cut and unmarked. A directory without an identity gets one with an unknown cluster and node.
     /// - Returns: the identity now on disk.
     @discardableResult
-    static func markLostState(_ reason: LostState, directory: String, fileSystem: any FileSystem, logger: Logger?) throws -> DirectoryIdentity {
+    package static func markLostState(_ reason: LostState, directory: String, fileSystem: any FileSystem, logger: Logger?) throws -> DirectoryIdentity {
         let current = try read(directory: directory, fileSystem: fileSystem)
         if let current, current.lostState != nil { return current }  // already marked: one incarnation per loss
         var marked = current ?? DirectoryIdentity(clusterID: .unknown, nodeID: 0, incarnation: 0)
@@ -242,7 +242,7 @@ public struct IdentityRequirement: Hashable, Sendable {
     /// it has none. Runs under the directory's lock, before recovery writes anything.
     /// - Throws: `SegmentLogError` `.wrongIdentity`, `.uninitialized`, `.corruption` (a damaged
     ///   identity file), `.io`, `.syncFailed`.
-    func establish(directory: String, fileSystem: any FileSystem, logger: Logger) throws -> DirectoryIdentity {
+    package func establish(directory: String, fileSystem: any FileSystem, logger: Logger) throws -> DirectoryIdentity {
         let names: [String]
         do { names = try fileSystem.listDirectory(directory) } catch { throw SegmentLogError.io(error, "readdir", directory) }
         let hasLog = names.contains { Format.segmentSequence(fileName: $0) != nil || Format.snapshotSlot(fileName: $0) != nil }

@@ -73,7 +73,9 @@ import Testing
 }
 
 /// Planted bugs in the replica (the code around the core, which the simulation now runs) and in
-/// the model of storage recovery: each must be caught within the CI seed budget too.
+/// the model of storage recovery: each must be caught within the CI seed budget too. The storage
+/// bug `wipedReplicaVotes` (a replica that lost its disk votes at once) is hunted here in the
+/// seeded runs, whose disk losses are random; `DiskLossTests` also plays issue 21's scenario.
 @Suite struct PlantedReplicaBugTests {
     /// Replica bugs the seeded schedule no longer reaches within the budget; the hunt is a known
     /// issue and fails once the simulation catches the bug again. `acknowledgeAnyValue`: since

@@ -22,6 +22,7 @@ enum SimulationSeeds {
         var summary = SimulationSummary(replicas: replicas)
         let started = ContinuousClock.now
         let seeds = SimulationSeeds.seeds(base: base)
+        let diskLossRunRate = SimulationSeeds.env["PAXOS_SIM_DISK_LOSS"].flatMap(Double.init)
         for seed in seeds {
             var o = SimulationOptions(replicas: replicas, seed: seed)
             if SimulationSeeds.replaying { o.trace = { print($0) } }
@@ -30,6 +31,8 @@ enum SimulationSeeds {
             // PAXOS_SIM_GUARDS=0 turns pre-vote and leader stickiness off: the "before" of
             // leader_changes in the summary (ELECTIONS.md).
             if SimulationSeeds.env["PAXOS_SIM_GUARDS"] == "0" { o.preVote = false; o.leaderStickiness = false }
+            // PAXOS_SIM_DISK_LOSS=0 turns disk loss off: the runs replay as before it existed.
+            if let rate = diskLossRunRate { o.diskLossRunRate = rate }
             let r = Simulation(o).run()
             summary.add(r)
             if r.violation != nil, summary.violations <= 3 { Issue.record("simulation failed:\n\(r)") }
@@ -46,6 +49,10 @@ enum SimulationSeeds {
                     && f.eio > 0 && f.fsync_failures > 0 && f.enospc > 0, "a storage fault never happened in \(seeds.count) runs: \(summary.line)")
             #expect(summary.not_appended > 0 && summary.entries_read > 0 && summary.read_barriers > 0)
             #expect(summary.retries > 0 && summary.settled_by_retry > 0, "no unknown outcome was retried and settled in \(seeds.count) runs")
+            // Every disk that lost its state was refused by the identity guard on restart (and
+            // the invariants held with those replicas down for good).
+            #expect(diskLossRunRate == 0 || f.disk_losses > 0, "no disk was lost in \(seeds.count) runs")
+            #expect(f.refused_restarts == f.disk_losses, "disk losses \(f.disk_losses), refused \(f.refused_restarts)")
         }
     }
 
@@ -60,6 +67,8 @@ enum SimulationSeeds {
     @Test func aRetryChosenTwiceIsReadOnceAndAnsweredAtItsFirstSlot() {
         var o = SimulationOptions(replicas: 5, seed: 5100)
         o.retryRunRate = 1
+        // The trajectory this seed was found on, from before disk losses (which change it).
+        o.diskLossRunRate = 0
         let r = Simulation(o).run()
         print("retries run: \(r)")
         #expect(r.violation == nil, "\(r)")

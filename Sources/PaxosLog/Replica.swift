@@ -366,8 +366,7 @@ package final class Replica: @unchecked Sendable {
             observer?.replica(configuration.nodeID, chose: ready.chosen)
             for c in ready.chosen {
                 // A slot costs its payload plus the log's bookkeeping, so no-ops count too.
-                let payload = if case .data(let b) = c.value { b.count } else { 0 }
-                let bytes = Self.slotOverhead + payload
+                let bytes = Self.slotOverhead + c.value.byteCount
                 retained.append((c.slot, bytes))
                 retainedBytes += bytes
             }

@@ -214,16 +214,22 @@ extension Replica {
     /// Moves the client sessions to a snapshot installed through `slot`: to the table received
     /// with it, or past a gap when it came without one (or its table cannot be read).
     private func installSessions(snapshot slot: Slot) {
+        if let saved = savedSessions(snapshot: slot) { sessions = saved } else { sessions.skip(to: slot) }
+    }
+
+    /// The client sessions saved beside the snapshot through `slot`, or nil when there is no
+    /// table. A damaged one is only logged: the table is derived from the chosen log, and
+    /// without it retries older than the snapshot answer `sessionExpired` and a repeat
+    /// straddling it is read twice on this replica; no acknowledged record is at stake.
+    func savedSessions(snapshot slot: Slot) -> ClientSessions? {
+        guard bug != .sessionsNotRestored else { return nil }
         do {
-            if bug != .sessionsNotRestored, let table = try storage.snapshotTable(slot: slot) {
-                sessions = try ClientSessions(decoding: table, limits: configuration.sessionLimits, snapshot: slot)
-                return
-            }
+            guard let table = try storage.snapshotTable(slot: slot) else { return nil }
+            return try ClientSessions(decoding: table, limits: configuration.sessionLimits, snapshot: slot)
         } catch {
-            logger.warning("cannot read the client-session table of the installed snapshot: repeats below it go unrecognised",
-                           metadata: ["slot": "\(slot)", "error": "\(error)"])
+            logger.error("cannot read the client-session table of snapshot \(slot): starting without it", metadata: ["error": "\(error)"])
+            return nil
         }
-        sessions.skip(to: slot)
     }
 
     private func snapshotInstalled(_ offer: SnapshotOffer, from peer: NodeID, ack: SnapshotAck) {

@@ -94,10 +94,8 @@ package final class Replica: @unchecked Sendable {
         self.readableThrough = self.core.chosenThrough
         self.leaderChanges = Counter(label: "paxoslog_leader_changes_total", dimensions: [("node", "\(configuration.nodeID)")])
         self.sessions = ClientSessions(limits: configuration.sessionLimits, applied: storage.snapshotSlot ?? 0)
+        if let snapshot = storage.snapshotSlot, let saved = savedSessions(snapshot: snapshot) { sessions = saved }
         do {
-            if let snapshot = storage.snapshotSlot, bug != .sessionsNotRestored, let table = try storage.snapshotTable(slot: snapshot) {
-                sessions = try ClientSessions(decoding: table, limits: configuration.sessionLimits, snapshot: snapshot)
-            }
             try restoreSessions(through: state.chosenThrough)
         } catch {
             failure = PaxosLogError(.storage, "reading the chosen log to restore client sessions failed, replica stopped: \(error)")

@@ -52,8 +52,13 @@ import Testing
         // Slot 3 repeats slot 1, below the snapshot: only the saved table knows.
         #expect(try await positions(dir, from: 3) == [4])
 
-        // Without the table the replica cannot tell (the documented gap of a snapshot installed
-        // from a peer): the repeat is read. This is what the table prevents.
+        // Without the table the replica cannot tell: the repeat is read. This is what the table
+        // prevents. A damaged table is the same gap, not a replica that refuses to start (the
+        // table is derived from the chosen log; no acknowledged record depends on it).
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: table))
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: table))
+        #expect(try await positions(dir, from: 3) == [3, 4])
         try FileManager.default.removeItem(atPath: table)
         #expect(try await positions(dir, from: 3) == [3, 4])
     }

@@ -403,7 +403,12 @@ struct LogWalker {
             } else if name.contains(Format.segmentSuffix + ".discarded") {
                 report.notes.append("side file \(name): a segment set aside by tolerant recovery or repair")
             } else if let slot = Format.tableSlot(fileName: name) {
-                if slot != snapshot { report.notes.append("stale snapshot table \(name) (recovery deletes it)") }
+                if slot != snapshot {
+                    report.notes.append("stale snapshot table \(name) (recovery deletes it)")
+                } else if case .failure(let error) = Swift.Result(catching: { try SegmentStore.readSnapshotTable(directory: directory, slot: slot, fileSystem: fileSystem) }) {
+                    report.notes.append("snapshot table \(name) does not verify (\(error)); a replica starts without it: "
+                        + "retries older than the snapshot answer sessionExpired, and a retried record repeated across it may be read twice")
+                }
             } else if name != Format.lockFileName && name != Format.identityFileName && Format.segmentSequence(fileName: name) == nil
                         && Format.snapshotSlot(fileName: name) == nil {
                 report.notes.append("unexpected file \(name)")

@@ -50,6 +50,10 @@ extension SegmentStore {
     /// The table of the snapshot through `slot`, verified, or nil when none was written.
     /// - Throws: `.corruption` naming the file and offset when it is damaged; `.io`.
     public func readSnapshotTable(slot: UInt64) throws -> [UInt8]? {
+        try Self.readSnapshotTable(directory: directory, slot: slot, fileSystem: fileSystem)
+    }
+
+    static func readSnapshotTable(directory: String, slot: UInt64, fileSystem: any FileSystem) throws -> [UInt8]? {
         let path = directory + "/" + Format.tableFileName(slot)
         guard fileSystem.fileExists(path) else { return nil }
         let fd: Int32

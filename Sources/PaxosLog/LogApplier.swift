@@ -12,16 +12,20 @@ import NIOConcurrencyHelpers
 /// Compaction never holds up applying: it runs in one background task at a time.
 /// - For an in-memory machine, when the policy fires the applier takes
 ///   ``StateMachine/prepareSnapshot()`` (a cheap capture), and once
-///   ``SnapshotPolicy/retainedEntries`` more entries are applied the task streams it into a
-///   snapshot file and truncates the log below it.
+///   ``SnapshotPolicy/retainedEntries`` more entries are applied (or none was for
+///   ``SnapshotPolicy/retainedWait``) the task streams it into a snapshot file and truncates the
+///   log below it.
 /// - For an ``OnDiskStateMachine``, the task asks ``OnDiskStateMachine/sync()`` how far the
 ///   application's storage is durable and compacts through that position (less the retained
 ///   entries) with no copy of the state: a 40-byte marker file and one log record. A lagging
 ///   peer then gets a snapshot exported from the machine on demand.
 ///
 /// When the policy fires while a compaction runs, the task takes another snapshot as soon as it
-/// is done, so the latest snapshot trails the applied position by about one interval plus one
-/// compaction's duration, not by however far the load got meanwhile. A compaction that fails (a
+/// is done, so under load the latest snapshot trails the applied position by about one interval
+/// plus one compaction's duration (a full snapshot of a state that grows takes longer each
+/// time), not by however far the load got meanwhile; once the load stops, the last capture is
+/// written after ``SnapshotPolicy/retainedWait`` and the snapshot ends within about one interval
+/// of the applied position. A compaction that fails (a
 /// newer snapshot installed meanwhile, a full disk) is logged; the next interval tries again.
 public final class LogApplier<Machine: StateMachine>: Sendable {
     public let log: PaxosLog
@@ -31,6 +35,9 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
 
     struct Progress {
         var applied: PaxosLog.Position = 0
+        /// When `applied` last moved: a capture stops waiting for its retained entries after
+        /// ``SnapshotPolicy/retainedWait`` of quiet.
+        var appliedAt = ContinuousClock.now
         var compactions = 0
         var restores = 0
         var stopped = false
@@ -69,6 +76,7 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
 
     private func publish(applied: PaxosLog.Position, stopping: Bool = false) {
         let ready = progress.withLockedValue { p in
+            if applied != p.applied { p.appliedAt = .now }
             p.applied = applied
             if stopping { p.stopped = true }
             let ready = p.waiters.filter { p.stopped || $0.0 <= applied }.map(\.1)
@@ -204,7 +212,7 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
                 if let captured = snapshot {
                     // Keep `retainedEntries` above the snapshot, so a peer slightly behind
                     // catches up from the log rather than by a whole snapshot.
-                    await waitApplied(through: captured.position + UInt64(policy.retainedEntries))
+                    await waitRetained(above: captured.position)
                     if progress.withLockedValue({ $0.stopped }) { break }
                     try await log.compact(through: captured.position) { writer in try await captured.save(to: SnapshotOutput(writer)) }
                     progress.withLockedValue { $0.compactions += 1 }
@@ -229,6 +237,21 @@ public final class LogApplier<Machine: StateMachine>: Sendable {
             }
         }
         progress.withLockedValue { $0.compacting = false }
+    }
+
+    /// Returns once ``SnapshotPolicy/retainedEntries`` entries above `position` are applied, or
+    /// no entry was applied for ``SnapshotPolicy/retainedWait``, or the applier stopped.
+    private func waitRetained(above position: PaxosLog.Position) async {
+        let target = position + UInt64(policy.retainedEntries)
+        guard let quiet = policy.retainedWait else { return await waitApplied(through: target) }
+        // Polled: a waiter for `target` alone never wakes on a log that went quiet. Every 20 ms
+        // at most, only while a captured snapshot waits.
+        let step = Swift.min(quiet, .milliseconds(20))
+        while !Task.isCancelled {
+            let (applied, stopped, at) = progress.withLockedValue { ($0.applied, $0.stopped, $0.appliedAt) }
+            if applied >= target || stopped || at.duration(to: .now) >= quiet { return }
+            try? await Task.sleep(for: step)
+        }
     }
 
     /// Compacts through the position the application's storage made durable, keeping

@@ -16,11 +16,20 @@ public struct SnapshotPolicy: Hashable, Sendable {
     /// more entries are applied (0: at once); for an ``OnDiskStateMachine``, it compacts through
     /// the durable position less this many. One compaction at a time.
     public var retainedEntries: Int
+    /// How long a captured snapshot waits for its ``retainedEntries`` while no entry at all is
+    /// applied: after this much quiet it is written with fewer above it. Without it, the
+    /// capture taken when a long compaction ends waits for entries that may never come once the
+    /// load stops, and the latest snapshot stays behind by however many entries were applied
+    /// during that compaction (tens of thousands under load). A quiet log has no follower
+    /// catching up from those entries, and one that needs them gets the snapshot instead. nil:
+    /// wait for the retained entries however long. Default 1 s.
+    public var retainedWait: Duration?
 
-    public init(everyEntries: Int? = nil, everyBytes: Int? = nil, retainedEntries: Int = 128) {
+    public init(everyEntries: Int? = nil, everyBytes: Int? = nil, retainedEntries: Int = 128, retainedWait: Duration? = .seconds(1)) {
         self.everyEntries = everyEntries
         self.everyBytes = everyBytes
         self.retainedEntries = Swift.max(0, retainedEntries)
+        self.retainedWait = retainedWait.map { Swift.max(.zero, $0) }
     }
 
     public static let never = SnapshotPolicy()

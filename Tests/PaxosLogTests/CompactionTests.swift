@@ -150,7 +150,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let records = kvRecords(530)
         // A snapshot is captured every 100 entries and written once 50 more are applied.
-        let run = try await RunnerRun(dir, Array(records[..<430]), policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 50))
+        // No quiet rule: on a loaded machine a pause between the two appends must not count.
+        let run = try await RunnerRun(dir, Array(records[..<430]), policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 50, retainedWait: nil))
         let more = try await run.log.append(contentsOf: Array(records[430...]))
         // The first capture (at 100) compacts once 150 are applied; captures the policy asks for
         // while it runs are taken when it ends, each waiting for its 50 retained entries.
@@ -163,6 +164,24 @@ import Testing
         #expect(kept.map(\.bytes) == Array(records[(records.count - kept.count)...]))
         #expect(kept.count >= 50)
         await #expect(throws: PaxosLogError.self) { _ = try await run.log.read(from: snapshot, maxCount: 1) }
+        try await run.stop()
+    }
+
+    /// Once appends stop, a capture waiting for retained entries that will not come is written
+    /// after `retainedWait` without any entry applied: the latest snapshot ends within an interval
+    /// of the applied position, not wherever the last compaction under load left it.
+    @Test func runnerWritesItsLastCaptureOnceTheLogIsQuiet() async throws {
+        let dir = temporaryDirectory("compact-quiet")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let records = kvRecords(250)
+        // 1,000 retained entries will never come: without the quiet rule no snapshot is written.
+        let run = try await RunnerRun(dir, records, policy: SnapshotPolicy(everyEntries: 100, retainedEntries: 1_000, retainedWait: .milliseconds(50)))
+        try await run.waitForSnapshot(atLeast: run.positions[149])
+        let snapshot = try #require(try run.log.latestSnapshot())
+        #expect(snapshot.position >= run.positions[149] && snapshot.position <= run.positions.last!)
+        let covered = try #require(run.positions.firstIndex(of: snapshot.position))
+        #expect(try snapshot.readAll() == kv(Array(records[...covered])).snapshot())
+        #expect(run.runner.state.machine == kv(records))
         try await run.stop()
     }
 
@@ -246,7 +265,8 @@ import Testing
         let dir = temporaryDirectory("compact-retained-catchup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = try await Self.loopbackCluster(dir, name: "retention", segmentSize: 4096)
-        let policy = SnapshotPolicy(everyEntries: 50, retainedEntries: 100)
+        // No quiet rule: the second capture must keep waiting for its retained entries.
+        let policy = SnapshotPolicy(everyEntries: 50, retainedEntries: 100, retainedWait: nil)
         var logs = [try await PaxosLog.open(config(1)), try await PaxosLog.open(config(2)), try await PaxosLog.open(config(3))]
         let records = kvRecords(160)
         let early = try await appendToLeader(logs, Array(records[0..<100]))

@@ -47,6 +47,13 @@ struct Demo: AsyncParsableCommand {
         var replicas_chosen_through: [String: UInt64]
         /// Per replica: the position its latest snapshot covers (kv mode).
         var replicas_snapshot: [String: UInt64]?
+        /// Per replica: chosen watermark less the latest snapshot's position when the load
+        /// stopped, and at the end (kv mode). The target is at most two `--snapshot-every`.
+        var replicas_snapshot_lag_at_load_end: [String: UInt64]?
+        var replicas_snapshot_lag: [String: UInt64]?
+        /// From the end of the load until every replica's snapshot was within two intervals of
+        /// its chosen watermark (nil: not within 60 s of catch-up).
+        var snapshots_settled_ms: Double?
         /// Whether every replica's state (snapshot + log) equals the state of the acknowledged
         /// records applied without compaction, up to appends of unknown outcome (kv mode).
         var state_matches: Bool?
@@ -89,6 +96,10 @@ struct Demo: AsyncParsableCommand {
         let restartedAt = NIODeadline.now()
         say("restarted node \(victim)")
         let load_ = try await result
+        let loadEnded = NIODeadline.now()
+        // Each replica's snapshot lag at the moment the load stopped: what a full snapshot of a
+        // growing state costs under load (the victim may still be catching up).
+        let lagAtLoadEnd: [String: UInt64]? = kv ? await snapshotLags(cluster) : nil
         let failoverMs = firstAckAfterKill.withLockedValue { $0 }.flatMap { a in killedAt.withLockedValue { $0 }.map { Double((a - $0).nanoseconds) / 1e6 } }
 
         // Catch-up: wait until the restarted replica has chosen everything the leader has.
@@ -101,12 +112,28 @@ struct Demo: AsyncParsableCommand {
             }
             try await Task.sleep(nanoseconds: 50_000_000)
         }
+        // The runners apply and compact in the background: wait until every replica's latest
+        // snapshot is within two intervals of its chosen watermark, or 60 s. Measured on the
+        // running replicas, before they are stopped.
+        var settledMs: Double? = nil
+        if kv {
+            let bound = UInt64(2 * snapshotEvery)
+            for _ in 0..<1200 {
+                let lags = await snapshotLags(cluster)
+                if lags.count == cluster.nodes.count, lags.values.allSatisfy({ $0 <= bound }) {
+                    settledMs = Double((NIODeadline.now() - loadEnded).nanoseconds) / 1e6
+                    break
+                }
+                try await Task.sleep(nanoseconds: 50_000_000)
+            }
+        }
         say("stopping replicas and checking every acknowledged record on every disk")
         cluster.terminateAll()
 
         var lost = 0
         var chosen: [String: UInt64] = [:]
         var snapshots: [String: UInt64]? = kv ? [:] : nil
+        var lags: [String: UInt64]? = kv ? [:] : nil
         var matches: Bool? = nil
         if kv {
             // The state computed without compaction: every acknowledged record, in log order.
@@ -122,6 +149,7 @@ struct Demo: AsyncParsableCommand {
                 if missing > 0 || extra > load_.summary.failed { matches = false }
                 chosen["\(n.id)"] = through
                 snapshots?["\(n.id)"] = snapshot
+                lags?["\(n.id)"] = through - Swift.min(through, snapshot)
             }
         } else {
             for n in cluster.nodes {
@@ -135,7 +163,8 @@ struct Demo: AsyncParsableCommand {
             acknowledged: load_.summary.acknowledged, failed: load_.summary.failed, lost: lost,
             records_per_second: load_.summary.records_per_second, latency_us: load_.summary.latency_us,
             killed_leader: victim, failover_ms: failoverMs, catch_up_ms: catchUpMs, replicas_chosen_through: chosen,
-            replicas_snapshot: snapshots, state_matches: matches
+            replicas_snapshot: snapshots, replicas_snapshot_lag_at_load_end: lagAtLoadEnd, replicas_snapshot_lag: lags,
+            snapshots_settled_ms: settledMs, state_matches: matches
         )
         if json {
             print(jsonLine(report))
@@ -153,14 +182,28 @@ struct Demo: AsyncParsableCommand {
             chosen through        \(chosen.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: ", "))
             data directories      \(base)/node-{1,2,3} (try: paxlog inspect \(base)/node-1)
             """)
-            if let snapshots, let matches {
+            if let snapshots, let matches, let lags {
+                func perNode(_ m: [String: UInt64]) -> String { m.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: ", ") }
+                let bound = UInt64(2 * snapshotEvery)
                 print("""
-                kv state machine      compacting every \(snapshotEvery) entries; snapshots at \(snapshots.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: ", "))
+                kv state machine      compacting every \(snapshotEvery) entries; snapshots at \(perNode(snapshots))
+                snapshot lag          \(perNode(lags)) entries behind the chosen watermark at the end (target ≤ \(bound): \(lags.values.allSatisfy { $0 <= bound } ? "met" : "NOT met"))\(settledMs.map { String(format: ", %.0f ms after the load stopped", $0) } ?? ", not within 60 s after catch-up")
+                  when load stopped   \(lagAtLoadEnd.map(perNode) ?? "-")
                 state after failover  \(matches ? "equals" : "DIFFERS FROM") the state of the acknowledged records applied without compaction, on every replica\(report.failed > 0 ? " (up to \(report.failed) appends of unknown outcome)" : "")
                 """)
             }
         }
         if lost > 0 || matches == false { throw ExitCode(1) }
+    }
+
+    /// Each answering replica's chosen watermark less its latest snapshot's position.
+    private func snapshotLags(_ cluster: LocalCluster) async -> [String: UInt64] {
+        var lags: [String: UInt64] = [:]
+        for (id, s) in await cluster.statuses(within: 2) {
+            let snapshot = s.details.first { $0.key == "snapshot_slot" }.flatMap { UInt64($0.value) } ?? 0
+            lags["\(id)"] = s.chosenThrough - Swift.min(s.chosenThrough, snapshot)
+        }
+        return lags
     }
 
     private func say(_ s: String) {

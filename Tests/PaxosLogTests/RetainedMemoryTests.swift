@@ -9,13 +9,9 @@ import Testing
 @Suite struct RetainedMemoryTests {
     /// 48 records of 1 MiB on a one-member log with the default 16 MiB bound: once they are
     /// chosen, the core must have forgotten all but about 16 of them (trimmed on the tick).
-    ///
-    /// Known issue: `Replica` counts a chosen slot's payload only for `Value.data`, and every
-    /// append is proposed as `.identified` (with its identity), so each slot counts 64 bytes and
-    /// the bound is 262,144 slots of any size (paxlog bench cluster --size 1048576 --records 1500
-    /// --concurrency 8: 2.5 GB peak RSS; 0.4-0.95 GB with `c.value.byteCount`). The fix belongs
-    /// in Replica.swift (not changed here); then this test passes without `withKnownIssue`, which
-    /// then reports that the issue was not recorded.
+    /// (Every append is `.identified`: counting only `.data` payloads, as the replica did for a
+    /// while, held 48 here; `paxlog bench cluster --size 1048576 --records 1500 --concurrency 8`
+    /// then peaked at 2.5 GB.)
     @Test func chosenValuesInMemoryAreBoundedInBytes() async throws {
         let dir = temporaryDirectory("retained-bytes")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -30,9 +26,7 @@ import Testing
         }
         for _ in 0..<300 where try await held() > 17 { try await Task.sleep(nanoseconds: 10_000_000) }
         let count = try await held()
-        withKnownIssue("Replica counts only .data payloads toward retainedChosenBytes; appends are .identified") {
-            #expect(count <= 17, "\(count) values of 1 MiB held in memory")
-        }
+        #expect(count <= 17, "\(count) values of 1 MiB held in memory")
         try await log.close()
     }
 }

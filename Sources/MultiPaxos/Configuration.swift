@@ -53,6 +53,14 @@ public struct Configuration: Sendable, Hashable {
     /// Most proposals a leader holds proposed but not yet chosen; beyond it `propose` answers
     /// ``ProposeResult/overloaded``.
     public var maxQueuedProposals: Int = 65_536
+    /// Most payload bytes a follower's log may hold, chosen or not, before it stops voting: a
+    /// follower behind a hole holds every value it votes for above the hole until the hole is
+    /// filled, so without this its memory would grow with its lag (up to ``maxSlotsAhead``
+    /// slots of any size). It catches up instead, learning those slots as chosen. A healthy
+    /// follower holds a leader's open slots (``maxUncommittedBytes``) plus the chosen values its
+    /// driver keeps in memory: set it well above both (PaxosLog sets twice the first plus the
+    /// second). Default 144 MiB.
+    public var maxFollowerHeldBytes: Int = 144 << 20
     /// Most entries in one catch-up reply.
     public var maxCatchUpEntries: Int = 1024
     /// Most payload bytes in one catch-up reply.

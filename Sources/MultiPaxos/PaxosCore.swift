@@ -59,6 +59,9 @@ public struct PaxosCore: Sendable {
     /// value in it. Public (a stored property, read in place) so a driver can note the ballot of
     /// a proposal without calling a method, which from another module copies the whole core.
     public private(set) var ballot: Ballot = .zero
+    /// Accepts this replica did not vote for because its log held `maxFollowerHeldBytes`
+    /// already (since it started; for tests and metrics).
+    public private(set) var votesWithheldForMemory = 0
     /// Highest round seen anywhere, so a new ballot beats every ballot this replica knows of.
     var maxRoundSeen: UInt64 = 0
     /// The leader this replica follows, and its ballot.
@@ -495,8 +498,12 @@ public struct PaxosCore: Sendable {
             appendRecord(.promise(a.ballot))
         }
         followLeader(from, ballot: a.ballot)
-        // Too far ahead to vote on (see Configuration.maxSlotsAhead): learn, and catch up first.
-        if !a.values.isEmpty, first <= lastSlot, lastSlot <= chosenThrough + configuration.maxSlotsAhead {
+        // Too far ahead to vote on (see Configuration.maxSlotsAhead), or holding too many values
+        // in memory already (maxFollowerHeldBytes; a follower behind a hole keeps every value it
+        // votes for above it): learn, and catch up first. Not voting is always safe.
+        let fits = log.byteCount + a.values.reduce(0, { $0 + $1.byteCount }) <= configuration.maxFollowerHeldBytes
+        if !fits { votesWithheldForMemory += 1 }
+        if !a.values.isEmpty, first <= lastSlot, lastSlot <= chosenThrough + configuration.maxSlotsAhead, fits {
             let values = first == a.firstSlot ? a.values : Array(a.values[Int(first - a.firstSlot)...])
             var slot = first
             for v in values {

@@ -13,6 +13,8 @@ struct LogSlot: Sendable {
 struct SlotLog: Sendable {
     private(set) var base: Slot = 1
     private(set) var storage: Deque<LogSlot> = []
+    /// Payload bytes of every value held (what memory the log's values take).
+    private(set) var byteCount = 0
 
     /// One past the highest slot held.
     var end: Slot { base &+ Slot(storage.count) }
@@ -27,7 +29,9 @@ struct SlotLog: Sendable {
     mutating func set(_ slot: Slot, ballot: Ballot, value: Value) {
         guard slot >= base else { return }
         let i = Int(slot &- base)
+        byteCount += value.byteCount
         if i < storage.count {
+            byteCount -= storage[i].value.byteCount
             storage[i] = LogSlot(ballot: ballot, value: value)
         } else {
             while storage.count < i { storage.append(.empty) }
@@ -70,6 +74,7 @@ struct SlotLog: Sendable {
     mutating func compact(through: Slot) {
         guard through >= base else { return }
         let n = Swift.min(Int(through &- base &+ 1), storage.count)
+        for i in 0..<n { byteCount -= storage[i].value.byteCount }
         storage.removeFirst(n)
         base = through &+ 1
     }
@@ -78,5 +83,6 @@ struct SlotLog: Sendable {
     mutating func reset(base newBase: Slot) {
         base = newBase
         storage.removeAll()
+        byteCount = 0
     }
 }

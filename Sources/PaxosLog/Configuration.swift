@@ -234,6 +234,7 @@ extension PaxosLog {
             c.maxInflightBytes = maxInflightBytes
             c.maxUncommittedBytes = maxUncommittedBytes
             c.maxQueuedProposals = maxQueuedProposals
+            c.maxFollowerHeldBytes = 2 * maxUncommittedBytes + retainedChosenBytes
             c.preVote = preVote
             c.leaderStickiness = leaderStickiness
             c.maxCandidateLag = maxCandidateLag

@@ -66,6 +66,9 @@ public struct SimulationOptions: Sendable {
     public var snapshotWindowBytes: UInt64 = 1600
     /// Chosen bytes a replica keeps in memory: small, so catch-up is also served from storage.
     public var retainedChosenBytes: Int = 600
+    /// The core's `maxFollowerHeldBytes`: production's by default, which these small values
+    /// never reach; `SimulationTests.laggingFollowersUnderAByteCap` sets a small one.
+    public var maxFollowerHeldBytes: Int = 144 << 20
     /// Election guards (ELECTIONS.md), on as in production; off only to measure what they buy.
     public var preVote = true
     public var leaderStickiness = true
@@ -120,8 +123,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// unknown outcome left that a retry then settled (acknowledged).
     public var retries = 0
     public var settledByRetry = 0
-    /// Identities a retry got chosen at a second slot (known issue: InvariantChecker.clientsRetry).
+    /// Identities a retry got chosen at a second slot (readers see them once).
     public var identitiesChosenTwice = 0
+    /// Accepts followers did not vote for because their logs held `maxFollowerHeldBytes`.
+    public var votesWithheldForMemory = 0
     public var entriesRead = 0
     public var chosenSlots = 0
     /// Storage failures (each stops a replica until its operator restarts it).
@@ -280,6 +285,7 @@ public final class Simulation: @unchecked Sendable {
         c.maxInflightBatches = 4
         c.maxQueuedProposals = 64
         c.maxCatchUpEntries = 16
+        c.maxFollowerHeldBytes = options.maxFollowerHeldBytes
         c.plantedBug = options.plantedBug
         c.electionTimeoutTicks = electionTimeoutTicks ?? Self.electionTimeoutTicks
         c.preVote = options.preVote
@@ -330,6 +336,7 @@ public final class Simulation: @unchecked Sendable {
         report.chosenSlots = checker.chosen.count
         report.acknowledged = checker.acknowledged.count
         report.identitiesChosenTwice = checker.identitiesChosenTwice
+        for n in nodes { report.votesWithheldForMemory += n.replica?.core.votesWithheldForMemory ?? 0 }
         report.ticks = now
         return report
     }
@@ -717,8 +724,9 @@ public final class Simulation: @unchecked Sendable {
     /// Crashes replica `i`: its storage keeps what the fault model says, everything in memory,
     /// in flight to it or queued on its executor is lost.
     func crash(_ i: Int, restartAfter: Int) {
-        guard nodes[i].replica != nil else { return }
+        guard let replica = nodes[i].replica else { return }
         report.crashes += 1
+        report.votesWithheldForMemory += replica.core.votesWithheldForMemory
         nodes[i].storage?.crash()
         nodes[i].replica = nil
         nodes[i].storage = nil

@@ -62,6 +62,22 @@ import Testing
         #expect(c.takeReady().messages.allSatisfy { if case .accept = $0.message { false } else { true } })
     }
 
+    /// A follower behind a hole holds every value it votes for; past `maxFollowerHeldBytes` it
+    /// stops voting (and catches up instead), so its memory does not grow with its lag.
+    @Test func aFollowerHoldingTooManyBytesStopsVoting() {
+        var c = config(2)
+        c.maxFollowerHeldBytes = 10
+        var f = PaxosCore(configuration: c)
+        let b = Ballot(round: 1, node: 1)
+        func accept(_ slot: Slot) -> Bool {
+            f.step(Envelope(from: 1, to: 2, message: .accept(Accept(ballot: b, firstSlot: slot, values: [.data([UInt8](repeating: 1, count: 6))], chosenThrough: 0))))
+            return f.takeReady().messagesAfterPersist.contains { if case .accepted = $0.message { true } else { false } }
+        }
+        #expect(accept(2), "6 bytes above the hole at slot 1 fit")
+        #expect(!accept(3), "12 would not")
+        #expect(f.votesWithheldForMemory == 1)
+    }
+
     @Test func restartNeverReusesABallot() {
         var a = PaxosCore(configuration: config(1))
         a.campaign()

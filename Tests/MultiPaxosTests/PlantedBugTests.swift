@@ -33,11 +33,15 @@ import Testing
 
     /// Planted bugs the seeded fault schedule is known not to reach within the budget. Each is
     /// caught by a hand-written scenario instead, and its hunt here is a known issue: the test
-    /// fails once the simulation does catch it, so the entry is removed then. Empty now:
+    /// fails once the simulation does catch it, so the entry is removed then.
     /// `followWithoutPromise` was one until bridge partitions (`Simulation.startBridgePartition`)
     /// made the shape it needs — a deposed leader still leading while a follower of the newer
     /// leader hears its heartbeats and catch-up but none of its Prepares or Accepts.
-    static let seededBlindSpots: Set<PlantedBug> = []
+    /// `laggingCandidateWins` took 539 runs before the replica counted identified values'
+    /// payloads toward its memory bound (which changed every schedule); it now survives 1,200
+    /// (`PAXOS_PLANTED_BUDGET=600`). The `caught_up_leader` transcript catches it
+    /// (`TranscriptTests.theCaughtUpLeaderTranscriptCatchesALaggingCandidateWinning`).
+    static let seededBlindSpots: Set<PlantedBug> = [.laggingCandidateWins]
 
     @Test(arguments: PlantedBug.allCases)
     func caught(_ bug: PlantedBug) {

@@ -33,10 +33,10 @@ import NIOCore
 /// compaction time, which can only make a retry meet `sessionExpired` sooner.)
 ///
 /// **Gaps.** A replica that starts from a snapshot without a table (written before tables
-/// existed, or whose table fails its CRC) has not seen the
-/// identities chosen below it: an absent retry is then answered `sessionExpired` too, instead of
-/// being proposed, and a repeat whose first slot lies below the gap is not recognised there.
-/// Only records whose first attempt is older than that snapshot meet this.
+/// existed, or whose table fails its CRC) has not seen the identities chosen below it: an
+/// absent retry is then answered `sessionExpired` too, instead of being proposed, and a repeat
+/// whose first slot lies below the gap is not recognised there. Only records whose first
+/// attempt is older than that snapshot meet this.
 ///
 /// **Why an absent retry may be proposed, and why it may still be chosen twice.** A leader
 /// answers "absent" only when the identity is neither chosen at or below its chosen watermark

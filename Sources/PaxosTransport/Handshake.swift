@@ -205,10 +205,13 @@ public enum HandshakeMessage: Hashable, Sendable {
 }
 
 extension ByteBuffer {
-    /// `u8` length + bytes: nonces and MACs, which are short by construction.
+    /// `u8` length + bytes: nonces and MACs, which are 32 bytes by construction. Longer input
+    /// is cut to 255 bytes, its length written to match (never a length that disagrees with
+    /// the bytes that follow, which would desynchronise the frame).
     mutating func writeShortBytes(_ bytes: [UInt8]) {
-        writeInteger(UInt8(truncatingIfNeeded: bytes.count), as: UInt8.self)
-        writeBytes(bytes.prefix(255))
+        let kept = bytes.prefix(Int(UInt8.max))
+        writeInteger(UInt8(kept.count), as: UInt8.self)
+        writeBytes(kept)
     }
 
     mutating func readShortBytes(_ field: StaticString) throws(WireError) -> [UInt8] {

@@ -28,6 +28,21 @@ import Testing
         return error.refusal
     }
 
+    /// A short-bytes field longer than its `u8` length can say is cut with its length, so the
+    /// fields after it still decode (before, the length wrapped: 300 bytes wrote 44 as the length
+    /// and then 255 bytes, and the frame no longer parsed).
+    @Test func anOverlongShortBytesFieldIsCutConsistently() throws {
+        let proof = [UInt8](repeating: 7, count: 300)
+        let welcome = HandshakeMessage.welcome(HandshakeMessage.Welcome(version: 4, cluster: "c", nodeID: 1, nonce: [1, 2], authRequired: true, proof: proof))
+        var body = ByteBuffer()
+        welcome.encodeBody(into: &body)
+        guard case .welcome(let decoded) = try HandshakeMessage.decode(type: .welcome, body: &body) else {
+            Issue.record("not a welcome")
+            return
+        }
+        #expect(decoded.proof == Array(proof.prefix(255)) && decoded.authRequired && decoded.nonce == [1, 2])
+    }
+
     @Test func acceptsAMember() throws {
         let pair = try handshake()
         #expect(try pair.initiator.handshakeResult?.get() == SessionInfo(remote: .peer(1)))

@@ -21,16 +21,21 @@ struct LinkProxyTests {
         try await channel.writeAndFlush(channel.allocator.buffer(string: text)).get()
     }
 
-    /// A black hole holds bytes and the heal delivers them intact and in order (TCP never leaves
-    /// a gap in a stream); a cut closes the connection and refuses the next one.
-    @Test func blackHoleHoldsBytesAndCutCloses() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
+    /// A server recording what it reads, a proxy in front of it, and a client connected through.
+    func proxiedLink() async throws -> (received: LockedBox<[UInt8]>, server: any Channel, proxy: LinkProxy, client: any Channel) {
         let received = LockedBox<[UInt8]>([])
-        let server = try await ServerBootstrap(group: group)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { $0.pipeline.addHandler(Collector(received)) }
             .bind(host: "127.0.0.1", port: 0).get()
         let proxy = try await LinkProxy.start(from: 1, to: 2, targetPort: server.localAddress!.port!, seed: 7)
-        let client = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: proxy.port).get()
+        let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: proxy.port).get()
+        return (received, server, proxy, client)
+    }
+
+    /// A black hole holds bytes and the heal delivers them intact and in order (TCP never leaves
+    /// a gap in a stream); a cut closes the connection and refuses the next one.
+    @Test func blackHoleHoldsBytesAndCutCloses() async throws {
+        let (received, server, proxy, client) = try await proxiedLink()
         func text() -> String { String(decoding: received.get(), as: UTF8.self) }
 
         try await send(client, "abc")
@@ -45,7 +50,7 @@ struct LinkProxyTests {
 
         proxy.set(.cut)
         try await eventually("the connection closed by the cut") { !client.isActive }
-        let refused = try? await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: proxy.port).get()
+        let refused = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: proxy.port).get()
         if let refused { try await eventually("a new connection closed under the cut") { !refused.isActive } }
         await proxy.shutdown()
         try await server.close()
@@ -53,13 +58,7 @@ struct LinkProxyTests {
 
     /// A delay keeps the order of chunks even when a later one draws a shorter delay.
     @Test func delayKeepsOrder() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let received = LockedBox<[UInt8]>([])
-        let server = try await ServerBootstrap(group: group)
-            .childChannelInitializer { $0.pipeline.addHandler(Collector(received)) }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let proxy = try await LinkProxy.start(from: 1, to: 2, targetPort: server.localAddress!.port!, seed: 7)
-        let client = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: proxy.port).get()
+        let (received, server, proxy, client) = try await proxiedLink()
         try await send(client, "0")
         try await eventually("the first byte") { received.get().count == 1 }
         proxy.set(.delay(min: 0, max: 0.05))

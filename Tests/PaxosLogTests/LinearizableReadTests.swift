@@ -22,9 +22,7 @@ import Testing
         for _ in 0..<200 where try await follower.log.status().leader != leaderID { try await Task.sleep(nanoseconds: 25_000_000) }
 
         // The follower's own client port, redirects not followed: the follower answers itself.
-        var config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(follower.clientAddress.port))], clusterName: "in-process")
-        config.maxRedirects = 0
-        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let client = try await InProcessClusterTests.client(of: follower, maxRedirects: 0)
         for i in 0..<30 {
             let record = Array("lin-\(i)".utf8)
             let position = try await leader.append(record)
@@ -56,9 +54,7 @@ import Testing
         let page = try await leader.read(from: 1, maxCount: 10, consistency: .linearizable)
         #expect(page.entries.contains { $0.position == position && $0.bytes == Array("x".utf8) })
 
-        var config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(follower.clientAddress.port))], clusterName: "in-process")
-        config.maxRedirects = 0
-        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let client = try await InProcessClusterTests.client(of: follower, maxRedirects: 0)
         let error = try await #require(throws: PaxosClientError.self) { try await client.readBarrier() }
         #expect(error.code == .redirect)
         let status = try await client.status()

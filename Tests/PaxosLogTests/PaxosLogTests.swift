@@ -169,6 +169,13 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         return (servers, dir)
     }
 
+    /// A client of `server`'s client port alone (following at most `maxRedirects` redirects).
+    static func client(of server: PaxosLogServer, maxRedirects: Int = 5) async throws -> PaxosClient {
+        var config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(server.clientAddress.port))], clusterName: "in-process")
+        config.maxRedirects = maxRedirects
+        return try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+    }
+
     static func waitForLeader(_ logs: [PaxosLog]) async throws -> PaxosLog {
         for _ in 0..<400 {
             for l in logs where try await l.status().isLeader { return l }
@@ -222,9 +229,7 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         let leaderID = try await leader.status().nodeID
         let follower = servers.first { $0.log !== leader }!
         for _ in 0..<200 where try await follower.log.status().leader != leaderID { try await Task.sleep(nanoseconds: 25_000_000) }
-        var config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(follower.clientAddress.port))], clusterName: "in-process")
-        config.maxRedirects = 0
-        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let client = try await Self.client(of: follower, maxRedirects: 0)
         let positions = try await client.append([Array("via".utf8), Array("follower".utf8)])
         #expect(client.connectedNodeID == follower.log.configuration.nodeID)
         let seen = try await firstEntries(follower.log, count: 2)
@@ -239,8 +244,7 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let leader = try await Self.waitForLeader(servers.map(\.log))
         let server = servers.first { $0.log === leader }!
-        let config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(server.clientAddress.port))], clusterName: "in-process")
-        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let client = try await Self.client(of: server)
         do {
             _ = try await client.append([[1], Array(repeating: 7, count: leader.configuration.maxRecordSize + 1)])
             Issue.record("an oversized record was accepted")
@@ -267,8 +271,7 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         let first = try await leader.read(from: positions[0], maxCount: 100, maxBytes: size + 1)
         #expect(first.entries.map(\.position) == Array(positions[0...1]) && first.next == positions[2])
 
-        let config = PaxosClientConfiguration(addresses: [PeerAddress(host: "127.0.0.1", port: try #require(server.clientAddress.port))], clusterName: "in-process")
-        let client = try await PaxosClient.connect(configuration: config, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let client = try await Self.client(of: server)
         var read: [[UInt8]] = []
         var next = positions[0]
         var pages = 0

@@ -18,20 +18,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "cluster-test: FAIL: $*" >&2; for n in 1 2 3; do echo "--- node $n log tail" >&2; tail -5 "$work/node-$n.log" >&2 || true; done; exit 1; }
 
-# Free ports, from the kernel: bind to port 0 and read back what it chose.
-ports=($(python3 -c 'import socket
-s=[socket.socket() for _ in range(9)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(" ".join(str(x.getsockname()[1]) for x in s))'))
-members="1=127.0.0.1:${ports[0]}:${ports[1]},2=127.0.0.1:${ports[2]}:${ports[3]},3=127.0.0.1:${ports[4]}:${ports[5]}"
-http=("" "${ports[6]}" "${ports[7]}" "${ports[8]}")
-cluster_id="$(python3 -c 'import uuid; print(uuid.uuid4())')"
-
-for n in 1 2 3; do
-  "$bin" --id "$n" --members "$members" --data "$work/node-$n" --http "${http[$n]}" --bootstrap "$cluster_id" \
-    --snapshot-every 25 --snapshot-retain 10 >"$work/node-$n.log" 2>&1 &
-  pids[$n]=$!
-done
+. Scripts/start-cluster.sh
+start_cluster --snapshot-every 25 --snapshot-retain 10
 
 status() { curl -sf --max-time 2 "http://127.0.0.1:${http[$1]}/status"; }
 field() { python3 -c "

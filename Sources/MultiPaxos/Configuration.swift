@@ -131,6 +131,9 @@ public struct Configuration: Sendable, Hashable {
     case stickinessNeverExpires
     /// A replica grants its pre-vote however far behind the candidate is.
     case laggingCandidateWins
+    /// A follower votes however many bytes of values its log holds already
+    /// (``Configuration/maxFollowerHeldBytes`` ignored).
+    case followerIgnoresHeldBytes
     /// A follower keeps naming a leader it has not heard from for longer than the election
     /// timeout, so clients are redirected to a dead leader.
     case staleLeaderHint

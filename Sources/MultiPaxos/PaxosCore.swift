@@ -59,6 +59,8 @@ public struct PaxosCore: Sendable {
     /// value in it. Public (a stored property, read in place) so a driver can note the ballot of
     /// a proposal without calling a method, which from another module copies the whole core.
     public private(set) var ballot: Ballot = .zero
+    /// Payload bytes of the values this replica holds in memory (chosen ones until compacted).
+    public var heldBytes: Int { log.byteCount }
     /// Accepts this replica did not vote for because its log held `maxFollowerHeldBytes`
     /// already (since it started; for tests and metrics).
     public private(set) var votesWithheldForMemory = 0
@@ -502,6 +504,7 @@ public struct PaxosCore: Sendable {
         // in memory already (maxFollowerHeldBytes; a follower behind a hole keeps every value it
         // votes for above it): learn, and catch up first. Not voting is always safe.
         let fits = log.byteCount + a.values.reduce(0, { $0 + $1.byteCount }) <= configuration.maxFollowerHeldBytes
+            || configuration.plantedBug == .followerIgnoresHeldBytes
         if !fits { votesWithheldForMemory += 1 }
         if !a.values.isEmpty, first <= lastSlot, lastSlot <= chosenThrough + configuration.maxSlotsAhead, fits {
             let values = first == a.firstSlot ? a.values : Array(a.values[Int(first - a.firstSlot)...])

@@ -127,6 +127,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var identitiesChosenTwice = 0
     /// Accepts followers did not vote for because their logs held `maxFollowerHeldBytes`.
     public var votesWithheldForMemory = 0
+    /// The most value bytes any follower's core held at the end of a tick.
+    public var maxFollowerHeldBytes = 0
     public var entriesRead = 0
     public var chosenSlots = 0
     /// Storage failures (each stops a replica until its operator restarts it).
@@ -389,6 +391,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         for i in nodes.indices { read(i) }
+        for n in nodes { if let core = n.replica?.core, !core.isLeader { report.maxFollowerHeldBytes = Swift.max(report.maxFollowerHeldBytes, core.heldBytes) } }
         checkBarriersEnd()
         checkElections()
     }

@@ -41,7 +41,9 @@ import Testing
     /// payloads toward its memory bound (which changed every schedule); it now survives 1,200
     /// (`PAXOS_PLANTED_BUDGET=600`). The `caught_up_leader` transcript catches it
     /// (`TranscriptTests.theCaughtUpLeaderTranscriptCatchesALaggingCandidateWinning`).
-    static let seededBlindSpots: Set<PlantedBug> = [.laggingCandidateWins]
+    /// `followerIgnoresHeldBytes` cannot show at the production cap these sweeps run with (their
+    /// values are a few bytes); `SimulationTests.laggingFollowersUnderAByteCap` catches it at 800 B.
+    static let seededBlindSpots: Set<PlantedBug> = [.laggingCandidateWins, .followerIgnoresHeldBytes]
 
     @Test(arguments: PlantedBug.allCases)
     func caught(_ bug: PlantedBug) {

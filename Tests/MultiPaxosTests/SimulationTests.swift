@@ -1,5 +1,5 @@
 @_spi(Testing) import MultiPaxos
-import PaxosLogTesting
+@_spi(Testing) import PaxosLogTesting
 import Testing
 
 /// Seeds for one configuration: `PAXOS_SEED=<seed>` replays one, `PAXOS_SIM_SEEDS=N` runs N.
@@ -59,20 +59,37 @@ enum SimulationSeeds {
     /// Followers that may hold only 800 B of values (a little more than a healthy one holds here:
     /// 64 open values and 600 B retained) stop voting when they lag behind a hole, as large
     /// records make them in production, and catch up instead: every invariant and the liveness
-    /// check must still hold, and the cap must bite.
+    /// check must still hold, the cap must bite, and no follower may hold much more than the cap
+    /// (what it learns as chosen between two memory trims: planted `followerIgnoresHeldBytes`
+    /// must break that bound).
     @Test func laggingFollowersUnderAByteCap() {
-        var withheld = 0
+        let capped = Self.byteCapSweep(bug: nil)
+        #expect(capped.violations.isEmpty, "\(capped.violations)")
+        #expect(capped.withheld > 0, "no follower ever reached the byte cap")
+        #expect(capped.maxHeld <= Self.heldBound, "a follower held \(capped.maxHeld) bytes of values")
+        let planted = Self.byteCapSweep(bug: .followerIgnoresHeldBytes)
+        #expect(planted.maxHeld > Self.heldBound, "planted followerIgnoresHeldBytes not caught: a follower held at most \(planted.maxHeld) bytes")
+        print("byte cap 800 B: \(capped.withheld) votes withheld, followers held at most \(capped.maxHeld) B (\(planted.maxHeld) B with the cap ignored)")
+    }
+
+    /// The cap plus some of what a follower may learn as chosen between two trims of its memory
+    /// (these seeds: at most 792 B with the cap, 1,143 B without).
+    static let heldBound = 1_000
+
+    static func byteCapSweep(bug: PlantedBug?) -> (violations: [String], withheld: Int, maxHeld: Int) {
+        var result: (violations: [String], withheld: Int, maxHeld: Int) = ([], 0, 0)
         for seed in UInt64(9_000)..<9_060 {
             for replicas in [3, 5] {
                 var o = SimulationOptions(replicas: replicas, seed: seed)
                 o.maxFollowerHeldBytes = 800
+                o.plantedBug = bug
                 let r = Simulation(o).run()
-                #expect(r.violation == nil, "\(r)")
-                withheld += r.votesWithheldForMemory
+                if let v = r.violation, bug == nil { result.violations.append("seed \(seed): \(v)") }
+                result.withheld += r.votesWithheldForMemory
+                result.maxHeld = Swift.max(result.maxHeld, r.maxFollowerHeldBytes)
             }
         }
-        #expect(withheld > 0, "no follower ever reached the byte cap")
-        print("votes withheld for memory in 120 runs: \(withheld)")
+        return result
     }
 
     @Test func threeReplicas() { runSeeds(replicas: 3, base: 1_000) }

@@ -10,6 +10,12 @@ extension PaxosCore {
         /// Accept messages sent and not yet acknowledged, and the payload bytes they carry.
         public var inflightAccepts: Int
         public var inflightBytes: Int
+        /// Every slot through here that this leader assigned, the follower has acknowledged
+        /// (accepted durably in this ballot).
+        public var acknowledgedThrough: Slot
+        /// The follower's chosen watermark as its last heartbeat reply in this ballot reported
+        /// (0 before the first).
+        public var chosenThrough: Slot
     }
 
     /// Each follower's progress as this leader sees it; empty unless this replica leads.
@@ -19,7 +25,8 @@ extension PaxosCore {
             let p = progress[i]
             let firstUnacknowledged = Swift.min(p.inflight.first?.first ?? p.nextToSend, nextSlot)
             return FollowerProgress(node: configuration.members[i], lagSlots: nextSlot - firstUnacknowledged,
-                                    inflightAccepts: p.inflight.count, inflightBytes: p.inflightBytes)
+                                    inflightAccepts: p.inflight.count, inflightBytes: p.inflightBytes,
+                                    acknowledgedThrough: firstUnacknowledged - 1, chosenThrough: p.reportedChosen)
         }
     }
 }

@@ -38,6 +38,8 @@ public struct PaxosCore: Sendable {
         var inflightBytes = 0
         /// Ticks since the last acknowledgement while something was in flight.
         var idleTicks = 0
+        /// The follower's chosen watermark, as its last heartbeat reply in this ballot said.
+        var reportedChosen: Slot = 0
     }
 
     // MARK: Acceptor state (mirrors what was asked to be persisted)
@@ -729,6 +731,7 @@ public struct PaxosCore: Sendable {
     mutating func onHeartbeatReply(fromIndex: Int, _ r: HeartbeatReply) {
         guard role == .leader, r.ballot == ballot else { return }
         heardFrom |= 1 << UInt64(fromIndex)
+        progress[fromIndex].reportedChosen = Swift.max(progress[fromIndex].reportedChosen, r.chosenThrough)
         if r.chosenThrough > chosenThrough { adoptChosen(through: r.chosenThrough) }
     }
 

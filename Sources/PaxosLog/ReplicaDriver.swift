@@ -130,6 +130,11 @@ final class ReplicaDriver: @unchecked Sendable {
         loop.submit { self.replica.status }
     }
 
+    /// Each follower's replication as this replica sees it while it leads (empty otherwise).
+    func followerProgress() -> EventLoopFuture<[PaxosCore.FollowerProgress]> {
+        loop.submit { self.replica.core.followerProgress }
+    }
+
     /// After a local snapshot through `slot` is durable: forget the slots in memory.
     /// - Returns: the slot below which segments may be deleted now.
     func sessionTable(through slot: Slot) -> EventLoopFuture<[UInt8]?> {

@@ -140,4 +140,10 @@ public struct Configuration: Sendable, Hashable {
     /// A leader never checks its quorum: cut off from a majority, it keeps leading (and holding
     /// appends) until it hears of a higher ballot.
     case noCheckQuorum
+    /// A leader handing leadership over keeps assigning slots to new values, so its target may
+    /// never catch up, and what it assigned after telling the target to campaign is cut off.
+    case transferKeepsProposing
+    /// A leader tells its transfer target to campaign at once, without waiting until the target
+    /// acknowledged every slot the leader assigned.
+    case transferToLaggingTarget
 }

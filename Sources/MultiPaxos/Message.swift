@@ -31,6 +31,9 @@ public enum Message: Hashable, Sendable {
     case preVote(PreVote)
     /// The answer to a ``PreVote``: granted or not, with what the candidate needs to do better.
     case preVoteReply(PreVoteReply)
+    /// A leader handing leadership over tells its caught-up target to campaign now
+    /// (ELECTIONS.md, "Leadership transfer").
+    case timeoutNow(TimeoutNow)
 }
 
 /// A message with its sender and receiver.
@@ -50,10 +53,15 @@ public struct Prepare: Hashable, Sendable {
     public var ballot: Ballot
     /// The candidate's first slot it does not know to be chosen; the promise covers this slot and above.
     public var fromSlot: Slot
+    /// The candidate campaigns because its leader handed leadership to it (``TimeoutNow``):
+    /// receivers do not apply leader stickiness to it. Stickiness only withholds promises, so
+    /// skipping it is as safe as stickiness off (ELECTIONS.md).
+    public var leaderTransfer: Bool
 
-    public init(ballot: Ballot, fromSlot: Slot) {
+    public init(ballot: Ballot, fromSlot: Slot, leaderTransfer: Bool = false) {
         self.ballot = ballot
         self.fromSlot = fromSlot
+        self.leaderTransfer = leaderTransfer
     }
 }
 
@@ -239,6 +247,18 @@ public struct SnapshotAck: Hashable, Sendable {
 /// Neither side persists anything: the sender has not raised its promise (it will only after a
 /// majority grants), the receiver promises nothing. A grant is advice, not a vote, so safety
 /// never depends on it (ELECTIONS.md).
+public struct TimeoutNow: Hashable, Sendable {
+    /// The sender's ballot: the target campaigns only while it still follows that leader in it.
+    public var ballot: Ballot
+    /// The last slot the leader assigned; the target reported every slot through it chosen.
+    public var lastSlot: Slot
+
+    public init(ballot: Ballot, lastSlot: Slot) {
+        self.ballot = ballot
+        self.lastSlot = lastSlot
+    }
+}
+
 public struct PreVote: Hashable, Sendable {
     /// The ballot the sender would campaign with (one round above every round it has seen).
     public var ballot: Ballot
@@ -335,6 +355,8 @@ extension Message {
         case .preVoteReply(let m):
             return round(m.ballot, "preVoteReply ballot") ?? round(m.promised, "preVoteReply promised")
                 ?? slot(m.chosenThrough, "preVoteReply chosenThrough")
+        case .timeoutNow(let m):
+            return round(m.ballot, "timeoutNow ballot") ?? slot(m.lastSlot, "timeoutNow lastSlot")
         }
     }
 }

@@ -10,8 +10,8 @@ extension PaxosCore {
         /// Accept messages sent and not yet acknowledged, and the payload bytes they carry.
         public var inflightAccepts: Int
         public var inflightBytes: Int
-        /// Every slot through here that this leader assigned, the follower has acknowledged
-        /// (accepted durably in this ballot).
+        /// The slots before the first this leader still has to send the follower or hear it
+        /// acknowledge (slots chosen without it count: it learns those as chosen).
         public var acknowledgedThrough: Slot
         /// The follower's chosen watermark as its last heartbeat reply in this ballot reported
         /// (0 before the first).

@@ -117,6 +117,8 @@ public struct PaxosCore: Sendable {
     /// Members heard from since the last quorum check (bit per member index).
     var heardFrom: UInt64 = 0
     var quorumCheckElapsed = 0
+    /// A leadership transfer this leader started (PaxosCore+Transfer.swift); nil otherwise.
+    public internal(set) var transfer: LeadershipTransfer? = nil
 
     // MARK: Learner
 
@@ -220,6 +222,7 @@ public struct PaxosCore: Sendable {
         case .catchUpReply(let m): onCatchUpReply(from: envelope.from, m)
         case .preVote(let m): onPreVote(from: envelope.from, m)
         case .preVoteReply(let m): onPreVoteReply(fromIndex: from, m)
+        case .timeoutNow(let m): onTimeoutNow(from: envelope.from, m)
         case .snapshotOffer, .snapshotChunk, .snapshotAck:
             // Snapshot transfer is file I/O: drivers carry it out (see SnapshotSender and
             // SnapshotReceiver) and report the result with installSnapshot(through:).
@@ -249,6 +252,7 @@ public struct PaxosCore: Sendable {
                 heardFrom = 0
                 if heard < quorum { becomeFollower(leader: nil, ballot: leaderBallot) }
             }
+            if role == .leader { tickTransfer() }
         case .follower, .candidate:
             electionElapsed += 1
             if leaderElapsed < Int.max { leaderElapsed += 1 }
@@ -275,8 +279,9 @@ public struct PaxosCore: Sendable {
     ///
     /// A leader that finished Phase 1 assigns the value a slot at once and sends it with the
     /// next ``takeReady()``. It is acknowledged when that slot is reported in ``Ready/chosen``
-    /// with this value in the ballot it was proposed in. A candidate answers `notLeader(nil)`:
-    /// its driver holds what it is offered until the election ends (``isCampaigning``).
+    /// with this value in the ballot it was proposed in. A candidate answers `notLeader(nil)`, a
+    /// leader handing over `notLeader(target)`: its driver holds what it is offered meanwhile
+    /// (``holdsProposals``).
     /// - Returns: the slot, where to go instead, or ``ProposeResult/overloaded``.
     /// Whether values of these sizes, proposed one after another now, would all be proposed
     /// rather than refused as overloaded: what lets a replica admit a batch all or nothing.
@@ -292,11 +297,16 @@ public struct PaxosCore: Sendable {
         return true
     }
 
-    /// Running Phase 1: it may lead soon, so a driver holds values rather than turn clients away.
-    public var isCampaigning: Bool { role == .candidate }
+    /// Running Phase 1, or handing leadership over: this replica may lead soon, or its target
+    /// will, so a driver holds values rather than turn clients away, and offers them again once
+    /// this is false (as the leader, or failing them as not appended).
+    public var holdsProposals: Bool {
+        role == .candidate || (transfer != nil && configuration.plantedBug != .transferKeepsProposing)
+    }
 
     public mutating func propose(_ value: Value) -> ProposeResult {
         guard role == .leader else { return .notLeader(leader: knownLeader) }
+        if let transfer, configuration.plantedBug != .transferKeepsProposing { return .notLeader(leader: transfer.target) }
         let pending = Int(nextSlot &- 1 &- chosenThrough)
         if pending >= configuration.maxQueuedProposals { return .overloaded }
         if pending > 0, uncommittedBytes + value.byteCount > configuration.maxUncommittedBytes { return .overloaded }
@@ -338,6 +348,10 @@ public struct PaxosCore: Sendable {
     /// transfer). With ``Configuration/leaderStickiness`` on, replicas that hear a live leader
     /// ignore its Prepares, so deposing a live leader by hand needs stickiness off.
     public mutating func campaign() {
+        campaign(leaderTransfer: false)
+    }
+
+    mutating func campaign(leaderTransfer: Bool) {
         preVoteBallot = nil
         role = .candidate
         leaderID = nil
@@ -353,7 +367,7 @@ public struct PaxosCore: Sendable {
         for e in log.entries(from: phase1From) { phase1[e.slot] = e }
         clearLeaderState()
         resetElectionTimer()
-        let prepare = Message.prepare(Prepare(ballot: ballot, fromSlot: phase1From))
+        let prepare = Message.prepare(Prepare(ballot: ballot, fromSlot: phase1From, leaderTransfer: leaderTransfer))
         if configuration.plantedBug == .ballotReusedAfterRestart {
             // BUG: the ballot is used before the promise naming it is durable.
             selfPromised = true
@@ -454,7 +468,8 @@ public struct PaxosCore: Sendable {
         // Leader stickiness: a replica that hears a live leader does not let another replica
         // depose it. Ignored, not refused: a Reject carries no ballot the candidate must beat,
         // and the round is not noted, so a disruptive replica does not raise ours either.
-        if p.ballot > promised, hearsLiveLeader(other: from) { return }
+        // A candidate its leader handed leadership to is let through (ELECTIONS.md).
+        if p.ballot > promised, !p.leaderTransfer, hearsLiveLeader(other: from) { return }
         noteRound(p.ballot)
         guard p.ballot >= promised else {
             send(to: from, .reject(Reject(ballot: p.ballot, promised: promised)), gated: false)
@@ -733,6 +748,7 @@ public struct PaxosCore: Sendable {
         heardFrom |= 1 << UInt64(fromIndex)
         progress[fromIndex].reportedChosen = Swift.max(progress[fromIndex].reportedChosen, r.chosenThrough)
         if r.chosenThrough > chosenThrough { adoptChosen(through: r.chosenThrough) }
+        if transfer != nil { tellTransferTarget() }
     }
 
     /// A follower knows slots are chosen that this leader has not counted: it may have compacted
@@ -895,6 +911,7 @@ public struct PaxosCore: Sendable {
     }
 
     mutating func clearLeaderState() {
+        transfer = nil
         acks.removeAll()
         ownPending.removeAll()
         uncommittedBytes = 0

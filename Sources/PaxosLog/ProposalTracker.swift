@@ -3,7 +3,7 @@ import MultiPaxos
 import NIOCore
 
 /// The appends a replica has offered and not yet answered: those with a slot, waiting for it to
-/// be chosen, and those held while the replica campaigns. Decides each one's outcome from what
+/// be chosen, and those held while the replica campaigns or hands leadership over. Decides each one's outcome from what
 /// was chosen (``AppendOutcome``), its deadline, or the replica's failure.
 /// Confined to the replica's executor.
 struct ProposalTracker {
@@ -13,7 +13,7 @@ struct ProposalTracker {
         let index: Int
     }
 
-    /// An append offered while the replica campaigns, proposed (or answered from the session
+    /// An append offered while the replica campaigns or hands leadership over, proposed (or answered from the session
     /// table) once it leads, failed as not appended if it does not.
     struct Queued {
         let id: ProposalID
@@ -29,11 +29,11 @@ struct ProposalTracker {
     /// Retries of an identity already in flight, waiting on the same slot (rare).
     private var sharers: [Slot: [Waiter]] = [:]
     private var deadlines: Deque<(slot: Slot, deadline: NIODeadline)> = []
-    /// Appends held while campaigning, in the order offered, and their payload bytes.
-    private(set) var campaignQueue: Deque<Queued> = []
-    private(set) var campaignQueueBytes = 0
+    /// Appends held while campaigning or handing over, in the order offered, and their payload bytes.
+    private(set) var heldQueue: Deque<Queued> = []
+    private(set) var heldQueueBytes = 0
 
-    var isEmpty: Bool { waiters.isEmpty && campaignQueue.isEmpty }
+    var isEmpty: Bool { waiters.isEmpty && heldQueue.isEmpty }
 
     /// Registers an append proposed at `slot`.
     mutating func track(slot: Slot, _ waiter: Waiter, until deadline: NIODeadline) {
@@ -52,21 +52,21 @@ struct ProposalTracker {
     }
 
     private mutating func addDeadline(_ slot: Slot, _ deadline: NIODeadline) {
-        // Appends held while campaigning get their slot late, behind later deadlines: keep sorted.
+        // Held appends get their slot late, behind later deadlines: keep sorted.
         var at = deadlines.endIndex
         while at > deadlines.startIndex, deadlines[at - 1].deadline > deadline { at -= 1 }
         deadlines.insert((slot, deadline), at: at)
     }
 
-    mutating func queueWhileCampaigning(_ queued: Queued) {
-        campaignQueue.append(queued)
-        campaignQueueBytes += queued.bytes.count
+    mutating func hold(_ queued: Queued) {
+        heldQueue.append(queued)
+        heldQueueBytes += queued.bytes.count
     }
 
-    /// The appends held while campaigning, to offer again now that the election ended.
-    mutating func takeCampaignQueue() -> Deque<Queued> {
-        defer { campaignQueue = []; campaignQueueBytes = 0 }
-        return campaignQueue
+    /// The held appends, to offer again now that the election or the handover ended.
+    mutating func takeHeldQueue() -> Deque<Queued> {
+        defer { heldQueue = []; heldQueueBytes = 0 }
+        return heldQueue
     }
 
     /// Answers the appends whose slots are now chosen.
@@ -100,10 +100,10 @@ struct ProposalTracker {
     /// Fails the appends whose deadline passed: unknown once proposed (they may still be
     /// chosen); not appended while held for an election (never offered to consensus).
     mutating func expire(now: NIODeadline, timeout: TimeAmount) {
-        while let q = campaignQueue.first, q.deadline <= now {
-            campaignQueue.removeFirst()
-            campaignQueueBytes -= q.bytes.count
-            q.batch.fail(PaxosLogError(.timeout, "no leader elected within \(timeout); the record was not appended", outcome: .notAppended))
+        while let q = heldQueue.first, q.deadline <= now {
+            heldQueue.removeFirst()
+            heldQueueBytes -= q.bytes.count
+            q.batch.fail(PaxosLogError(.timeout, "not proposed within \(timeout) (no leader was elected, or leadership was being handed over); the record was not appended", outcome: .notAppended))
         }
         while let d = deadlines.first, d.deadline <= now {
             deadlines.removeFirst()
@@ -130,17 +130,17 @@ struct ProposalTracker {
         return n
     }
 
-    /// Fails the appends held while campaigning: they were never offered to consensus.
-    mutating func failQueued(_ error: PaxosLogError) {
-        for q in campaignQueue { q.batch.fail(error.with(.notAppended)) }
-        campaignQueue = []
-        campaignQueueBytes = 0
+    /// Fails the held appends: they were never offered to consensus.
+    mutating func failHeld(_ error: PaxosLogError) {
+        for q in heldQueue { q.batch.fail(error.with(.notAppended)) }
+        heldQueue = []
+        heldQueueBytes = 0
     }
 
     /// Fails every append still waiting with `error`: those proposed may still be chosen
-    /// (unknown); those held while campaigning were never sent (not appended).
+    /// (unknown); those held were never sent (not appended).
     mutating func failAll(_ error: PaxosLogError) {
         failProposed(error)
-        failQueued(error)
+        failHeld(error)
     }
 }

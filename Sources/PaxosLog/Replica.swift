@@ -38,6 +38,8 @@ package final class Replica: @unchecked Sendable {
     private var localSequence: UInt64 = 0
     /// Read barriers waiting for their round (Replica+ReadBarrier.swift).
     var barriers = ReadBarriers()
+    /// Leadership transfers waiting for their target to lead (Replica+Transfer.swift).
+    var transfers = LeadershipTransfers()
     /// Votes (Promises, Accepteds) waiting for the records they vouch for to be durable.
     private var votesAwaitingSync: Deque<(seq: RecordSequence, messages: [Envelope])> = []
     /// Chosen slots whose records are not yet durable here: readers must not see them yet.
@@ -146,6 +148,7 @@ package final class Replica: @unchecked Sendable {
         isClosed = true
         proposals.failAll(PaxosLogError(.closed, "the log was closed"))
         barriers.failAll(PaxosLogError(.closed, "the log was closed"))
+        transfers.failAll(PaxosLogError(.closed, "the log was closed"))
         endWaiters()
     }
 
@@ -172,6 +175,7 @@ package final class Replica: @unchecked Sendable {
         tickSnapshotTransfers()
         proposals.expire(now: executor.now, timeout: configuration.appendTimeout)
         expireBarriers(now: executor.now)
+        settleTransfers()
         trimMemory()
         drain()
     }
@@ -194,17 +198,18 @@ package final class Replica: @unchecked Sendable {
         if isRetry, drainScheduled { drain() }
         let first = first ?? nextLocalIdentities(records.count)
         let deadline = executor.now + configuration.appendTimeout
-        if core.isCampaigning {
-            // Held here, not in the core: looked up once Phase 1 has shown every open slot.
+        if core.holdsProposals {
+            // Held here, not in the core: looked up once Phase 1 has shown every open slot, or
+            // failed as not appended once a handover ended with another leader.
             let limits = core.configuration
             let bytes = records.reduce(0) { $0 + $1.count }
-            guard proposals.campaignQueue.count + records.count <= limits.maxQueuedProposals,
-                  proposals.campaignQueue.isEmpty || proposals.campaignQueueBytes + bytes <= limits.maxUncommittedBytes else {
+            guard proposals.heldQueue.count + records.count <= limits.maxQueuedProposals,
+                  proposals.heldQueue.isEmpty || proposals.heldQueueBytes + bytes <= limits.maxUncommittedBytes else {
                 batch.fail(PaxosLogError(.overloaded, "too many appends waiting for the election; nothing was appended"))
                 return 0
             }
             for (i, bytes) in records.enumerated() {
-                proposals.queueWhileCampaigning(.init(id: first.advanced(by: i), isRetry: isRetry, bytes: bytes, batch: batch, index: i, deadline: deadline))
+                proposals.hold(.init(id: first.advanced(by: i), isRetry: isRetry, bytes: bytes, batch: batch, index: i, deadline: deadline))
             }
             return records.count
         }
@@ -275,16 +280,16 @@ package final class Replica: @unchecked Sendable {
                       outcome: .unknown)
     }
 
-    /// The election ended for the appends held while campaigning: offers them as the leader,
-    /// or fails them as not appended (they were never sent).
-    private func settleCampaignQueue() {
-        guard !proposals.campaignQueue.isEmpty, !core.isCampaigning else { return }
+    /// The election or the handover ended for the held appends: offers them as the leader, or
+    /// fails them as not appended (they were never sent), naming the leader to ask.
+    private func settleHeldQueue() {
+        guard !proposals.heldQueue.isEmpty, !core.holdsProposals else { return }
         guard core.isLeader else {
-            let leader = leadership.leader
-            return proposals.failQueued(PaxosLogError(.notLeader, "node \(configuration.nodeID) lost its election (leader: \(leader.map { "node \($0)" } ?? "unknown")); the record was not appended", leader: leader))
+            let leader = leadership.leader ?? transfers.first?.target
+            return proposals.failHeld(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not leading (leader: \(leader.map { "node \($0)" } ?? "unknown")); the record was not appended", leader: leader))
         }
         // Once a batch failed, its later records are not offered: its caller was told.
-        for q in proposals.takeCampaignQueue() where !q.batch.isFinished && !offer(q) {
+        for q in proposals.takeHeldQueue() where !q.batch.isFinished && !offer(q) {
             // A batch admitted while campaigning may meet a full pipeline; its earlier records
             // may be proposed already.
             q.batch.fail(PaxosLogError(.overloaded, "too many appends in flight after the election", outcome: q.index == 0 ? .notAppended : .unknown))
@@ -385,7 +390,7 @@ package final class Replica: @unchecked Sendable {
             }
         }
         if let change = ready.leadership { leadershipChanged(change) }
-        settleCampaignQueue()
+        settleHeldQueue()
         for request in ready.snapshotRequests { serveCatchUp(request) }
     }
 
@@ -426,6 +431,7 @@ package final class Replica: @unchecked Sendable {
         votesAwaitingSync = []
         proposals.failAll(failure)
         barriers.failAll(failure)
+        transfers.failAll(failure)
         endWaiters()
         observer?.replica(configuration.nodeID, failed: failure)
     }
@@ -459,6 +465,7 @@ package final class Replica: @unchecked Sendable {
         if change.isLeader, !before.isLeader || change.ballot != before.ballot {
             barriers.phase1Ceiling = (change.ballot, core.lastAcceptedSlot)
         }
+        settleTransfers()
         observer?.replica(configuration.nodeID, leadership: change)
         onLeadership?(change)
         if change.isLeader, !leadershipWaiters.isEmpty {

@@ -102,6 +102,13 @@ final class ReplicaDriver: @unchecked Sendable {
         }
     }
 
+    /// Moves leadership to `target` (``Replica/transferLeadership(to:_:)``).
+    func transferLeadership(to target: NodeID) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            loop.execute { self.replica.transferLeadership(to: target) { continuation.resume(with: $0.mapError { $0 }) } }
+        }
+    }
+
     /// This replica's view of leadership now, then every change, until the log closes.
     func leadershipChanges() -> AsyncStream<Leadership> {
         // Only the latest matters to a follower of leadership: an old view is never worth queueing.

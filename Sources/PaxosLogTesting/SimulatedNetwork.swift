@@ -70,6 +70,8 @@ public struct SimulatedNetwork: Sendable {
         // A pre-vote asks for a future promise: Phase 1 traffic, lost where Prepares are.
         case .prepare, .promise, .reject, .accept, .accepted, .preVote, .preVoteReply: return true
         case .heartbeat, .heartbeatReply, .catchUpRequest, .catchUpReply, .snapshotOffer, .snapshotChunk, .snapshotAck: return false
+        // Asks for no vote and vouches for none: the target's Prepares are the votes.
+        case .timeoutNow: return false
         }
     }
 

@@ -130,7 +130,7 @@ extension Simulation {
     /// liveness phase settled with few elections.
     func checkElectionCounts() {
         guard checker.violation == nil, options.preVote, options.leaderStickiness else { return }
-        let faults = report.crashes + report.partitions + report.bridges + report.storageFailures
+        let faults = report.crashes + report.partitions + report.bridges + report.storageFailures + report.transfers
         let bound = options.maxLeaderChangesPerFault * (faults + 1)
         if report.leaderChanges - report.livenessLeaderChanges > bound {
             checker.failElection("liveness: \(report.leaderChanges - report.livenessLeaderChanges) leader changes during \(faults) faults (at most \(options.maxLeaderChangesPerFault) per fault, plus the first election)")

@@ -61,6 +61,10 @@ public struct SimulationOptions: Sendable {
     /// minority). Drawn from a stream of their own: other runs replay as they did before.
     public var diskLossRunRate: Double = 0.3
     public var diskLossRate: Double = 0.2
+    /// Probability that a run transfers leadership at all (Simulation+Transfer.swift), and then
+    /// per tick that the leader is asked to hand over to a random member. A stream of their own.
+    public var transferRunRate: Double = 0.3
+    public var transferRate: Double = 0.03
     /// Snapshot transfer chunk size and window: small, so a transfer takes several messages.
     public var snapshotChunkSize: Int = 400
     public var snapshotWindowBytes: UInt64 = 1600
@@ -142,6 +146,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// after the faults stopped.
     public var leaderChanges = 0
     public var livenessLeaderChanges = 0
+    /// Leadership transfers asked for, and those whose target took over.
+    public var transfers = 0
+    public var transfersCompleted = 0
     public var faults = FaultCounters()
     public var violation: String? = nil
     public var violationTick: Int? = nil
@@ -153,7 +160,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
             + "compactions=\(compactions) installed=\(snapshotsInstalled) leader_changes=\(leaderChanges) (after faults \(livenessLeaderChanges)) "
             + "proposed=\(proposed) acked=\(acknowledged) not_appended=\(notAppended) unknown=\(unknownOutcomes) retries=\(retries) settled=\(settledByRetry) chosen_twice=\(identitiesChosenTwice) read=\(entriesRead) chosen=\(chosenSlots) "
             + "torn=\(f.tornWrites) lost_unsynced=\(f.lostUnsynced) read_corruptions=\(f.readCorruptions) misdirected=\(f.misdirectedWrites) "
-            + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc) disk_losses=\(diskLosses) refused_restarts=\(refusedRestarts)"
+            + "eio=\(f.eio) fsync_failures=\(f.fsyncFailures) enospc=\(f.enospc) disk_losses=\(diskLosses) refused_restarts=\(refusedRestarts) "
+            + "transfers=\(transfers) (completed \(transfersCompleted))"
         guard let v = violation else { return head }
         return head + "\nVIOLATION at tick \(violationTick ?? -1): \(v)\nreplay with PAXOS_SEED=\(seed)"
     }
@@ -208,6 +216,11 @@ public final class Simulation: @unchecked Sendable {
     /// Draws for disk losses only; `diskLossRate` is 0 in a run without them.
     var diskLossRNG: SplitMix64
     var diskLossRate = 0.0
+    /// Draws for leadership transfers only; `transferRate` is 0 in a run without them.
+    var transferRNG: SplitMix64
+    var transferRate = 0.0
+    /// The highest chosen watermark each follower reported to each leader, per ballot.
+    var reportedChosen: [TransferReport: Slot] = [:]
     /// Draws for client identities and retries only, so other runs keep their trajectories.
     var clientRNG: SplitMix64
     /// The simulated clients' ids and the next sequence number of each.
@@ -254,6 +267,8 @@ public final class Simulation: @unchecked Sendable {
         barrierRate = barrierRNG.chance(options.readBarrierRunRate) ? options.readBarrierRate : 0
         clientRNG = SplitMix64(seed: options.seed ^ 0xC11E_4715_E551_0A5D)
         diskLossRNG = SplitMix64(seed: options.seed ^ 0xD15C_1055_0BAD_F00D)
+        transferRNG = SplitMix64(seed: options.seed ^ 0x7EA4_5FE2_1EAD_0021)
+        transferRate = transferRNG.chance(options.transferRunRate) ? options.transferRate : 0
         clients = (0..<3).map { _ in (clientRNG.next() & ~ProposalID.unretriedBit, 1) }
         retryUnknown = clientRNG.chance(options.retryRunRate)
         diskLossRate = diskLossRNG.chance(options.diskLossRunRate) ? options.diskLossRate : 0
@@ -348,6 +363,7 @@ public final class Simulation: @unchecked Sendable {
         while let work = executor.next() {
             work()
             report.steps += 1
+            if transferRate > 0 { checkTransfers() }
             if checker.violation != nil, report.violationTick == nil {
                 report.violationTick = now
                 trace("VIOLATION \(checker.violation!)")
@@ -372,6 +388,7 @@ public final class Simulation: @unchecked Sendable {
             settle()
         }
         if rng.chance(options.proposeRate) { propose(count: 1 + rng.below(3)) }
+        maybeTransferLeadership()
         retryDue()
         if barrierRate > 0, barrierRNG.chance(barrierRate) {
             // Mostly the replica clients believe leads, sometimes any (a follower must refuse).
@@ -383,6 +400,7 @@ public final class Simulation: @unchecked Sendable {
         for e in network.due(now: now, rng: &rng) {
             guard let i = members.firstIndex(of: e.to), let r = nodes[i].replica else { continue }
             watchDelivery(e)
+            watchTransferReports(e)
             r.receive(e)
             settle()
         }
@@ -601,6 +619,7 @@ public final class Simulation: @unchecked Sendable {
             checker.failStorage("node \(e.from) voted (\(e.message)) after its storage failed")
         }
         checker.observeSent(e)
+        checkTimeoutNow(e)
         network.send(e, now: now, rng: &rng)
         // Buggify: crash at the moment a vote leaves while records are still unsynced.
         if faultsOn, crashesNow, SimulatedNetwork.isVote(e.message), !SimulatedNetwork.isPreVote(e.message), nodes[i].storage?.hasUnsynced == true,

@@ -26,6 +26,8 @@ public struct SimulationSummary: Codable, Sendable {
     /// Appends retried after an unknown outcome, those a retry settled, and identities a retry
     /// got chosen twice (repeats, which readers must see once: DuplicateSlots.swift).
     public var retries = 0, settled_by_retry = 0, identities_chosen_twice = 0
+    /// Leadership transfers asked for, and those whose target took over.
+    public var transfers = 0, transfers_completed = 0
     public var seconds = 0.0
     public var faults = Faults()
 
@@ -43,7 +45,7 @@ public struct SimulationSummary: Codable, Sendable {
         leader_changes += r.leaderChanges
         leader_changes_after_faults += r.livenessLeaderChanges
         storage_failures += r.storageFailures
-        let faultCount = r.crashes + r.partitions + r.bridges + r.storageFailures
+        let faultCount = r.crashes + r.partitions + r.bridges + r.storageFailures + r.transfers
         max_leader_changes_per_fault = Swift.max(max_leader_changes_per_fault,
                                                  Double(r.leaderChanges - r.livenessLeaderChanges) / Double(faultCount + 1))
         compactions += r.compactions
@@ -55,6 +57,8 @@ public struct SimulationSummary: Codable, Sendable {
         retries += r.retries
         settled_by_retry += r.settledByRetry
         identities_chosen_twice += r.identitiesChosenTwice
+        transfers += r.transfers
+        transfers_completed += r.transfersCompleted
         entries_read += r.entriesRead
         read_barriers += r.readBarriers
         chosen += r.chosenSlots

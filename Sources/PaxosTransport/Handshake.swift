@@ -14,7 +14,8 @@ public enum WireVersion {
     /// 2: pre-vote messages (`preVote`, `preVoteReply`), which a version-1 peer cannot decode.
     /// 3: values carry their proposal's identity (value tag 2), which a version-2 peer cannot decode.
     /// 4: a snapshot offer names the client-session table streamed after the snapshot's data.
-    public static let current: UInt16 = 4
+    /// 5: leadership transfer (`timeoutNow`, and `prepare` says whether it follows one).
+    public static let current: UInt16 = 5
     /// The client protocol (handshake and request/response frames). Versions 1 and 2 were the
     /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency and
     /// entries a readThrough, the `barrier` request and response, errors an append outcome.

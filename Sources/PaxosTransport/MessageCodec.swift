@@ -29,6 +29,8 @@ public enum MessageCodec {
         case preVote = 13
         /// Since wire version 2.
         case preVoteReply = 14
+        /// Since wire version 5.
+        case timeoutNow = 15
     }
 
     /// The type byte `message` is encoded with.
@@ -48,6 +50,7 @@ public enum MessageCodec {
         case .snapshotAck: return .snapshotAck
         case .preVote: return .preVote
         case .preVoteReply: return .preVoteReply
+        case .timeoutNow: return .timeoutNow
         }
     }
 
@@ -60,6 +63,7 @@ public enum MessageCodec {
         case .prepare(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.fromSlot)
+            buffer.writeBool(m.leaderTransfer)
         case .promise(let m):
             buffer.writeBallot(m.ballot)
             buffer.writeWire(m.fromSlot)
@@ -114,6 +118,9 @@ public enum MessageCodec {
             buffer.writeBool(m.granted)
             buffer.writeBallot(m.promised)
             buffer.writeWire(m.chosenThrough)
+        case .timeoutNow(let m):
+            buffer.writeBallot(m.ballot)
+            buffer.writeWire(m.lastSlot)
         }
     }
 
@@ -131,7 +138,8 @@ public enum MessageCodec {
         let message: Message
         switch type {
         case .prepare:
-            message = .prepare(Prepare(ballot: try buffer.readBallot(), fromSlot: try buffer.readWire(Slot.self, "prepare.fromSlot")))
+            message = .prepare(Prepare(ballot: try buffer.readBallot(), fromSlot: try buffer.readWire(Slot.self, "prepare.fromSlot"),
+                                       leaderTransfer: try buffer.readBool("prepare.leaderTransfer")))
         case .promise:
             let ballot = try buffer.readBallot()
             let fromSlot = try buffer.readWire(Slot.self, "promise.fromSlot")
@@ -196,6 +204,8 @@ public enum MessageCodec {
                 granted: try buffer.readBool("preVoteReply.granted"),
                 promised: try buffer.readBallot(),
                 chosenThrough: try buffer.readWire(Slot.self, "preVoteReply.chosenThrough")))
+        case .timeoutNow:
+            message = .timeoutNow(TimeoutNow(ballot: try buffer.readBallot(), lastSlot: try buffer.readWire(Slot.self, "timeoutNow.lastSlot")))
         }
         try buffer.checkFullyRead("envelope")
         if let reason = message.outOfRange { throw WireError(.invalidValue, reason) }
@@ -206,7 +216,7 @@ public enum MessageCodec {
     public static func encodedSize(_ envelope: Envelope) -> Int {
         let header = 4 + 4 + 1
         switch envelope.message {
-        case .prepare: return header + WireSize.ballot + 8
+        case .prepare: return header + WireSize.ballot + 8 + 1
         case .promise(let m): return header + WireSize.ballot + 8 + 8 + 4 + m.accepted.reduce(0) { $0 + WireSize.entry($1) }
         case .reject: return header + 2 * WireSize.ballot
         case .accept(let m): return header + WireSize.ballot + 8 + 8 + 4 + m.values.reduce(0) { $0 + WireSize.value($1) }
@@ -220,6 +230,7 @@ public enum MessageCodec {
         case .snapshotAck: return header + 8 + 8 + 1
         case .preVote: return header + WireSize.ballot + 8
         case .preVoteReply: return header + WireSize.ballot + 1 + WireSize.ballot + 8
+        case .timeoutNow: return header + WireSize.ballot + 8
         }
     }
 }

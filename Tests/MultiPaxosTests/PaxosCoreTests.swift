@@ -57,7 +57,7 @@ import Testing
     @Test func aCandidateRefusesProposals() {
         var c = PaxosCore(configuration: config(1))
         c.campaign()
-        #expect(c.isCampaigning)
+        #expect(c.holdsProposals)
         #expect(c.propose(.data([1])) == .notLeader(leader: nil))
         #expect(c.takeReady().messages.allSatisfy { if case .accept = $0.message { false } else { true } })
     }

@@ -23,6 +23,7 @@ enum SimulationSeeds {
         let started = ContinuousClock.now
         let seeds = SimulationSeeds.seeds(base: base)
         let diskLossRunRate = SimulationSeeds.env["PAXOS_SIM_DISK_LOSS"].flatMap(Double.init)
+        let transferRunRate = SimulationSeeds.env["PAXOS_SIM_TRANSFERS"].flatMap(Double.init)
         for seed in seeds {
             var o = SimulationOptions(replicas: replicas, seed: seed)
             if SimulationSeeds.replaying { o.trace = { print($0) } }
@@ -33,6 +34,8 @@ enum SimulationSeeds {
             if SimulationSeeds.env["PAXOS_SIM_GUARDS"] == "0" { o.preVote = false; o.leaderStickiness = false }
             // PAXOS_SIM_DISK_LOSS=0 turns disk loss off: the runs replay as before it existed.
             if let rate = diskLossRunRate { o.diskLossRunRate = rate }
+            // PAXOS_SIM_TRANSFERS=0 turns leadership transfers off, likewise.
+            if let rate = transferRunRate { o.transferRunRate = rate }
             let r = Simulation(o).run()
             summary.add(r)
             if r.violation != nil, summary.violations <= 3 { Issue.record("simulation failed:\n\(r)") }
@@ -53,6 +56,8 @@ enum SimulationSeeds {
             // the invariants held with those replicas down for good).
             #expect(diskLossRunRate == 0 || f.disk_losses > 0, "no disk was lost in \(seeds.count) runs")
             #expect(f.refused_restarts == f.disk_losses, "disk losses \(f.disk_losses), refused \(f.refused_restarts)")
+            // Leadership moved by transfers, not only by faults.
+            #expect(transferRunRate == 0 || summary.transfers_completed > 0, "no leadership transfer completed in \(seeds.count) runs")
         }
     }
 

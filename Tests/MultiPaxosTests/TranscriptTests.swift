@@ -263,7 +263,7 @@ struct TranscriptHarness {
     func fmt(_ e: Envelope) -> String {
         let body: String
         switch e.message {
-        case .prepare(let p): body = "prepare(\(p.ballot) from \(p.fromSlot))"
+        case .prepare(let p): body = "prepare(\(p.ballot) from \(p.fromSlot)\(p.leaderTransfer ? " transfer" : ""))"
         case .promise(let p): body = "promise(\(p.ballot) from \(p.fromSlot) chosen \(p.chosenThrough) \(fmt(p.accepted)))"
         case .reject(let r): body = "reject(\(r.ballot) promised \(r.promised))"
         case .accept(let a):
@@ -280,6 +280,7 @@ struct TranscriptHarness {
         case .preVote(let p): body = "preVote(\(p.ballot) chosen \(p.chosenThrough))"
         case .preVoteReply(let r):
             body = "preVoteReply(\(r.ballot) \(r.granted ? "granted" : "refused") promised \(r.promised) chosen \(r.chosenThrough))"
+        case .timeoutNow(let t): body = "timeoutNow(\(t.ballot) last \(t.lastSlot))"
         }
         return "\(e.from)->\(e.to) \(body)"
     }

@@ -75,10 +75,10 @@ import Testing
     @Test func appendsHeldWhileCampaigningFailAsNotAppended() {
         let o = Outcomes()
         var t = ProposalTracker()
-        t.queueWhileCampaigning(.init(id: ProposalID(client: 1, sequence: 1), isRetry: false, bytes: [1], batch: o.batch(), index: 0, deadline: t0 + .seconds(1)))
-        t.queueWhileCampaigning(.init(id: ProposalID(client: 1, sequence: 2), isRetry: false, bytes: [2], batch: o.batch(), index: 0, deadline: t0 + .seconds(3)))
+        t.hold(.init(id: ProposalID(client: 1, sequence: 1), isRetry: false, bytes: [1], batch: o.batch(), index: 0, deadline: t0 + .seconds(1)))
+        t.hold(.init(id: ProposalID(client: 1, sequence: 2), isRetry: false, bytes: [2], batch: o.batch(), index: 0, deadline: t0 + .seconds(3)))
         t.expire(now: t0 + .seconds(2), timeout: .seconds(1))
-        t.failQueued(PaxosLogError(.notLeader, "lost", leader: 3))
+        t.failHeld(PaxosLogError(.notLeader, "lost", leader: 3))
         #expect(o.all.count == 2)
         for r in o.all { if case .failure(let e) = r { #expect(e.outcome == .notAppended) } else { Issue.record("held append acknowledged") } }
         #expect(t.isEmpty)

@@ -36,6 +36,11 @@ import Testing
         #expect(body(preVote) == u32(3) + u32(1) + [13] + u64(8) + u32(3) + u64(41))
         let preVoteReply = Envelope(from: 1, to: 3, message: .preVoteReply(PreVoteReply(ballot: Ballot(round: 8, node: 3), granted: true, promised: Ballot(round: 7, node: 2), chosenThrough: 40)))
         #expect(body(preVoteReply) == u32(1) + u32(3) + [14] + u64(8) + u32(3) + [1] + u64(7) + u32(2) + u64(40))
+        // Version 5: leadership transfer.
+        let prepare = Envelope(from: 3, to: 1, message: .prepare(Prepare(ballot: Ballot(round: 8, node: 3), fromSlot: 41, leaderTransfer: true)))
+        #expect(body(prepare) == u32(3) + u32(1) + [1] + u64(8) + u32(3) + u64(41) + [1])
+        let timeoutNow = Envelope(from: 1, to: 3, message: .timeoutNow(TimeoutNow(ballot: Ballot(round: 7, node: 1), lastSlot: 40)))
+        #expect(body(timeoutNow) == u32(1) + u32(3) + [15] + u64(7) + u32(1) + u64(40))
         var decoded = ByteBuffer(bytes: acceptBytes)
         #expect(try MessageCodec.decode(&decoded) == accept)
     }
@@ -66,6 +71,8 @@ import Testing
             .preVote(PreVote(ballot: b, chosenThrough: 41)),
             .preVoteReply(PreVoteReply(ballot: b, granted: true, promised: Ballot(round: 6, node: 3), chosenThrough: 40)),
             .preVoteReply(PreVoteReply(ballot: b, granted: false, promised: .zero, chosenThrough: Message.maxSlot)),
+            .prepare(Prepare(ballot: b, fromSlot: 9, leaderTransfer: true)),
+            .timeoutNow(TimeoutNow(ballot: b, lastSlot: 77)),
         ]
         // Every case is covered (a new case must be added here and in the codec).
         #expect(Set(messages.map { MessageCodec.messageType(of: $0) }) == Set(MessageCodec.MessageType.allCases))

@@ -48,7 +48,7 @@ enum Gen {
     /// One random message of the given type.
     static func message(_ type: MessageCodec.MessageType, _ rng: inout SeededRandom) -> Message {
         switch type {
-        case .prepare: return .prepare(Prepare(ballot: ballot(&rng), fromSlot: slot(&rng)))
+        case .prepare: return .prepare(Prepare(ballot: ballot(&rng), fromSlot: slot(&rng), leaderTransfer: Bool.random(using: &rng)))
         case .promise: return .promise(Promise(ballot: ballot(&rng), fromSlot: slot(&rng), accepted: entries(&rng), chosenThrough: slot(&rng)))
         case .reject: return .reject(Reject(ballot: ballot(&rng), promised: ballot(&rng)))
         case .accept:
@@ -71,6 +71,7 @@ enum Gen {
         case .preVote: return .preVote(PreVote(ballot: ballot(&rng), chosenThrough: slot(&rng)))
         case .preVoteReply:
             return .preVoteReply(PreVoteReply(ballot: ballot(&rng), granted: Bool.random(using: &rng), promised: ballot(&rng), chosenThrough: slot(&rng)))
+        case .timeoutNow: return .timeoutNow(TimeoutNow(ballot: ballot(&rng), lastSlot: slot(&rng)))
         }
     }
 

@@ -7,6 +7,6 @@ import ArgumentParser
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput and latency.",
-        subcommands: [BenchLocal.self, BenchCluster.self, BenchProcesses.self, BenchReads.self, BenchCore.self, BenchCompaction.self, BenchCrashWriter.self]
+        subcommands: [BenchLocal.self, BenchCluster.self, BenchProcesses.self, BenchReads.self, BenchTransfer.self, BenchCore.self, BenchCompaction.self, BenchCrashWriter.self]
     )
 }

@@ -12,7 +12,7 @@ import Testing
         return String(here[..<here.lastIndex(of: "/")!]) + "/Transcripts"
     }()
 
-    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "prevote", "caught_up_leader"])
+    @Test(arguments: ["election", "batching", "leader_change", "noop_fill", "catch_up", "prevote", "caught_up_leader", "leader_transfer"])
     func transcript(_ name: String) throws {
         for m in try mismatches(name) { Issue.record(Comment(rawValue: m)) }
     }
@@ -87,7 +87,7 @@ struct TranscriptBlock {
 /// Commands: `cluster N`, `campaign ID`, `tick ID [N]`, `propose ID v1 v2…`, `persist [ID]`,
 /// `deliver [from=ID] [to=ID]` (one round: what it causes stays queued), `drop [from=] [to=]`,
 /// `stabilize`, `status`, `log ID`, `crash ID` (unpersisted records are lost), `restart ID`,
-/// `guards on|off` (pre-vote and leader stickiness for cores created after it).
+/// `guards on|off` (pre-vote and leader stickiness for cores created after it), `transfer ID TARGET`.
 struct TranscriptHarness {
     struct Node {
         var core: PaxosCore?
@@ -150,6 +150,8 @@ struct TranscriptHarness {
                 let r = nodes[node!]!.core!.propose(v == "noop" ? .noop : .data(Array(v.utf8)))
                 out.append("\(node!): propose \(v) -> \(r)")
             }
+        case "transfer":
+            out.append("\(node!): transfer to \(plain[1]) -> \(nodes[node!]!.core!.transferLeadership(to: NodeID(plain[1])!))")
         case "persist":
             for id in (node.map { [$0] } ?? ids) where nodes[id]!.core != nil { persist(id) }
         case "deliver":

@@ -146,9 +146,9 @@ struct Serve: AsyncParsableCommand {
         try await group.run()
     }
 
-    /// The replica under swift-service-lifecycle: serves until graceful shutdown, then fails
-    /// waiting appends (with their outcomes), finishes in-flight syncs, closes sockets and
-    /// releases the directory lock.
+    /// The replica under swift-service-lifecycle: serves until graceful shutdown, then hands
+    /// leadership over if it leads, fails waiting appends (with their outcomes), finishes
+    /// in-flight syncs, closes sockets and releases the directory lock.
     struct ReplicaService: Service {
         let server: PaxosLogServer
         let logger: Logger
@@ -162,6 +162,8 @@ struct Serve: AsyncParsableCommand {
             try? await gracefulShutdown()
             logger.info("shutting down: failing waiting appends, finishing syncs, closing sockets")
             beforeShutdown()
+            // A leader hands over first: clients then wait for one transfer, not an election.
+            if let next = await server.log.handOffLeadership() { logger.info("handed leadership to node \(next)") }
             try await server.shutdown()
             logger.info("shut down cleanly")
             await afterShutdown()

@@ -1,0 +1,36 @@
+import Foundation
+import MultiPaxos
+import PaxosLogTesting
+import Testing
+
+/// Leadership transfer with real `paxlog serve` processes (Sources/MultiPaxos/ELECTIONS.md,
+/// "Leadership transfer").
+@Suite(.serialized) struct TransferProcessTests {
+    /// A leader stopped with SIGTERM under load hands leadership to a follower before it closes:
+    /// its log says to whom, that follower leads, appends go on, and every acknowledged record
+    /// is at its slot on every replica afterwards, read offline.
+    @Test func aLeaderStoppedWithSIGTERMHandsLeadershipOver() async throws {
+        try await withCluster("handoff") { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let load = Load()
+            let running = Task { await load.run(cluster, streams: 4, tag: "h") }
+            try await eventually("appends before the stop") { load.ackCount >= 100 }
+            #expect(cluster.terminate(leader) == 0, "a graceful stop exits 0")
+            let log = try String(contentsOfFile: cluster.node(leader).logFile, encoding: .utf8)
+            let line = try #require(log.split(separator: "\n").first { $0.contains("handed leadership to node") },
+                                    "node \(leader) did not hand over:\n\(cluster.logTails())")
+            let next = try #require(NodeID(String(line.split(separator: " ").last!)))
+            try await eventually("node \(next) leading") { await cluster.leader() == next }
+            let before = load.ackCount
+            try await eventually("appends after the stop") { load.ackCount >= before + 50 }
+            load.stop()
+            await running.value
+            try cluster.start(leader)
+            let acks = load.acks.withLockedValue { $0 }
+            let top = acks.map(\.slot).max() ?? 0
+            for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
+            try verifyOffline(cluster, acks)
+        }
+    }
+}

@@ -36,18 +36,23 @@ import Testing
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        // Appends go on before, between and after the transfers.
+        func fiftyMoreAcknowledged() async throws {
+            let before = acked.withLockedValue { $0.count }
+            for _ in 0..<1200 where acked.withLockedValue({ $0.count }) < before + 50 { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(acked.withLockedValue { $0.count } >= before + 50, "appends stalled")
+        }
+        try await fiftyMoreAcknowledged()
         try await first.transferLeadership(to: targetID)
         #expect(try await target.status().isLeader)
         #expect(try await first.status().leader == targetID)
-        try await Task.sleep(for: .milliseconds(300))
+        try await fiftyMoreAcknowledged()
         try await target.transferLeadership(to: firstID)
         #expect(try await first.status().isLeader)
-        try await Task.sleep(for: .milliseconds(300))
+        try await fiftyMoreAcknowledged()
         stop.withLockedValue { $0 = true }
         for t in appenders { try await t.value }
         let records = acked.withLockedValue { $0 }
-        #expect(records.count > 100, "appends went on around the transfers")
         let last = records.keys.max()!
         for l in logs {
             let entries = try await firstEntries(l, count: Int(last), seconds: 30)

@@ -155,6 +155,14 @@ public final class ClientConnection: Sendable {
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
+    /// Why `request` must not be sent on this connection (the server's client protocol version
+    /// predates it: it would take the request for malformed input and close the connection
+    /// without saying why), or nil.
+    func cannotSend(_ request: ClientRequest) -> String? {
+        guard version < request.clientVersion else { return nil }
+        return "node \(nodeID) speaks client protocol version \(version), which has no \(request.kindName) request (version \(request.clientVersion)): upgrade it"
+    }
+
     /// Sends one request and waits for its response. Safe to call concurrently (pipelining).
     /// - Parameter deadline: past it the request fails with `.timeout` (a late answer is dropped);
     ///   nil: no limit.
@@ -378,7 +386,8 @@ public final class PaxosClient: Sendable {
     /// Sends one request to the current replica (reconnecting first if the connection was lost),
     /// within ``PaxosClientConfiguration/requestTimeout``. Does not follow redirects or retry: the
     /// response is returned as is.
-    /// - Throws: ``TransportError``; `.timeout` when the time ran out.
+    /// - Throws: ``TransportError``; `.timeout` when the time ran out; `.refused` (`badVersion`)
+    ///   for a request the replica's client protocol version does not have.
     public func send(_ request: ClientRequest) async throws(TransportError) -> ClientResponse {
         let deadline = NIODeadline.now() + configuration.requestTimeout
         let connection: ClientConnection
@@ -391,6 +400,7 @@ public final class PaxosClient: Sendable {
             }
             connection = c
         }
+        if let why = connection.cannotSend(request) { throw TransportError(.refused, why, refusal: .badVersion) }
         return try await connection.send(request, deadline: deadline)
     }
 
@@ -651,11 +661,7 @@ public final class PaxosClient: Sendable {
                 await pause(&call)
                 continue
             }
-            if connection.version < call.request.clientVersion {
-                // A server of an older build would take the request for malformed input and close
-                // the connection: say what is wrong instead.
-                return .failure(call.error(.refused, "node \(connection.nodeID) speaks client protocol version \(connection.version), which has no \(call.request.kindName) request (version \(call.request.clientVersion)): upgrade it"))
-            }
+            if let why = connection.cannotSend(call.request) { return .failure(call.error(.refused, why)) }
             call.attempts += 1
             let result: Result<ClientResponse, TransportError>
             let sent = call.request

@@ -72,6 +72,12 @@ import Testing
         } catch {
             #expect(error.code == .refused && error.message.contains("upgrade it"), "\(error)")
         }
+        do {
+            _ = try await client.send(.members)
+            Issue.record("a version-3 server was sent a members request")
+        } catch {
+            #expect(error.code == .refused && error.refusal == .badVersion, "\(error)")
+        }
         #expect(try await client.status().nodeID == 9, "the connection is still usable")
         await client.close()
         try await channel.close()

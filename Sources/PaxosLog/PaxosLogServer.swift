@@ -110,6 +110,22 @@ struct ClientService: Sendable {
             } catch {
                 return .error(ClientError(code: .internal, message: "\(error)"))
             }
+        case .members:
+            do {
+                let members = try await log.members()
+                // The positions are the leader's to tell: a follower that knows it sends the
+                // client there (and, knowing none, answers its own list, without them).
+                if let leader = members.first(where: { $0.role == .leader }), !leader.isSelf {
+                    return .redirect(leaderID: leader.id, leaderAddress: "\(leader.clientAddress)")
+                }
+                return .members(members)
+            } catch let error as PaxosLogError {
+                return response(for: error, isAppend: false)
+            } catch {
+                return .error(ClientError(code: .internal, message: "\(error)"))
+            }
+        case .transferLeadership(let target):
+            return await transferLeadership(to: target)
         case .status:
             do {
                 let s = try await log.status()
@@ -133,6 +149,28 @@ struct ClientService: Sendable {
             } catch {
                 return .error(ClientError(code: .shuttingDown, message: "\(error)"))
             }
+        }
+    }
+
+    /// Asks the log to hand leadership to `target`. A follower redirects to the leader it knows
+    /// (like an append, and without asking the log), and a target outside the membership is
+    /// refused here, so neither waits for the transfer machinery.
+    private func transferLeadership(to target: NodeID) async -> ClientResponse {
+        do {
+            let status = try await log.status()
+            guard status.isLeader else {
+                return response(for: PaxosLogError(.notLeader, "node \(status.nodeID) does not lead", leader: status.leader), isAppend: false)
+            }
+            let ids = log.configuration.members.map(\.id)
+            guard ids.contains(target) else {
+                return .error(ClientError(code: .invalidRequest, message: "node \(target) is not a member (members: \(ids.map(String.init).joined(separator: ", ")))"))
+            }
+            try await log.transferLeadership(to: target)
+            return .leadershipTransferred(leaderID: target)
+        } catch let error as PaxosLogError {
+            return response(for: error, isAppend: false)
+        } catch {
+            return .error(ClientError(code: .internal, message: "\(error)"))
         }
     }
 

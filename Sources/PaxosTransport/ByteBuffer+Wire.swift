@@ -105,6 +105,17 @@ extension ByteBuffer {
         writeBytes(utf8)
     }
 
+    /// Writes `host:string port:u16`.
+    mutating func writeWireAddress(_ address: PeerAddress) {
+        writeWireString(address.host)
+        writeWire(UInt16(truncatingIfNeeded: address.port))
+    }
+
+    mutating func readWireAddress(_ field: StaticString) throws(WireError) -> PeerAddress {
+        let host = try readWireString(field)
+        return PeerAddress(host: host, port: Int(try readWire(UInt16.self, field)))
+    }
+
     // MARK: Consensus value types
 
     mutating func writeBallot(_ ballot: Ballot) {

@@ -35,12 +35,22 @@ public enum ClientRequest: Hashable, Sendable {
     /// Ask the leader for a read-barrier position (a follower asks it before a linearizable
     /// read). Answered by `barrier`, `redirect` (not the leader) or `error`.
     case barrier
+    /// Ask for the member list as the leader sees it (with each member's positions). Answered by
+    /// `members`; a follower that knows the leader answers `redirect`, one that knows none
+    /// answers its own list (without positions). Client version 4.
+    case members
+    /// Ask the leader to hand leadership to the voter `to`. Answered by `leadershipTransferred`
+    /// once `to` leads, `redirect` (not the leader) or `error` (`invalidRequest`: not a member;
+    /// `timeout`: `to` did not take over in time, and the leader leads on). Client version 4.
+    case transferLeadership(to: NodeID)
 
     enum Kind: UInt8 {
         case append = 1
         case read = 2
         case status = 3
         case barrier = 4
+        case members = 5
+        case transferLeadership = 6
     }
 }
 
@@ -190,6 +200,59 @@ public struct ClientStatus: Hashable, Sendable {
     }
 }
 
+/// What a member does in the cluster. An open set, like ``ClientErrorCode``: learners (members
+/// that receive the log and do not vote) will be a role of their own, and a client that does not
+/// know a role shows its number rather than failing to decode the answer.
+public struct MemberRole: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// The voter that leads (as the answering replica knows it).
+    public static let leader = MemberRole(rawValue: 1)
+    /// A voter that does not lead (every voter while no leader is known).
+    public static let follower = MemberRole(rawValue: 2)
+
+    public var description: String {
+        switch self {
+        case .leader: return "leader"
+        case .follower: return "follower"
+        default: return "role \(rawValue)"
+        }
+    }
+}
+
+/// One member of the cluster as a replica sees it: what ``ClientRequest/members`` answers, and
+/// what `PaxosLog.members()` returns.
+public struct MemberStatus: Hashable, Sendable {
+    public var id: NodeID
+    /// Where replicas reach it, as the answering replica's configuration gives it.
+    public var peerAddress: PeerAddress
+    /// Where clients reach it (its client port), as the answering replica's configuration gives it.
+    public var clientAddress: PeerAddress
+    public var role: MemberRole
+    /// Whether this row is the replica that answered.
+    public var isSelf: Bool
+    /// Every slot through here that the leader assigned, this member has accepted durably in the
+    /// leader's ballot; for the leader's own row, the highest slot it holds a vote for. Known to
+    /// the leader (and to each replica for itself); nil otherwise.
+    public var acknowledgedThrough: Slot?
+    /// This member's chosen watermark: its own (chosen and durable, readable) for the answering
+    /// replica's row; the one its last heartbeat reply reported for the leader's followers
+    /// (0 before the first); nil when the answering replica does not lead.
+    public var chosenThrough: Slot?
+
+    public init(id: NodeID, peerAddress: PeerAddress, clientAddress: PeerAddress, role: MemberRole, isSelf: Bool,
+                acknowledgedThrough: Slot? = nil, chosenThrough: Slot? = nil) {
+        self.id = id
+        self.peerAddress = peerAddress
+        self.clientAddress = clientAddress
+        self.role = role
+        self.isSelf = isSelf
+        self.acknowledgedThrough = acknowledgedThrough
+        self.chosenThrough = chosenThrough
+    }
+}
+
 /// A server's answer to one ``ClientRequest``.
 public enum ClientResponse: Hashable, Sendable {
     /// The records of an append are chosen, at these slots (one per record, in request order).
@@ -205,6 +268,10 @@ public enum ClientResponse: Hashable, Sendable {
     /// The answer to a barrier request: every append acknowledged before the request arrived is
     /// at or below this position.
     case barrier(Slot)
+    /// The answer to a members request, in the order of the answering replica's configuration.
+    case members([MemberStatus])
+    /// The answer to a transfer: `leaderID` leads now, as the former leader sees it.
+    case leadershipTransferred(leaderID: NodeID)
 
     enum Kind: UInt8 {
         case appended = 1
@@ -213,6 +280,8 @@ public enum ClientResponse: Hashable, Sendable {
         case entries = 4
         case status = 5
         case barrier = 6
+        case members = 7
+        case leadershipTransferred = 8
     }
 }
 
@@ -229,7 +298,7 @@ public struct ClientRequestFrame: Hashable, Sendable {
     var encodedSizeHint: Int {
         switch request {
         case .append(let records, _, _): return 30 + records.reduce(0) { $0 + 4 + $1.count }
-        case .read, .status, .barrier: return 22
+        case .read, .status, .barrier, .members, .transferLeadership: return 22
         }
     }
 
@@ -251,6 +320,11 @@ public struct ClientRequestFrame: Hashable, Sendable {
             buffer.writeWire(ClientRequest.Kind.status.rawValue)
         case .barrier:
             buffer.writeWire(ClientRequest.Kind.barrier.rawValue)
+        case .members:
+            buffer.writeWire(ClientRequest.Kind.members.rawValue)
+        case .transferLeadership(let target):
+            buffer.writeWire(ClientRequest.Kind.transferLeadership.rawValue)
+            buffer.writeWire(target)
         }
     }
 
@@ -279,6 +353,10 @@ public struct ClientRequestFrame: Hashable, Sendable {
             request = .status
         case .barrier:
             request = .barrier
+        case .members:
+            request = .members
+        case .transferLeadership:
+            request = .transferLeadership(to: try buffer.readWire(NodeID.self, "transfer.to"))
         case nil:
             throw WireError(.unknownType, "request kind \(raw)")
         }
@@ -300,7 +378,8 @@ public struct ClientResponseFrame: Hashable, Sendable {
         switch response {
         case .appended(let slots): return 13 + 8 * slots.count
         case .entries(let result): return 29 + result.entries.reduce(0) { $0 + 12 + $1.bytes.count }
-        case .barrier: return 17
+        case .barrier, .leadershipTransferred: return 17
+        case .members(let members): return 13 + members.reduce(0) { $0 + 48 + $1.peerAddress.host.utf8.count + $1.clientAddress.host.utf8.count }
         case .redirect, .error, .status: return 128
         }
     }
@@ -347,6 +426,22 @@ public struct ClientResponseFrame: Hashable, Sendable {
         case .barrier(let position):
             buffer.writeWire(ClientResponse.Kind.barrier.rawValue)
             buffer.writeWire(position)
+        case .members(let members):
+            buffer.writeWire(ClientResponse.Kind.members.rawValue)
+            buffer.writeWireArray(members) { buffer, m in
+                buffer.writeWire(m.id)
+                buffer.writeWireAddress(m.peerAddress)
+                buffer.writeWireAddress(m.clientAddress)
+                buffer.writeWire(m.role.rawValue)
+                buffer.writeBool(m.isSelf)
+                buffer.writeBool(m.acknowledgedThrough != nil)
+                if let slot = m.acknowledgedThrough { buffer.writeWire(slot) }
+                buffer.writeBool(m.chosenThrough != nil)
+                if let slot = m.chosenThrough { buffer.writeWire(slot) }
+            }
+        case .leadershipTransferred(let leaderID):
+            buffer.writeWire(ClientResponse.Kind.leadershipTransferred.rawValue)
+            buffer.writeWire(leaderID)
         }
     }
 
@@ -401,6 +496,21 @@ public struct ClientResponseFrame: Hashable, Sendable {
             response = .status(ClientStatus(nodeID: nodeID, leaderID: leaderID, ballot: ballot, chosenThrough: chosenThrough, lastAccepted: lastAccepted, details: details))
         case .barrier:
             response = .barrier(try buffer.readWire(Slot.self, "barrier.position"))
+        case .members:
+            // The smallest member: id, two addresses with empty hosts, role, three bools.
+            response = .members(try buffer.readWireArray("members.members", minimumElementSize: 16) { buffer throws(WireError) in
+                let id = try buffer.readWire(NodeID.self, "member.id")
+                let peerAddress = try buffer.readWireAddress("member.peerAddress")
+                let clientAddress = try buffer.readWireAddress("member.clientAddress")
+                let role = MemberRole(rawValue: try buffer.readWire(UInt8.self, "member.role"))
+                let isSelf = try buffer.readBool("member.isSelf")
+                let acknowledged: Slot? = try buffer.readBool("member.hasAcknowledged") ? try buffer.readWire(Slot.self, "member.acknowledgedThrough") : nil
+                let chosen: Slot? = try buffer.readBool("member.hasChosen") ? try buffer.readWire(Slot.self, "member.chosenThrough") : nil
+                return MemberStatus(id: id, peerAddress: peerAddress, clientAddress: clientAddress, role: role, isSelf: isSelf,
+                                    acknowledgedThrough: acknowledged, chosenThrough: chosen)
+            })
+        case .leadershipTransferred:
+            response = .leadershipTransferred(leaderID: try buffer.readWire(NodeID.self, "transferred.leaderID"))
         case nil:
             throw WireError(.unknownType, "response kind \(raw)")
         }

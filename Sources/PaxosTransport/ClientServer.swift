@@ -53,6 +53,8 @@ public struct ClientServerConfiguration: Sendable {
 ///     case .read(let from, let max, let consistency): return await replica.read(from, max, consistency)
 ///     case .barrier: return await replica.barrier()
 ///     case .status: return .status(replica.status)
+///     case .members: return .members(replica.members)
+///     case .transferLeadership(let to): return await replica.transferLeadership(to)
 ///     }
 /// }
 /// let address = try await server.start()

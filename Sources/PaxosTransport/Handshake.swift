@@ -2,7 +2,9 @@ import Crypto
 import MultiPaxos
 import NIOCore
 
-/// The version of everything after the `hello` frame. Both sides must speak the same one.
+/// The version of everything after the `hello` frame. Both sides speak the same one: the
+/// initiator's, when the acceptor takes it (``accepted(for:)``; else it refuses with
+/// `badVersion`).
 ///
 /// The peer port and the client port are versioned apart: a `hello` carries ``current`` from a
 /// replica and ``client`` from a client, and an acceptor checks it against the version of the
@@ -19,14 +21,27 @@ public enum WireVersion {
     /// The client protocol (handshake and request/response frames). Versions 1 and 2 were the
     /// peers' numbers, shared. 3: appends carry a proposal identity, reads a consistency and
     /// entries a readThrough, the `barrier` request and response, errors an append outcome.
-    /// (The peer protocol reached 3 at the same time, for its own reasons.)
-    public static let client: UInt16 = 3
+    /// (The peer protocol reached 3 at the same time, for its own reasons.) 4: the `members`
+    /// and `transferLeadership` requests and their responses; nothing else changed.
+    public static let client: UInt16 = 4
+    /// The oldest client version a server still accepts: a version-4 server speaks version 3 to
+    /// a version-3 client (whose requests are a subset of version 4's, and which is never sent
+    /// a version-4 response), so clients need not be upgraded with the servers.
+    public static let oldestClient: UInt16 = 3
 
-    /// The version a `hello` from `role` must carry.
+    /// The version this side's `hello` carries as `role`.
     static func expected(for role: ConnectionRole) -> UInt16 {
         switch role {
         case .peer: return current
         case .client: return client
+        }
+    }
+
+    /// The versions an acceptor takes in a `hello` from `role` (its `welcome` echoes the one taken).
+    static func accepted(for role: ConnectionRole) -> ClosedRange<UInt16> {
+        switch role {
+        case .peer: return current...current
+        case .client: return oldestClient...client
         }
     }
 }
@@ -166,9 +181,9 @@ public enum HandshakeMessage: Hashable, Sendable {
         switch type {
         case .hello:
             let version = try body.readWire(UInt16.self, "hello.version")
-            if version != WireVersion.current && version != WireVersion.client {
+            if version != WireVersion.current && !WireVersion.accepted(for: .client).contains(version) {
                 // Do not parse the rest: another version may lay it out differently. (The peer
-                // and the client versions of today share the layout.)
+                // and the client versions this node speaks share the layout.)
                 return .hello(Hello(version: version, cluster: "", role: .client, nonce: []))
             }
             let cluster = try body.readWireString("hello.cluster")

@@ -26,7 +26,8 @@ public struct PaxosClientConfiguration: Sendable {
     /// then fails the call with ``PaxosClientError/Code/redirect``. Default 5.
     public var maxRedirects: Int = 5
     /// Every call (``PaxosClient/append(_:)``, ``PaxosClient/read(from:maxCount:consistency:)``,
-    /// ``PaxosClient/readBarrier()``, ``PaxosClient/status()``, ``PaxosClient/connect(configuration:group:logger:)``)
+    /// ``PaxosClient/readBarrier()``, ``PaxosClient/status()``, ``PaxosClient/members()``,
+    /// ``PaxosClient/transferLeadership(to:)``, ``PaxosClient/connect(configuration:group:logger:)``)
     /// ends within this: answered, or failed with ``PaxosClientError/Code/timeout`` saying
     /// whether an append may have been appended. Inside it, the call retries (an append with the
     /// same identity) at other addresses and after redirects. Default 10 s.
@@ -78,25 +79,46 @@ public final class ClientConnection: Sendable {
     /// The node the handshake reached.
     public let nodeID: NodeID
     public let address: PeerAddress
+    /// The client protocol version the connection speaks: ``WireVersion/client``, or an older
+    /// one a server of an older build speaks (then requests newer than it fail without being sent).
+    public let version: UInt16
     let channel: any Channel
 
-    init(nodeID: NodeID, address: PeerAddress, channel: any Channel) {
+    init(nodeID: NodeID, address: PeerAddress, version: UInt16 = WireVersion.client, channel: any Channel) {
         self.nodeID = nodeID
         self.address = address
+        self.version = version
         self.channel = channel
     }
 
-    /// Opens a connection and completes the handshake.
+    /// Opens a connection and completes the handshake. A server that refuses this client's
+    /// version is asked again in the oldest version servers take (``WireVersion/oldestClient``):
+    /// a server of an older build then serves the requests it knows.
     /// - Parameter deadline: connecting and the handshake end by then, whatever the
     ///   configuration's timeouts say.
     /// - Throws: ``TransportError``: `.connectFailed`, `.refused` (with the reason), `.handshakeTimeout`.
     public static func connect(to address: PeerAddress, configuration: PaxosClientConfiguration, group: any EventLoopGroup, logger: Logger, counters: TransportCounters = TransportCounters(), deadline: NIODeadline? = nil) async throws(TransportError) -> ClientConnection {
+        do {
+            return try await open(address, version: WireVersion.client, configuration: configuration, group: group, logger: logger, counters: counters, deadline: deadline)
+        } catch let refusal where refusal.code == .refused && refusal.refusal == .badVersion && WireVersion.client > WireVersion.oldestClient {
+            logger.debug("the server refused client version \(WireVersion.client); trying \(WireVersion.oldestClient)", metadata: ["address": "\(address)"])
+            do {
+                return try await open(address, version: WireVersion.oldestClient, configuration: configuration, group: group, logger: logger, counters: counters, deadline: deadline)
+            } catch let error where error.code == .refused && error.refusal == .badVersion {
+                // Neither version: the first refusal names the versions the server speaks.
+                throw refusal
+            }
+        }
+    }
+
+    private static func open(_ address: PeerAddress, version: UInt16, configuration: PaxosClientConfiguration, group: any EventLoopGroup, logger: Logger, counters: TransportCounters, deadline: NIODeadline?) async throws(TransportError) -> ClientConnection {
         let loop = group.next()
         let established = loop.makePromise(of: SessionInfo.self)
         let left = deadline.map { $0 - .now() } ?? configuration.handshakeTimeout
         let session = SessionConfiguration(
             side: .initiator(role: .client, expectedAcceptor: nil), cluster: configuration.clusterName,
-            key: configuration.secret, handshakeTimeout: max(.milliseconds(1), min(configuration.handshakeTimeout, left)))
+            key: configuration.secret, handshakeTimeout: max(.milliseconds(1), min(configuration.handshakeTimeout, left)),
+            offeredVersion: version)
         let maxFrameSize = configuration.maxFrameSize
         let tls = configuration.tls
         let channel: any Channel
@@ -122,7 +144,7 @@ public final class ClientConnection: Sendable {
         }
         do {
             let info = try await established.futureResult.get()
-            return ClientConnection(nodeID: info.remote.wireNodeID, address: address, channel: channel)
+            return ClientConnection(nodeID: info.remote.wireNodeID, address: address, version: version, channel: channel)
         } catch {
             channel.close(promise: nil)
             if let error = error as? TransportError { throw error }
@@ -132,6 +154,14 @@ public final class ClientConnection: Sendable {
 
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
+
+    /// Why `request` must not be sent on this connection (the server's client protocol version
+    /// predates it: it would take the request for malformed input and close the connection
+    /// without saying why), or nil.
+    func cannotSend(_ request: ClientRequest) -> String? {
+        guard version < request.clientVersion else { return nil }
+        return "node \(nodeID) speaks client protocol version \(version), which has no \(request.kindName) request (version \(request.clientVersion)): upgrade it"
+    }
 
     /// Sends one request and waits for its response. Safe to call concurrently (pipelining).
     /// - Parameter deadline: past it the request fails with `.timeout` (a late answer is dropped);
@@ -356,7 +386,8 @@ public final class PaxosClient: Sendable {
     /// Sends one request to the current replica (reconnecting first if the connection was lost),
     /// within ``PaxosClientConfiguration/requestTimeout``. Does not follow redirects or retry: the
     /// response is returned as is.
-    /// - Throws: ``TransportError``; `.timeout` when the time ran out.
+    /// - Throws: ``TransportError``; `.timeout` when the time ran out; `.refused` (`badVersion`)
+    ///   for a request the replica's client protocol version does not have.
     public func send(_ request: ClientRequest) async throws(TransportError) -> ClientResponse {
         let deadline = NIODeadline.now() + configuration.requestTimeout
         let connection: ClientConnection
@@ -369,6 +400,7 @@ public final class PaxosClient: Sendable {
             }
             connection = c
         }
+        if let why = connection.cannotSend(request) { throw TransportError(.refused, why, refusal: .badVersion) }
         return try await connection.send(request, deadline: deadline)
     }
 
@@ -466,6 +498,37 @@ public final class PaxosClient: Sendable {
         }
     }
 
+    /// The member list as the leader sees it: each member's addresses, role, and (from the leader)
+    /// how far it has acknowledged and learned the log. Asked of the replica connected to; a
+    /// follower redirects to the leader, and while no leader is known a replica answers its own
+    /// list without positions. Retried at other replicas until
+    /// ``PaxosClientConfiguration/requestTimeout``.
+    /// - Throws: ``PaxosClientError`` (`.refused` by a server older than client version 4).
+    public func members() async throws(PaxosClientError) -> [MemberStatus] {
+        let deadline = NIODeadline.now() + configuration.requestTimeout
+        switch await perform(.members, deadline: deadline, first: nil) {
+        case .success(.members(let members)): return members
+        case .success(let other): throw PaxosClientError(.unexpectedResponse, "members answered with \(other)")
+        case .failure(let error): throw error
+        }
+    }
+
+    /// Asks the leader to hand leadership to the voter `target` (for a rolling restart), following
+    /// redirects to the leader; returns the node that leads once the transfer is done, as the
+    /// former leader sees it. Meanwhile the leader refuses new appends (they are redirected).
+    /// - Throws: ``PaxosClientError``: `.rejected` with the server's error (`invalidRequest`:
+    ///   `target` is not a member; `timeout`: it did not take over in time and the leader leads
+    ///   on), `.timeout` (no leader answered within ``PaxosClientConfiguration/requestTimeout``),
+    ///   `.refused` (a server older than client version 4).
+    public func transferLeadership(to target: NodeID) async throws(PaxosClientError) -> NodeID {
+        let deadline = NIODeadline.now() + configuration.requestTimeout
+        switch await perform(.transferLeadership(to: target), deadline: deadline, first: nil) {
+        case .success(.leadershipTransferred(let leader)): return leader
+        case .success(let other): throw PaxosClientError(.unexpectedResponse, "transferLeadership answered with \(other)")
+        case .failure(let error): throw error
+        }
+    }
+
     /// The connected replica's status (not redirected, not retried elsewhere: every replica
     /// answers for itself), within ``PaxosClientConfiguration/requestTimeout``.
     /// - Throws: ``PaxosClientError``.
@@ -545,6 +608,10 @@ public final class PaxosClient: Sendable {
             if case .append = request { return true } else { return false }
         }
 
+        var isTransfer: Bool {
+            if case .transferLeadership = request { return true } else { return false }
+        }
+
         var proposalID: ProposalID? {
             if case .append(_, let id, _) = request { return id } else { return nil }
         }
@@ -594,6 +661,7 @@ public final class PaxosClient: Sendable {
                 await pause(&call)
                 continue
             }
+            if let why = connection.cannotSend(call.request) { return .failure(call.error(.refused, why)) }
             call.attempts += 1
             let result: Result<ClientResponse, TransportError>
             let sent = call.request
@@ -634,7 +702,7 @@ public final class PaxosClient: Sendable {
                 return .fail(call.error(.unexpectedResponse, "\(slots.count) positions for \(records.count) records"))
             }
             return .done(response)
-        case (.read, .entries), (.barrier, .barrier), (.status, .status):
+        case (.read, .entries), (.barrier, .barrier), (.status, .status), (.members, .members), (.transferLeadership, .leadershipTransferred):
             return .done(response)
         case (_, .redirect(let leaderID, let address)):
             call.cause = TransportError(.redirect, "node \(connection.nodeID) redirected to \(leaderID.map { "node \($0)" } ?? "no leader")\(address.map { " at \($0)" } ?? "")")
@@ -659,6 +727,10 @@ public final class PaxosClient: Sendable {
             if call.isAppend, (error.outcome ?? Self.impliedOutcome(error.code)) == .unknown { call.mayHaveAppended() }
             switch error.code {
             case .invalidRequest, .compacted, .sessionExpired:
+                return .fail(call.error(.rejected, "node \(connection.nodeID): \(error)"))
+            case .timeout where call.isTransfer:
+                // The leader gave the target its time and leads on: asking again at once would
+                // only repeat that; the caller decides.
                 return .fail(call.error(.rejected, "node \(connection.nodeID): \(error)"))
             case .overloaded:
                 return .retry(.same(connection), pause: true)
@@ -772,12 +844,22 @@ public final class PaxosClient: Sendable {
 }
 
 extension ClientRequest {
+    /// The first client protocol version that has this request.
+    var clientVersion: UInt16 {
+        switch self {
+        case .append, .read, .status, .barrier: return 3
+        case .members, .transferLeadership: return 4
+        }
+    }
+
     var kindName: String {
         switch self {
         case .append: return "append"
         case .read: return "read"
         case .status: return "status"
         case .barrier: return "barrier"
+        case .members: return "members"
+        case .transferLeadership: return "transferLeadership"
         }
     }
 }

@@ -19,7 +19,9 @@ public struct PaxosClientError: Error, Hashable, Sendable, CustomStringConvertib
         /// sending it again fails the same way. ``PaxosClientError/serverError`` has its answer.
         public static let rejected = Code(raw: 2)
         /// Every address refused the handshake (another cluster, secret, TLS or protocol
-        /// version): a configuration error, not retried.
+        /// version), or the replica that must answer speaks a client protocol version older
+        /// than the request (``PaxosClient/members()`` on a server of an older build): a
+        /// configuration error, not retried.
         public static let refused = Code(raw: 3)
         /// The client was closed (before or during the call).
         public static let closed = Code(raw: 4)

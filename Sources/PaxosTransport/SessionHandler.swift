@@ -35,6 +35,15 @@ struct SessionConfiguration: Sendable {
     /// The connection runs over TLS and the remote replica's certificate must name the node id
     /// it speaks as (``TLSCredentials``): set on peer connections with TLS.
     var bindsCertificateToNode = false
+    /// The version an initiator offers in its `hello` and requires its `welcome` to echo; nil:
+    /// its role's (``WireVersion/expected(for:)``). A client offers an older one to a server that
+    /// refused its own.
+    var offeredVersion: UInt16? = nil
+
+    /// The version an initiator speaks as `role`.
+    func version(for role: ConnectionRole) -> UInt16 {
+        offeredVersion ?? WireVersion.expected(for: role)
+    }
 }
 
 /// The per-connection protocol handler: runs the handshake, then decodes frame bodies into
@@ -123,7 +132,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .initiator(let role, _):
             let nonce = HandshakeAuth.makeNonce()
             state = .awaitingWelcome(nonce: nonce)
-            let hello = HandshakeMessage.Hello(version: WireVersion.expected(for: role), cluster: configuration.cluster, role: role, nonce: nonce)
+            let hello = HandshakeMessage.Hello(version: configuration.version(for: role), cluster: configuration.cluster, role: role, nonce: nonce)
             context.writeAndFlush(wrapOutboundOut(.handshake(.hello(hello))), promise: nil)
         case .acceptor:
             state = .awaitingHello
@@ -221,10 +230,10 @@ final class SessionHandler: ChannelInboundHandler {
         // Acceptor: check who is calling.
         case (.awaitingHello, .hello(let hello)):
             guard case .acceptor(let nodeID, let peers, let clients) = configuration.side else { return }
-            let version = WireVersion.expected(for: hello.role)
-            guard hello.version == version else {
-                return refuse(.badVersion, "version \(hello.version) is not supported; this node speaks version \(WireVersion.current) to peers and \(WireVersion.client) to clients", context: context)
+            guard WireVersion.accepted(for: hello.role).contains(hello.version) else {
+                return refuse(.badVersion, "version \(hello.version) is not supported; this node speaks version \(WireVersion.current) to peers and \(WireVersion.oldestClient)…\(WireVersion.client) to clients", context: context)
             }
+            let version = hello.version
             guard hello.cluster == configuration.cluster else {
                 return refuse(.wrongCluster, "cluster \"\(hello.cluster)\" is not this node's cluster", context: context)
             }
@@ -263,7 +272,7 @@ final class SessionHandler: ChannelInboundHandler {
         // Initiator: check whom we reached, and prove ourselves if asked.
         case (.awaitingWelcome(let nonce), .welcome(let welcome)):
             guard case .initiator(let role, let expected) = configuration.side else { return }
-            let version = WireVersion.expected(for: role)
+            let version = configuration.version(for: role)
             guard welcome.version == version else {
                 let what = role == .client ? "client protocol" : "wire"
                 return refuse(.badVersion, "the remote side speaks \(what) version \(welcome.version); this node speaks \(version)", context: context)

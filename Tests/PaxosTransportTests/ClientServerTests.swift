@@ -153,6 +153,8 @@ import Testing
 
     @Test func readAndStatus() async throws {
         let status = ClientStatus(nodeID: 1, leaderID: 1, ballot: Ballot(round: 2, node: 1), chosenThrough: 9, lastAccepted: 10, details: [.init("role", "leader")])
+        let members = [MemberStatus(id: 1, peerAddress: PeerAddress(host: "127.0.0.1", port: 7101), clientAddress: PeerAddress(host: "127.0.0.1", port: 8101),
+                                    role: .leader, isSelf: true, acknowledgedThrough: 10, chosenThrough: 9)]
         let (server, address) = try await startServer { request in
             switch request {
             case .read(let from, let max, _):
@@ -160,6 +162,9 @@ import Testing
             case .status: return .status(status)
             case .barrier: return .barrier(9)
             case .append: return .error(ClientError(code: .noQuorum, message: "no majority", outcome: .unknown))
+            case .members: return .members(members)
+            case .transferLeadership(let to) where to == 7: return .error(ClientError(code: .invalidRequest, message: "node 7 is not a member"))
+            case .transferLeadership(let to): return .leadershipTransferred(leaderID: to)
             }
         }
         var configuration = PaxosClientConfiguration(addresses: [address], clusterName: "test")
@@ -169,6 +174,10 @@ import Testing
         #expect(page == ReadResult(entries: [ClientEntry(slot: 5, bytes: [5]), ClientEntry(slot: 6, bytes: [6]), ClientEntry(slot: 7, bytes: [7])], nextSlot: 8))
         #expect(try await client.status() == status)
         #expect(try await client.readBarrier() == 9)
+        #expect(try await client.members() == members)
+        #expect(try await client.transferLeadership(to: 3) == 3)
+        let refused = try await #require(throws: PaxosClientError.self) { try await client.transferLeadership(to: 7) }
+        #expect(refused.code == .rejected && refused.serverError?.message == "node 7 is not a member")
         // Retried (a server timeout may be cured by another replica) until the call's time runs out.
         let error = try await #require(throws: PaxosClientError.self) { try await client.append([[1]]) }
         #expect(error.code == .timeout)

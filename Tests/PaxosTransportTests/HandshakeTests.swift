@@ -159,7 +159,10 @@ import Testing
     @Test func clientAndPeerVersionsAreCheckedApart() throws {
         // Each role's own version is accepted, an older one refused; the other role's version
         // only when it differs (today both are 3).
+        // A server takes clients as old as `oldestClient` (version 3, without members and
+        // transfer requests), and answers in their version.
         var cases: [(ConnectionRole, UInt16, Bool)] = [(.client, WireVersion.client, true), (.client, 2, false),
+                                                      (.client, WireVersion.oldestClient, true), (.client, WireVersion.client + 1, false),
                                                       (.peer(2), WireVersion.current, true), (.peer(2), WireVersion.current - 1, false)]
         if WireVersion.current != WireVersion.client {
             cases += [(.client, WireVersion.current, false), (.peer(2), WireVersion.client, false)]

@@ -208,7 +208,7 @@ import Testing
             .append([], id: ProposalID(client: 0, sequence: 0)),
             .append([[1, 2, 3], [], Array(repeating: 7, count: 500)], id: ProposalID(client: .max, sequence: 1 << 40)),
             .read(fromSlot: 1, maxCount: 100, consistency: .local), .read(fromSlot: .max, maxCount: 0, consistency: .linearizable),
-            .status, .barrier,
+            .status, .barrier, .members, .transferLeadership(to: 3), .transferLeadership(to: .max),
         ]
         for (index, request) in requests.enumerated() {
             let frame = ClientRequestFrame(id: UInt64(index) &* 0x1_0000_0001, request: request)
@@ -234,6 +234,7 @@ import Testing
             .entries(ReadResult(entries: [ClientEntry(slot: 5, bytes: [1])], nextSlot: 6, readThrough: 90)),
             .status(ClientStatus(nodeID: 1, leaderID: 2, ballot: Ballot(round: 3, node: 2), chosenThrough: 10, lastAccepted: 12, details: [.init("role", "follower"), .init("", "")])),
             .status(ClientStatus(nodeID: 1, leaderID: nil, ballot: .zero, chosenThrough: 0, lastAccepted: 0)),
+            .members(MembershipCodecTests.members), .members([]), .leadershipTransferred(leaderID: 2),
         ]
         for (index, response) in responses.enumerated() {
             let frame = ClientResponseFrame(id: UInt64(index), response: response)

@@ -18,6 +18,8 @@ struct Paxlog: AsyncParsableCommand {
             Append.self,
             Read.self,
             Status.self,
+            Member.self,
+            Leader.self,
             Demo.self,
             Bench.self,
             Inspect.self,

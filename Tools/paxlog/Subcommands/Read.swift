@@ -33,15 +33,7 @@ struct Read: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var configuration = try cluster.clientConfiguration()
-        configuration.requestTimeout = .nanoseconds(Int64(timeout * 1e9))
-        configuration.attemptTimeout = min(configuration.attemptTimeout, configuration.requestTimeout)
-        let client: PaxosClient
-        do {
-            client = try await PaxosClient.connect(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "paxlog.read"))
-        } catch {
-            throw CLIError("cannot connect: \(error)")
-        }
+        let client = try await cluster.connect(timeout: timeout, label: "paxlog.read")
         let out = LineWriter()
         var next = Swift.max(from, 1)
         var remaining = count ?? Int.max

@@ -137,8 +137,7 @@ struct Status: AsyncParsableCommand {
                          dash(m.lagBehindLeader), dash(m.snapshotSlot), m.dataDirectoryBytes.map(byteCount) ?? "-", dash(m.version),
                          m.failure.map { "storage failed: \($0)" } ?? (m.healthy ? "ok" : "not following the leader")])
         }
-        let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! }
-        var lines = rows.map { row in row.indices.map { $0 == row.count - 1 ? row[$0] : row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+        var lines = alignedColumns(rows)
         lines.append(report.healthy
             ? "healthy: leader \(report.leader!), \(report.healthyMembers) of \(report.members.count) members healthy"
             : "UNHEALTHY: \(report.leader.map { "leader \($0)" } ?? "no leader"), \(report.healthyMembers) of \(report.members.count) members healthy (a majority is \(report.members.count / 2 + 1))")

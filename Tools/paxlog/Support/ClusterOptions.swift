@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import NIOPosix
 import PaxosTransport
 
 /// Options every client command shares: where the cluster is and how to prove membership.
@@ -36,6 +38,19 @@ struct ClusterOptions: ParsableArguments {
 }
 
 extension ClusterOptions {
+    /// A client of the cluster whose calls end within `timeout` seconds, retries included.
+    /// - Throws: ``CLIError`` (exit 2) when no replica could be reached.
+    func connect(timeout: Double, label: String) async throws -> PaxosClient {
+        var configuration = try clientConfiguration()
+        configuration.requestTimeout = .nanoseconds(Int64(timeout * 1e9))
+        configuration.attemptTimeout = min(configuration.attemptTimeout, configuration.requestTimeout)
+        do {
+            return try await PaxosClient.connect(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: label))
+        } catch {
+            throw CLIError("cannot connect to \(configuration.addresses.map(\.description).joined(separator: ",")): \(error)")
+        }
+    }
+
     /// The client's TLS credentials, or nil without `--tls-ca`.
     func clientTLS() throws -> TLSCredentials? {
         guard let ca = tlsCa else {

@@ -35,6 +35,15 @@ struct LatencySummary: Encodable {
     var text: String { "p50 \(p50) µs  p90 \(p90) µs  p99 \(p99) µs  p99.9 \(p999) µs  max \(max) µs" }
 }
 
+/// Rows as aligned columns, two spaces apart; the last column is not padded (it may be long).
+func alignedColumns(_ rows: [[String]]) -> [String] {
+    guard let first = rows.first else { return [] }
+    let widths = first.indices.map { c in rows.map { $0[c].count }.max()! }
+    return rows.map { row in
+        row.indices.map { $0 == row.count - 1 ? row[$0] : row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+}
+
 func jsonLine(_ value: some Encodable) -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]

@@ -33,4 +33,31 @@ import Testing
             try verifyOffline(cluster, acks)
         }
     }
+
+    /// `paxlog leader transfer` moves leadership round the three replicas under load, asked
+    /// through whichever replica; each time the named node leads, appends go on, and every
+    /// acknowledged record is at its slot on every replica afterwards, read offline.
+    @Test func leaderTransferUnderLoad() async throws {
+        try await withCluster("transfer-cli") { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let load = Load()
+            let running = Task { await load.run(cluster, streams: 4, tag: "t") }
+            try await eventually("appends before the transfers") { load.ackCount >= 100 }
+            let hosts = cluster.nodes.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",")
+            for target in [NodeID(2), 3, 1, 3] {
+                let run = try runPaxlog(["leader", "transfer", "--cluster", hosts, "--cluster-name", cluster.clusterName, "--to", "\(target)", "--json"])
+                #expect(run.status == 0 && run.stdout == "{\"leader\":\(target)}\n", "exit \(run.status): \(run.stdout) \(run.stderr)")
+                try await eventually("node \(target) leading") { await cluster.leader() == target }
+                let before = load.ackCount
+                try await eventually("appends after the transfer to node \(target)") { load.ackCount >= before + 50 }
+            }
+            load.stop()
+            await running.value
+            let acks = load.acks.withLockedValue { $0 }
+            let top = acks.map(\.slot).max() ?? 0
+            for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
+            try verifyOffline(cluster, acks)
+        }
+    }
 }

@@ -10,8 +10,9 @@ extension PaxosCore {
         /// Accept messages sent and not yet acknowledged, and the payload bytes they carry.
         public var inflightAccepts: Int
         public var inflightBytes: Int
-        /// The slots before the first this leader still has to send the follower or hear it
-        /// acknowledge (slots chosen without it count: it learns those as chosen).
+        /// How far the follower holds this leader's log: the end of the run of slots it
+        /// acknowledged in this ballot, or its reported chosen watermark if further (0 for a
+        /// follower not heard from since this replica began leading).
         public var acknowledgedThrough: Slot
         /// The follower's chosen watermark as its last heartbeat reply in this ballot reported
         /// (0 before the first).
@@ -26,7 +27,7 @@ extension PaxosCore {
             let firstUnacknowledged = Swift.min(p.inflight.first?.first ?? p.nextToSend, nextSlot)
             return FollowerProgress(node: configuration.members[i], lagSlots: nextSlot - firstUnacknowledged,
                                     inflightAccepts: p.inflight.count, inflightBytes: p.inflightBytes,
-                                    acknowledgedThrough: firstUnacknowledged - 1, chosenThrough: p.reportedChosen)
+                                    acknowledgedThrough: Swift.max(p.acknowledged, p.reportedChosen), chosenThrough: p.reportedChosen)
         }
     }
 }

@@ -40,6 +40,9 @@ public struct PaxosCore: Sendable {
         var idleTicks = 0
         /// The follower's chosen watermark, as its last heartbeat reply in this ballot said.
         var reportedChosen: Slot = 0
+        /// The end of the run of slots from the start of this ballot the follower acknowledged
+        /// in it (what status reports; replication itself goes by `inflight` and the acks).
+        var acknowledged: Slot = 0
     }
 
     // MARK: Acceptor state (mirrors what was asked to be persisted)
@@ -117,6 +120,8 @@ public struct PaxosCore: Sendable {
     /// Members heard from since the last quorum check (bit per member index).
     var heardFrom: UInt64 = 0
     var quorumCheckElapsed = 0
+    /// This leader's chosen watermark when its Phase 1 ended: it assigned the slots above.
+    var chosenAtElection: Slot = 0
     /// A leadership transfer this leader started (PaxosCore+Transfer.swift); nil otherwise.
     public internal(set) var transfer: LeadershipTransfer? = nil
 
@@ -717,6 +722,7 @@ public struct PaxosCore: Sendable {
         phase1 = [:]
         nextSlot = top + 1
         flushedThrough = chosenThrough
+        chosenAtElection = chosenThrough
         for i in progress.indices { progress[i] = Progress(nextToSend: start) }
         broadcastHeartbeat()
     }
@@ -738,6 +744,9 @@ public struct PaxosCore: Sendable {
             progress[fromIndex].inflightBytes -= progress[fromIndex].inflight[k].bytes
             progress[fromIndex].inflight.remove(at: k)
             progress[fromIndex].idleTicks = 0
+        }
+        if a.firstSlot <= Swift.max(progress[fromIndex].acknowledged, chosenAtElection) + 1 {
+            progress[fromIndex].acknowledged = Swift.max(progress[fromIndex].acknowledged, a.lastSlot)
         }
         markAcked(bit: bit, first: a.firstSlot, last: a.lastSlot)
         advanceChosen()

@@ -120,4 +120,24 @@ import Testing
         c[3].step(Envelope(from: 1, to: 3, message: .timeoutNow(TimeoutNow(ballot: Ballot(round: 0, node: 1), lastSlot: 3))))
         #expect(!c[3].holdsProposals, "neither came from its leader in its ballot")
     }
+
+    /// What the leader reports of each follower (the member list): a follower cut off since the
+    /// election shows nothing acknowledged, not the slots chosen without it.
+    @Test func followerProgressCountsOnlyWhatTheFollowerAcknowledged() {
+        var c = ledByNodeOne()
+        c.cutOff = [3]
+        for v: UInt8 in 4...5 { _ = c[1].propose(.data([v])) }
+        // Past the retransmission timeout: the leader stops waiting for node 3's answer.
+        c.tick(20)
+        let rows = Dictionary(uniqueKeysWithValues: c[1].followerProgress.map { ($0.node, $0) })
+        #expect(rows[2]?.acknowledgedThrough == 5 && rows[2]?.chosenThrough == 5)
+        #expect(rows[3]?.acknowledgedThrough == 3 && rows[3]?.chosenThrough == 3, "it acknowledged 1-3 before the cut")
+        var fresh = Cluster()
+        fresh.cutOff = [3]
+        fresh[1].campaign()
+        fresh.pump()
+        for v: UInt8 in 1...2 { _ = fresh[1].propose(.data([v])) }
+        fresh.tick(20)
+        #expect(fresh[1].followerProgress.first { $0.node == 3 }?.acknowledgedThrough == 0)
+    }
 }

@@ -144,6 +144,6 @@ public struct Configuration: Sendable, Hashable {
     /// never catch up, and what it assigned after telling the target to campaign is cut off.
     case transferKeepsProposing
     /// A leader tells its transfer target to campaign at once, without waiting until the target
-    /// acknowledged every slot the leader assigned.
+    /// reported every slot the leader assigned chosen.
     case transferToLaggingTarget
 }

@@ -242,11 +242,6 @@ public struct SnapshotAck: Hashable, Sendable {
     }
 }
 
-/// A pre-vote request: "would you promise `ballot` if I sent a Prepare for it now?"
-///
-/// Neither side persists anything: the sender has not raised its promise (it will only after a
-/// majority grants), the receiver promises nothing. A grant is advice, not a vote, so safety
-/// never depends on it (ELECTIONS.md).
 public struct TimeoutNow: Hashable, Sendable {
     /// The sender's ballot: the target campaigns only while it still follows that leader in it.
     public var ballot: Ballot
@@ -259,6 +254,11 @@ public struct TimeoutNow: Hashable, Sendable {
     }
 }
 
+/// A pre-vote request: "would you promise `ballot` if I sent a Prepare for it now?"
+///
+/// Neither side persists anything: the sender has not raised its promise (it will only after a
+/// majority grants), the receiver promises nothing. A grant is advice, not a vote, so safety
+/// never depends on it (ELECTIONS.md).
 public struct PreVote: Hashable, Sendable {
     /// The ballot the sender would campaign with (one round above every round it has seen).
     public var ballot: Ballot

@@ -3,7 +3,7 @@ import MultiPaxos
 extension PaxosLog {
     /// Moves leadership to the voter `target`, for a rolling restart or to move load. Call it on
     /// the leader. The leader stops taking appends (they fail `notLeader` naming `target`, not
-    /// appended), waits until `target` has acknowledged everything it assigned, then tells it to
+    /// appended), waits until `target` reports every slot it assigned chosen, then tells it to
     /// campaign at once; `target` still runs Phase 1 like any new leader.
     ///
     /// Returns once `target` leads, as this replica sees it. If `target` has not caught up and

@@ -3,8 +3,8 @@ import MultiPaxos
 import NIOCore
 
 /// The appends a replica has offered and not yet answered: those with a slot, waiting for it to
-/// be chosen, and those held while the replica campaigns or hands leadership over. Decides each one's outcome from what
-/// was chosen (``AppendOutcome``), its deadline, or the replica's failure.
+/// be chosen, and those held while the replica campaigns or hands leadership over. Decides each
+/// one's outcome from what was chosen (``AppendOutcome``), its deadline, or the replica's failure.
 /// Confined to the replica's executor.
 struct ProposalTracker {
     struct Waiter {
@@ -13,8 +13,8 @@ struct ProposalTracker {
         let index: Int
     }
 
-    /// An append offered while the replica campaigns or hands leadership over, proposed (or answered from the session
-    /// table) once it leads, failed as not appended if it does not.
+    /// An append offered while the replica campaigns or hands leadership over, proposed (or
+    /// answered from the session table) once it leads, failed as not appended if it does not.
     struct Queued {
         let id: ProposalID
         let isRetry: Bool

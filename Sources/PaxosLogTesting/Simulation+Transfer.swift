@@ -12,8 +12,8 @@ import PaxosLog
 //   `transferKeepsProposing`;
 // - a leader tells its target to campaign (`timeoutNow`) only once the target reported (a
 //   heartbeat reply that reached the leader) every slot the leader assigned chosen, so its
-//   Phase 1 has nothing to re-propose: planted bug `transferToLaggingTarget`;
-// - every caller is answered: success only once the target leads as the asking replica sees it.
+//   Phase 1 has nothing to re-propose: planted bug `transferToLaggingTarget`.
+// The sweeps require some transfers to complete (`SimulationTests`).
 extension Simulation {
     /// Maybe asks the replica that leads, unless it is handing over already, to hand leadership
     /// to another member.

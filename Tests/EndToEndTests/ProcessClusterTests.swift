@@ -133,6 +133,17 @@ func verifyOffline(_ cluster: LocalCluster, _ acks: [Load.Ack]) throws {
     }
 }
 
+/// Stops `load`, waits until every replica has learned the last slot it acknowledged, then
+/// reads every data directory offline (`verifyOffline`).
+func stopLoadAndVerify(_ cluster: LocalCluster, _ load: Load, _ running: Task<Void, Never>) async throws {
+    load.stop()
+    await running.value
+    let acks = load.acks.withLockedValue { $0 }
+    let top = acks.map(\.slot).max() ?? 0
+    for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
+    try verifyOffline(cluster, acks)
+}
+
 func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
     (try? await cluster.status(id).chosenThrough) ?? 0
 }
@@ -198,12 +209,7 @@ func chosenThrough(_ cluster: LocalCluster, _ id: NodeID) async -> Slot {
         let load = Load()
         let running = Task { await load.run(cluster, streams: 2, tag: "back") }
         try await eventually("appends after the majority returns", seconds: 40) { load.ackCount >= 20 }
-        load.stop()
-        await running.value
-        let acks = load.acks.withLockedValue { $0 }
-        let top = acks.map(\.slot).max() ?? 0
-        for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
-        try verifyOffline(cluster, acks)
+        try await stopLoadAndVerify(cluster, load, running)
         }
     }
 

@@ -24,13 +24,8 @@ import Testing
             try await eventually("node \(next) leading") { await cluster.leader() == next }
             let before = load.ackCount
             try await eventually("appends after the stop") { load.ackCount >= before + 50 }
-            load.stop()
-            await running.value
             try cluster.start(leader)
-            let acks = load.acks.withLockedValue { $0 }
-            let top = acks.map(\.slot).max() ?? 0
-            for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
-            try verifyOffline(cluster, acks)
+            try await stopLoadAndVerify(cluster, load, running)
         }
     }
 
@@ -52,12 +47,7 @@ import Testing
                 let before = load.ackCount
                 try await eventually("appends after the transfer to node \(target)") { load.ackCount >= before + 50 }
             }
-            load.stop()
-            await running.value
-            let acks = load.acks.withLockedValue { $0 }
-            let top = acks.map(\.slot).max() ?? 0
-            for n in cluster.nodes { try await eventually("node \(n.id) catching up") { await chosenThrough(cluster, n.id) >= top } }
-            try verifyOffline(cluster, acks)
+            try await stopLoadAndVerify(cluster, load, running)
         }
     }
 }

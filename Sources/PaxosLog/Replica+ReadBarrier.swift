@@ -71,7 +71,9 @@ extension Replica {
     /// Starts one round for the barriers that arrived since the last: proposes a no-op now,
     /// before this drain's `takeReady()`.
     func startBarrierRound() {
-        guard !barriers.unstarted.isEmpty else { return }
+        // A leader handing over proposes nothing: its barriers wait, and start once the
+        // transfer is given up, or fail with the step-down.
+        guard !barriers.unstarted.isEmpty, !(core.isLeader && core.holdsProposals) else { return }
         let waiting = barriers.unstarted
         barriers.unstarted = []
         guard core.isLeader else {
@@ -87,8 +89,8 @@ extension Replica {
             barriers.rounds.append((slot, core.ballot, Swift.min(covered, slot), waiting.map(\.deadline).min()!, waiting.map(\.callback)))
         case .overloaded:
             for b in waiting { b.callback(.failure(PaxosLogError(.overloaded, "too many appends in flight for a read barrier's round"))) }
-        case .notLeader(_):
-            for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader", leader: core.knownLeader))) }
+        case .notLeader(let leader):
+            for b in waiting { b.callback(.failure(PaxosLogError(.notLeader, "node \(configuration.nodeID) is not the leader", leader: leader))) }
         }
     }
 

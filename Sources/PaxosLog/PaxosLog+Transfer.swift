@@ -13,7 +13,13 @@ extension PaxosLog {
     /// - Throws: ``PaxosLogError``: `notLeader` (this replica does not lead; the error names the
     ///   leader it knows), `invalidArgument` (`target` is not a member), `timeout`, `closed`.
     public func transferLeadership(to target: NodeID) async throws {
-        try await driver.transferLeadership(to: target)
+        do {
+            try await driver.transferLeadership(to: target)
+            metrics.recordTransfer(nil)
+        } catch {
+            metrics.recordTransfer(error)
+            throw error
+        }
     }
 }
 

@@ -24,7 +24,9 @@ import SegmentLog
 /// - `paxoslog_chosen_slots_total`, `paxoslog_chosen_through`, `paxoslog_last_accepted`
 /// - `paxoslog_is_leader`, `paxoslog_leader_id` (0: none known), `paxoslog_role{role}` (1 for
 ///   the current one of `leader`, `follower`, `electing`), `paxoslog_ballot_round`,
-///   `paxoslog_ballot_node`, `paxoslog_leadership_changes_total` (changes seen between samples)
+///   `paxoslog_ballot_node`, `paxoslog_leadership_changes_total` (changes seen between samples),
+///   `paxoslog_leadership_transfers_total{outcome}` (transfers this replica was asked for, by
+///   `completed`, `timeout`, or `refused`: not the leader, not a member, closed)
 /// - `paxoslog_storage_written_bytes_total`, `paxoslog_storage_raw_payload_bytes_total`,
 ///   `paxoslog_storage_stored_payload_bytes_total`, `paxoslog_storage_fsyncs_total`,
 ///   `paxoslog_storage_group_commits_total`, `paxoslog_data_directory_bytes`,
@@ -50,6 +52,7 @@ final class ReplicaMetrics: Sendable {
     let appended: Counter
     let appendFailures: Counter
     let appendDuration: Metrics.Timer
+    private let transfers: [String: Counter]
     private let fsyncDuration: Metrics.Timer
     private let groupCommitSize: Recorder
     private let chosenSlots: Counter
@@ -105,6 +108,7 @@ final class ReplicaMetrics: Sendable {
         appended = counter("paxoslog_appended_records_total")
         appendFailures = counter("paxoslog_append_failures_total")
         appendDuration = timer("paxoslog_append_duration_seconds")
+        transfers = Dictionary(uniqueKeysWithValues: ["completed", "timeout", "refused"].map { ($0, counter("paxoslog_leadership_transfers_total", [("outcome", $0)])) })
         fsyncDuration = timer("paxoslog_fsync_duration_seconds")
         groupCommitSize = Recorder(label: "paxoslog_group_commit_appends", dimensions: d, aggregate: true, factory: f)
         chosenSlots = counter("paxoslog_chosen_slots_total")
@@ -180,6 +184,12 @@ final class ReplicaMetrics: Sendable {
         } else {
             appendFailures.increment(by: count)
         }
+    }
+
+    /// Counts a leadership transfer this replica was asked for, by how it ended.
+    func recordTransfer(_ error: (any Error)?) {
+        let outcome = error == nil ? "completed" : (error as? PaxosLogError)?.code == .timeout ? "timeout" : "refused"
+        transfers[outcome]?.increment()
     }
 
     /// Samples the replica's state now (on its event loop) and publishes it.

@@ -39,7 +39,8 @@ import Testing
         #expect(try metrics.expectCounter("paxoslog_appended_records_total", node).totalValue == 13)
     }
 
-    /// A leader publishes each follower's lag and in-flight Accepts as it sees them.
+    /// A leader publishes each follower's lag and in-flight Accepts as it sees them, and counts
+    /// the leadership transfers it is asked for.
     @Test func aLeaderPublishesEachFollowersProgress() async throws {
         let metrics = TestMetrics()
         let (logs, dir) = try await InProcessClusterTests.openCluster("metrics-followers", metricsFactory: metrics)
@@ -54,6 +55,12 @@ import Testing
             #expect(try metrics.expectGauge("paxoslog_follower_inflight_accepts", d).lastValue != nil)
             #expect(try metrics.expectGauge("paxoslog_follower_inflight_bytes", d).lastValue != nil)
         }
+        // A transfer, and one refused (not a member), counted by outcome.
+        let target = leader.configuration.members.map(\.id).first { $0 != me }!
+        try await leader.transferLeadership(to: target)
+        await #expect(throws: PaxosLogError.self) { try await leader.transferLeadership(to: 42) }
+        #expect(try metrics.expectCounter("paxoslog_leadership_transfers_total", [("node", "\(me)"), ("outcome", "completed")]).totalValue == 1)
+        #expect(try metrics.expectCounter("paxoslog_leadership_transfers_total", [("node", "\(me)"), ("outcome", "refused")]).totalValue == 1)
         for l in logs { try await l.close() }
     }
 }

@@ -26,6 +26,8 @@ struct ElectionWatch {
     /// Per candidate ballot: how many members were more than `maxCandidateLag` ahead of it
     /// when it started its Phase 1.
     var aheadAtCampaign: [Ballot: Int] = [:]
+    /// Per pre-vote ballot: the chosen watermark each granting member reported with its grant.
+    var grants: [Ballot: [Int: Slot]] = [:]
 
     init(replicas: Int) {
         cutOffRound = Array(repeating: nil, count: replicas)
@@ -39,11 +41,18 @@ extension Simulation {
     func watchLeadership(_ l: Leadership, index i: Int) {
         let me = members[i]
         if l.leader == nil, l.ballot.node == me, !l.isLeader, l.ballot > .zero, let core = nodes[i].replica?.core {
-            // It started Phase 1 for this ballot: who was far ahead of it then?
+            // It started Phase 1 for this ballot: who was far ahead of it then? A member that
+            // granted its pre-vote counts as far as it said it was when it granted: what it
+            // learned since (say, a catch-up reply in flight) is a race the rule cannot see.
             let mine = core.chosenThrough
             let lag = coreConfiguration(for: me, incarnation: nodes[i].incarnation).maxCandidateLag
+            let granted = elections.grants.removeValue(forKey: l.ballot) ?? [:]
             var ahead = 0
-            for n in nodes { if let c = n.replica?.core.chosenThrough, c > mine, c - mine > lag { ahead += 1 } }
+            for k in nodes.indices {
+                guard let current = nodes[k].replica?.core.chosenThrough else { continue }
+                let c = granted[k].map { Swift.min($0, current) } ?? current
+                if c > mine, c - mine > lag { ahead += 1 }
+            }
             elections.aheadAtCampaign[l.ballot] = ahead
         }
         guard l.isLeader else { return }
@@ -58,6 +67,9 @@ extension Simulation {
     func watchDelivery(_ e: Envelope) {
         guard let to = members.firstIndex(of: e.to), let from = members.firstIndex(of: e.from) else { return }
         elections.lastHeard[to][from] = now
+        if case .preVoteReply(let r) = e.message, r.granted, r.ballot.node == e.to {
+            elections.grants[r.ballot, default: [:]][from] = r.chosenThrough
+        }
     }
 
     /// Once per tick, after every replica ticked and every message due was delivered.

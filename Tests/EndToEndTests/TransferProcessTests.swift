@@ -30,8 +30,9 @@ import Testing
     }
 
     /// `paxlog leader transfer` moves leadership round the three replicas under load, asked
-    /// through whichever replica; each time the named node leads, appends go on, and every
-    /// acknowledged record is at its slot on every replica afterwards, read offline.
+    /// through whichever replica; each time the named node leads, appends go on; without `--to`
+    /// it moves to a follower. Every acknowledged record is at its slot on every replica
+    /// afterwards, read offline.
     @Test func leaderTransferUnderLoad() async throws {
         try await withCluster("transfer-cli") { cluster in
             try cluster.startAll()
@@ -47,6 +48,11 @@ import Testing
                 let before = load.ackCount
                 try await eventually("appends after the transfer to node \(target)") { load.ackCount >= before + 50 }
             }
+            // Without --to: to the follower furthest along, as the leader sees it.
+            let old = try await cluster.waitForLeader()
+            let run = try runPaxlog(["leader", "transfer", "--cluster", hosts, "--cluster-name", cluster.clusterName])
+            #expect(run.status == 0, "exit \(run.status): \(run.stderr)")
+            try await eventually("a follower of node \(old) leading") { await cluster.leader().map { $0 != old } ?? false }
             try await stopLoadAndVerify(cluster, load, running)
         }
     }

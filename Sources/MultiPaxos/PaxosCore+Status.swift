@@ -5,7 +5,8 @@ extension PaxosCore {
     /// How a leader sees one follower's replication (for metrics and status).
     public struct FollowerProgress: Hashable, Sendable {
         public var node: NodeID
-        /// Slots the leader has assigned that this follower has not acknowledged.
+        /// Slots the leader has assigned past ``acknowledgedThrough``: all of them for a follower
+        /// not heard from since this replica began leading (briefly, every follower).
         public var lagSlots: Slot
         /// Accept messages sent and not yet acknowledged, and the payload bytes they carry.
         public var inflightAccepts: Int
@@ -24,10 +25,13 @@ extension PaxosCore {
         guard role == .leader else { return [] }
         return progress.indices.filter { $0 != selfIndex }.map { i in
             let p = progress[i]
-            let firstUnacknowledged = Swift.min(p.inflight.first?.first ?? p.nextToSend, nextSlot)
-            return FollowerProgress(node: configuration.members[i], lagSlots: nextSlot - firstUnacknowledged,
+            // Not from the send window: after a retransmission timeout it skips slots chosen
+            // without the follower, and a dead follower looked caught up.
+            let held = Swift.max(p.acknowledged, p.reportedChosen)
+            let last = nextSlot - 1
+            return FollowerProgress(node: configuration.members[i], lagSlots: last > held ? last - held : 0,
                                     inflightAccepts: p.inflight.count, inflightBytes: p.inflightBytes,
-                                    acknowledgedThrough: Swift.max(p.acknowledged, p.reportedChosen), chosenThrough: p.reportedChosen)
+                                    acknowledgedThrough: held, chosenThrough: p.reportedChosen)
         }
     }
 }

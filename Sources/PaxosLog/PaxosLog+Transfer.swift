@@ -25,14 +25,14 @@ extension PaxosLog {
 
 extension PaxosLog {
     /// Before a planned stop: if this replica leads, moves leadership to the follower furthest
-    /// along (fewest slots behind, as this leader sees it), so clients need not wait out an
+    /// along (the most acknowledged, as this leader sees it), so clients need not wait out an
     /// election timeout. `paxlog serve` does this on SIGTERM before ``close()``.
     /// - Returns: the new leader, or nil when this replica does not lead, leads alone, or the
     ///   transfer did not complete (the replica may still stop: the others then elect a leader
     ///   after their election timeout, as after a crash).
     public func handOffLeadership() async -> NodeID? {
         guard let followers = try? await driver.followerProgress().get(),
-              let best = followers.min(by: { $0.lagSlots < $1.lagSlots }) else { return nil }
+              let best = followers.max(by: { $0.acknowledgedThrough < $1.acknowledgedThrough }) else { return nil }
         do {
             try await transferLeadership(to: best.node)
             return best.node

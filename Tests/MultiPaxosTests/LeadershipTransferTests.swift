@@ -132,12 +132,13 @@ import Testing
         let rows = Dictionary(uniqueKeysWithValues: c[1].followerProgress.map { ($0.node, $0) })
         #expect(rows[2]?.acknowledgedThrough == 5 && rows[2]?.chosenThrough == 5)
         #expect(rows[3]?.acknowledgedThrough == 3 && rows[3]?.chosenThrough == 3, "it acknowledged 1-3 before the cut")
+        #expect(rows[2]?.lagSlots == 0 && rows[3]?.lagSlots == 2)
         var fresh = Cluster()
         fresh.cutOff = [3]
         fresh[1].campaign()
         fresh.pump()
         for v: UInt8 in 1...2 { _ = fresh[1].propose(.data([v])) }
         fresh.tick(20)
-        #expect(fresh[1].followerProgress.first { $0.node == 3 }?.acknowledgedThrough == 0)
+        #expect(fresh[1].followerProgress.first { $0.node == 3 }.map { ($0.acknowledgedThrough, $0.lagSlots) } ?? (9, 9) == (0, 2))
     }
 }

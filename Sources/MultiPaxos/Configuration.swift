@@ -146,4 +146,7 @@ public struct Configuration: Sendable, Hashable {
     /// A leader tells its transfer target to campaign at once, without waiting until the target
     /// reported every slot the leader assigned chosen.
     case transferToLaggingTarget
+    /// Replicas apply leader stickiness to a transfer target's Prepares too (the `leaderTransfer`
+    /// mark ignored), so a target told to campaign is ignored while the old leader lives.
+    case transferMarkIgnored
 }

@@ -474,7 +474,8 @@ public struct PaxosCore: Sendable {
         // depose it. Ignored, not refused: a Reject carries no ballot the candidate must beat,
         // and the round is not noted, so a disruptive replica does not raise ours either.
         // A candidate its leader handed leadership to is let through (ELECTIONS.md).
-        if p.ballot > promised, !p.leaderTransfer, hearsLiveLeader(other: from) { return }
+        let marked = p.leaderTransfer && configuration.plantedBug != .transferMarkIgnored
+        if p.ballot > promised, !marked, hearsLiveLeader(other: from) { return }
         noteRound(p.ballot)
         guard p.ballot >= promised else {
             send(to: from, .reject(Reject(ballot: p.ballot, promised: promised)), gated: false)

@@ -24,6 +24,13 @@ import Testing
         #expect(try !mismatches("caught_up_leader", plantedBug: .laggingCandidateWins).isEmpty)
     }
 
+    /// `transferMarkIgnored` (stickiness applied to a transfer target's Prepares) makes a transfer
+    /// fail, which the seeded simulation allows (a transfer may be given up): in
+    /// `leader_transfer`, node 3 campaigns and nobody promises it.
+    @Test func theLeaderTransferTranscriptCatchesTheMarkIgnored() throws {
+        #expect(try !mismatches("leader_transfer", plantedBug: .transferMarkIgnored).isEmpty)
+    }
+
     /// Runs transcript `name`; returns its mismatches (or rewrites it when asked to).
     func mismatches(_ name: String, plantedBug: PlantedBug? = nil) throws -> [String] {
         let path = "\(Self.directory)/\(name).txt"

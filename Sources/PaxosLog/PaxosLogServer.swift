@@ -152,19 +152,10 @@ struct ClientService: Sendable {
         }
     }
 
-    /// Asks the log to hand leadership to `target`. A follower redirects to the leader it knows
-    /// (like an append, and without asking the log), and a target outside the membership is
-    /// refused here, so neither waits for the transfer machinery.
+    /// Asks the log to hand leadership to `target`: a follower's `notLeader` becomes a redirect to
+    /// the leader, a non-member's `invalidArgument` an `invalidRequest`, like any request's.
     private func transferLeadership(to target: NodeID) async -> ClientResponse {
         do {
-            let status = try await log.status()
-            guard status.isLeader else {
-                return response(for: PaxosLogError(.notLeader, "node \(status.nodeID) does not lead", leader: status.leader), isAppend: false)
-            }
-            let ids = log.configuration.members.map(\.id)
-            guard ids.contains(target) else {
-                return .error(ClientError(code: .invalidRequest, message: "node \(target) is not a member (members: \(ids.map(String.init).joined(separator: ", ")))"))
-            }
             try await log.transferLeadership(to: target)
             return .leadershipTransferred(leaderID: target)
         } catch let error as PaxosLogError {
@@ -173,6 +164,7 @@ struct ClientService: Sendable {
             return .error(ClientError(code: .internal, message: "\(error)"))
         }
     }
+
 
     /// The client protocol's answer for a failure. An append's error carries its outcome (an
     /// error that does not say is sent as unknown: the client must not take it for not appended).

@@ -35,13 +35,16 @@ extension Replica {
         case .notMember:
             callback(.failure(PaxosLogError(.invalidArgument, "node \(target) is not a member (members: \(configuration.members.map(String.init).joined(separator: ", "))); leadership stays with node \(configuration.nodeID)")))
         case .started:
-            // The core gives up after one maximum election timeout; the target's Phase 1 may
-            // still be running then, so wait twice that for it to show.
-            let ticks = Int64(core.configuration.electionTimeoutTicks.upperBound) * 2
-            transfers.waiting.append((target, executor.now + configuration.tickInterval * ticks, callback))
+            transfers.waiting.append((target, executor.now + transferWait, callback))
             logger.info("leadership transfer started", metadata: ["node": "\(configuration.nodeID)", "target": "\(target)"])
             scheduleDrain()
         }
+    }
+
+    /// How long a caller waits for the target to show as leader: the core gives up after one
+    /// maximum election timeout, and the target's Phase 1 may still be running then.
+    private var transferWait: TimeAmount {
+        configuration.tickInterval * Int64(core.configuration.electionTimeoutTicks.upperBound) * 2
     }
 
     /// Answers the transfers whose end this replica can see: the target leads, another leader
@@ -61,7 +64,7 @@ extension Replica {
                     ?? "node \(w.target) did not catch up and take over within one election timeout"
                 result = .failure(PaxosLogError(.timeout, "leadership stays with node \(configuration.nodeID): \(why); appends are taken again", leader: configuration.nodeID))
             } else if w.deadline <= now {
-                result = .failure(PaxosLogError(.timeout, "node \(w.target) did not take over within \(configuration.tickInterval * Int64(core.configuration.electionTimeoutTicks.upperBound) * 2); leader: \(leader.map { "node \($0)" } ?? "unknown")", leader: leader))
+                result = .failure(PaxosLogError(.timeout, "node \(w.target) did not take over within \(transferWait); leader: \(leader.map { "node \($0)" } ?? "unknown")", leader: leader))
             } else {
                 return false
             }
